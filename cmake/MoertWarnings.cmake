@@ -1,0 +1,7 @@
+# moert_warnings(target): the project's warning set; errors when MOERT_WERROR.
+function(moert_warnings target)
+  target_compile_options(${target} PRIVATE
+    $<$<COMPILE_LANGUAGE:CXX,C>:-Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor
+      -Wcast-align -Wunused -Woverloaded-virtual -Wnull-dereference -Wimplicit-fallthrough>
+    $<$<AND:$<BOOL:${MOERT_WERROR}>,$<COMPILE_LANGUAGE:CXX,C>>:-Werror>)
+endfunction()

@@ -1,0 +1,8 @@
+// Placeholder, replaced by the op family's definitions.
+#include "ops.h"
+
+namespace moert::ops {
+
+void register_attention(OpRegistry&) {}
+
+}  // namespace moert::ops
