@@ -158,6 +158,11 @@ typedef struct moert_node_desc {
   size_t num_outputs;
 } moert_node_desc;
 
+/* moert_graph_desc::flags */
+/* Constant data pointers stay valid until executable_free() (the runtime keeps
+ * the weights mapped), so a backend may use them in place instead of copying. */
+#define MOERT_GRAPH_CONSTANTS_PERSIST 1u
+
 /* A partition: the nodes a backend is asked to run, in execution order, and
  * every tensor they touch. */
 typedef struct moert_graph_desc {
@@ -166,6 +171,7 @@ typedef struct moert_graph_desc {
   size_t num_tensors;
   const moert_node_desc* const* nodes;
   size_t num_nodes;
+  uint32_t flags; /* MOERT_GRAPH_* */
 } moert_graph_desc;
 
 /* ------------------------------------------------------------------------ */
