@@ -1,8 +1,410 @@
-// Placeholder, replaced by the op family's definitions.
+// Attention and the KV cache.
+//
+// Masking rule shared by the ops below: a query at absolute position p may
+// attend to key position kv iff (causal == 0 or kv <= p) and (window == 0 or
+// kv > p - window); a query thus sees itself and at most window - 1 earlier
+// keys.  With `sinks`, head h's softmax has an extra denominator term:
+//   P[q, kv] = exp(s[q, kv]) / (sum over allowed kv' of exp(s[q, kv']) + exp(sinks[h]))
+// (GPT-OSS), computed after subtracting the row maximum (sink included), so
+// rows then sum to less than 1.  Disallowed entries are exactly 0.
+//
+// attention(q [T, nh, dk], k [T, nkv, dk], v [T, nkv, dv], k_cache optional
+//     [C, nkv, dk], v_cache optional [C, nkv, dv], sinks optional [nh])
+//     -> out [T, nh, dv], q's dtype.
+//   s[h, i, kv] = scale * (q[i, h, :] . K[kv, g(h), :]), g(h) = h / (nh / nkv)
+//   (GQA; nh % nkv == 0), out[i, h, :] = sum_kv P[h, i, kv] V[kv, g(h), :].
+//   Without caches K = k, V = v and query i has position i.  With caches
+//   (both or neither; they are state inputs written in place) and P =
+//   symbols.past(): fails with "context overflow" (writing nothing) unless
+//   P + T <= C, then writes k and v into cache rows P..P+T-1 (rounded to the
+//   cache dtypes), and K, V are cache rows 0..P+T-1; query i has position P+i.
+//   Attributes: scale (float, default 1/sqrt(dk)), causal (int 0/1, default
+//   1), window (int >= 0, default 0 = unlimited).  q, k, v are f32, bf16 or
+//   f16; the caches any float dtype (f8_e4m3 too); sinks any float.  nh, nkv,
+//   dk, dv and C must be static; T may be symbolic.  dk != dv is allowed
+//   (MLA).  Computed in double; only the cache writes and the output are
+//   rounded.
+//
+// masked_softmax(scores [nh, T, L], sinks optional [nh]) -> y [nh, T, L],
+//   scores' dtype (f32, bf16 or f16).  Row i of head h is the query at
+//   absolute position (L - T) + i (so L >= T); y = softmax over the allowed
+//   keys j of scale * scores[h, i, j], with the sink term when given;
+//   disallowed entries are 0.  Attributes scale (float, default 1), causal,
+//   window as above.
+//
+// cache_update(cache [C, ...], x [T, ...]) -> y [P+T, ...], cache's dtype.
+//   cache (a state input, written in place) and x are float tensors; x's
+//   dim 0 must be the token symbol T and its other dims equal the cache's.
+//   Fails with "context overflow" (writing nothing) unless P + T <= C, then
+//   writes x into cache rows P..P+T-1 (rounded to the cache dtype) and
+//   returns a copy of rows 0..P+T-1.
+//
+// attention decomposes into cache_update (with caches), transpose, repeat,
+// matmul and masked_softmax.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "kernel_util.h"
 #include "ops.h"
 
 namespace moert::ops {
 
-void register_attention(OpRegistry&) {}
+namespace {
+
+struct MaskParams {
+  double scale = 1.0;
+  bool causal = true;
+  int64_t window = 0;
+};
+
+std::string num(double v) { return attr_value_str(AttrValue(v)); }
+
+template <typename Ctx>
+MaskParams mask_params(const Ctx& ctx, double default_scale) {
+  MaskParams m;
+  m.scale = ctx.attrs().get_float("scale", default_scale);
+  if (!std::isfinite(m.scale)) ctx.fail("attribute 'scale' must be finite, got " + num(m.scale));
+  const int64_t causal = ctx.attrs().get_int("causal", 1);
+  if (causal != 0 && causal != 1)
+    ctx.fail("attribute 'causal' must be 0 or 1, got " + std::to_string(causal));
+  m.causal = causal == 1;
+  m.window = ctx.attrs().get_int("window", 0);
+  if (m.window < 0)
+    ctx.fail("attribute 'window' must be >= 0 (0 = unlimited), got " + std::to_string(m.window));
+  return m;
+}
+
+bool allowed(const MaskParams& m, int64_t kv, int64_t p) {
+  if (m.causal && kv > p) return false;
+  if (m.window > 0 && kv <= p - m.window) return false;
+  return true;
+}
+
+// Turns scaled scores (one query's row of `len` keys) into probabilities in
+// place: disallowed keys get 0, the sink (if any) joins the denominator.
+void masked_softmax_row(const MaskParams& m, int64_t p, double* row, int64_t len,
+                        const double* sink) {
+  double mx = sink ? *sink : -std::numeric_limits<double>::infinity();
+  for (int64_t j = 0; j < len; ++j)
+    if (allowed(m, j, p)) mx = std::max(mx, row[j]);
+  double denom = sink ? std::exp(*sink - mx) : 0.0;
+  for (int64_t j = 0; j < len; ++j) {
+    if (allowed(m, j, p)) {
+      row[j] = std::exp(row[j] - mx);
+      denom += row[j];
+    } else {
+      row[j] = 0.0;
+    }
+  }
+  // A row with no allowed key and no sink has nothing to normalise; it stays 0.
+  if (denom > 0.0)
+    for (int64_t j = 0; j < len; ++j) row[j] /= denom;
+}
+
+void require_activation(const InferContext& ctx, size_t i, const std::string& what) {
+  const DType t = ctx.in(i).dtype;
+  ctx.require(is_activation_dtype(t),
+              what + " must be f32, bf16 or f16, got " + std::string(dtype_name(t)));
+}
+
+template <typename Ctx>
+void check_capacity(const Ctx& ctx, int64_t past, int64_t tokens, int64_t capacity) {
+  if (past < 0) ctx.fail("the past token count P must be >= 0, got " + std::to_string(past));
+  if (past + tokens > capacity)
+    ctx.fail("context overflow: " + std::to_string(past) + " past + " + std::to_string(tokens) +
+             " new tokens exceed the cache capacity " + std::to_string(capacity));
+}
+
+// Inference: an activation of rank 3 with static dims 1 and 2.
+void require_heads(const InferContext& ctx, size_t i, const std::string& what) {
+  require_activation(ctx, i, what);
+  require_rank(ctx, i, 3, what);
+  const Shape& s = ctx.in(i).shape;
+  ctx.require(s[1].is_static() && s[2].is_static(),
+              what + " must have static heads and head size, got " + s.str());
+}
+
+ValueId input_or_none(const Node& node, size_t i) {
+  return i < node.inputs.size() ? node.inputs[i] : kNoValue;
+}
+
+void register_attention_op(OpRegistry& r) {
+  OpDef d;
+  d.name = "attention";
+  d.summary = "scaled dot-product attention with GQA, KV cache, sliding window and sinks";
+  d.inputs = {{"q"},          {"k"}, {"v"}, {"k_cache", true, true}, {"v_cache", true, true},
+              {"sinks", true}};
+  d.outputs = {"out"};
+  d.attrs = {{"scale", AttrType::real, false},
+             {"causal", AttrType::integer, false},
+             {"window", AttrType::integer, false}};
+  d.infer = [](const InferContext& ctx) {
+    require_heads(ctx, 0, "input 'q' [T, nh, dk]");
+    require_heads(ctx, 1, "input 'k' [T, nkv, dk]");
+    require_heads(ctx, 2, "input 'v' [T, nkv, dv]");
+    const Shape& q = ctx.in(0).shape;
+    const Shape& k = ctx.in(1).shape;
+    const Shape& v = ctx.in(2).shape;
+    const int64_t nh = q[1].fixed, dk = q[2].fixed;
+    const int64_t nkv = k[1].fixed, dv = v[2].fixed;
+    ctx.require(k[0] == q[0] && v[0] == q[0], "inputs 'q' " + q.str() + ", 'k' " + k.str() +
+                                                  " and 'v' " + v.str() +
+                                                  " must have the same token count (dim 0)");
+    ctx.require(k[2] == q[2],
+                "input 'k' " + k.str() + " must have the head size dk of input 'q' " + q.str());
+    ctx.require(v[1] == k[1],
+                "input 'v' " + v.str() + " must have the KV heads of input 'k' " + k.str());
+    ctx.require(
+        nh > 0 && nkv > 0 && dk > 0 && dv > 0,
+        "heads and head sizes must be > 0, got q " + q.str() + ", k " + k.str() + ", v " + v.str());
+    ctx.require(nh % nkv == 0, "the query heads (" + std::to_string(nh) +
+                                   ") must be a multiple of the KV heads (" + std::to_string(nkv) +
+                                   ")");
+    ctx.require(ctx.has(3) == ctx.has(4),
+                "inputs 'k_cache' and 'v_cache' must be given both or neither, got only " +
+                    std::string(ctx.has(3) ? "'k_cache'" : "'v_cache'"));
+    if (ctx.has(3)) {
+      const ValueInfo& kc = ctx.in(3);
+      const ValueInfo& vc = ctx.in(4);
+      require_float(ctx, 3, "input 'k_cache'");
+      require_float(ctx, 4, "input 'v_cache'");
+      ctx.require(kc.shape.is_static() && kc.shape.rank() == 3 && kc.shape[1] == k[1] &&
+                      kc.shape[2] == k[2],
+                  "input 'k_cache' must be a static [C, nkv, dk] = [C, " + std::to_string(nkv) +
+                      ", " + std::to_string(dk) + "], got " + kc.shape.str());
+      ctx.require(vc.shape.is_static() && vc.shape.rank() == 3 && vc.shape[1] == v[1] &&
+                      vc.shape[2] == v[2],
+                  "input 'v_cache' must be a static [C, nkv, dv] = [C, " + std::to_string(nkv) +
+                      ", " + std::to_string(dv) + "], got " + vc.shape.str());
+      ctx.require(kc.shape[0] == vc.shape[0], "inputs 'k_cache' " + kc.shape.str() +
+                                                  " and 'v_cache' " + vc.shape.str() +
+                                                  " must have the same capacity C (dim 0)");
+    }
+    if (ctx.has(5)) {
+      require_float(ctx, 5, "input 'sinks'");
+      const Shape& s = ctx.in(5).shape;
+      ctx.require(s == Shape{Dim(nh)},
+                  "input 'sinks' must be [nh] = [" + std::to_string(nh) + "], got " + s.str());
+    }
+    mask_params(ctx, 1.0 / std::sqrt(static_cast<double>(dk)));
+    return std::vector<ValueInfo>{{ctx.in(0).dtype, Shape{q[0], q[1], v[2]}}};
+  };
+  d.reference = [](KernelContext& ctx) {
+    const TensorView& q = ctx.in(0);
+    const TensorView& k = ctx.in(1);
+    const TensorView& v = ctx.in(2);
+    const TensorView& out = ctx.out(0);
+    const int64_t tokens = q.dim(0), nh = q.dim(1), dk = q.dim(2);
+    const int64_t nkv = k.dim(1), dv = v.dim(2);
+    if (k.dim(0) != tokens || v.dim(0) != tokens)
+      ctx.fail("inputs 'q', 'k' and 'v' have " + std::to_string(tokens) + ", " +
+               std::to_string(k.dim(0)) + " and " + std::to_string(v.dim(0)) + " tokens");
+    const MaskParams m = mask_params(ctx, 1.0 / std::sqrt(static_cast<double>(dk)));
+    const bool cached = ctx.has(3) && ctx.has(4);
+    if (ctx.has(3) != ctx.has(4))
+      ctx.fail("inputs 'k_cache' and 'v_cache' must be given both or neither");
+    const int64_t past = cached ? ctx.symbols.past() : 0;
+    const int64_t len = past + tokens;
+    std::vector<double> keys, values;
+    if (cached) {
+      const TensorView& kc = ctx.in(3);
+      const TensorView& vc = ctx.in(4);
+      if (kc.dim(0) != vc.dim(0))
+        ctx.fail("inputs 'k_cache' and 'v_cache' have capacities " + std::to_string(kc.dim(0)) +
+                 " and " + std::to_string(vc.dim(0)));
+      check_capacity(ctx, past, tokens, kc.dim(0));
+      for (int64_t i = 0; i < tokens * nkv * dk; ++i) kc.set(past * nkv * dk + i, k.get(i));
+      for (int64_t i = 0; i < tokens * nkv * dv; ++i) vc.set(past * nkv * dv + i, v.get(i));
+      // Keys and values are read back from the caches so that a token attends
+      // to the same (rounded) values now as in later calls.
+      keys.resize(static_cast<size_t>(len * nkv * dk));
+      values.resize(static_cast<size_t>(len * nkv * dv));
+      for (size_t i = 0; i < keys.size(); ++i) keys[i] = kc.get(static_cast<int64_t>(i));
+      for (size_t i = 0; i < values.size(); ++i) values[i] = vc.get(static_cast<int64_t>(i));
+    } else {
+      keys = load(k);
+      values = load(v);
+    }
+    const std::vector<double> qs = load(q);
+    std::vector<double> sinks;
+    if (ctx.has(5)) sinks = load(ctx.in(5));
+    const int64_t group = nh / nkv;
+    std::vector<double> result(static_cast<size_t>(tokens * nh * dv));
+    std::vector<double> row(static_cast<size_t>(len));
+    for (int64_t h = 0; h < nh; ++h) {
+      const int64_t g = h / group;
+      for (int64_t i = 0; i < tokens; ++i) {
+        const int64_t p = past + i;
+        const double* qrow = &qs[static_cast<size_t>((i * nh + h) * dk)];
+        for (int64_t j = 0; j < len; ++j) {
+          if (!allowed(m, j, p)) continue;  // masked_softmax_row zeroes it
+          const double* krow = &keys[static_cast<size_t>((j * nkv + g) * dk)];
+          double dot = 0.0;
+          for (int64_t c = 0; c < dk; ++c) dot += qrow[c] * krow[c];
+          row[static_cast<size_t>(j)] = m.scale * dot;
+        }
+        masked_softmax_row(m, p, row.data(), len,
+                           sinks.empty() ? nullptr : &sinks[static_cast<size_t>(h)]);
+        double* orow = &result[static_cast<size_t>((i * nh + h) * dv)];
+        for (int64_t c = 0; c < dv; ++c) orow[c] = 0.0;
+        for (int64_t j = 0; j < len; ++j) {
+          const double w = row[static_cast<size_t>(j)];
+          if (w == 0.0) continue;
+          const double* vrow = &values[static_cast<size_t>((j * nkv + g) * dv)];
+          for (int64_t c = 0; c < dv; ++c) orow[c] += w * vrow[c];
+        }
+      }
+    }
+    store(out, result);
+  };
+  d.decompose = [](Graph& g, const Node& node) {
+    const std::string& name = node.name;
+    const ValueId q = node.inputs.at(0);
+    const ValueId k_cache = input_or_none(node, 3);
+    const ValueId v_cache = input_or_none(node, 4);
+    const ValueId sinks = input_or_none(node, 5);
+    // Copies, not references: adding nodes may move the graph's values.
+    const DType q_dtype = g.value(q).dtype;
+    const int64_t nh = g.value(q).shape[1].fixed;
+    const int64_t dk = g.value(q).shape[2].fixed;
+    const int64_t nkv = g.value(node.inputs.at(1)).shape[1].fixed;
+    ValueId k_all = node.inputs.at(1);
+    ValueId v_all = node.inputs.at(2);
+    if (k_cache != kNoValue) {
+      k_all = g.add("cache_update", name + ".k_all", {k_cache, k_all});
+      v_all = g.add("cache_update", name + ".v_all", {v_cache, v_all});
+    }
+    const std::vector<int64_t> swap01{1, 0, 2};
+    // [L, nkv, d] -> [nh, L, d]: heads first, each KV head repeated for its
+    // group of query heads (repeat_interleave matches h / (nh / nkv)).  matmul
+    // takes activation dtypes only, so an fp8 cache is widened (exactly) to
+    // q's dtype first.
+    auto heads_first = [&](ValueId x, const std::string& tag) {
+      if (!is_activation_dtype(g.value(x).dtype))
+        x = g.add("cast", name + "." + tag + "_wide", {x},
+                  {{"dtype", std::string(dtype_name(q_dtype))}});
+      ValueId t = g.add("transpose", name + "." + tag + "_heads", {x}, {{"perm", swap01}});
+      if (nh != nkv)
+        t = g.add("repeat", name + "." + tag + "_groups", {t},
+                  {{"axis", int64_t{0}}, {"times", nh / nkv}});
+      return t;
+    };
+    const ValueId qh = g.add("transpose", name + ".q_heads", {q}, {{"perm", swap01}});
+    const ValueId kh = heads_first(k_all, "k");
+    const ValueId vh = heads_first(v_all, "v");
+    const ValueId scores =
+        g.add("matmul", name + ".scores", {qh, kh}, {{"transpose_b", int64_t{1}}});
+    Attributes sm;
+    sm.set("scale", node.attrs.get_float("scale", 1.0 / std::sqrt(static_cast<double>(dk))));
+    sm.set("causal", node.attrs.get_int("causal", 1));
+    sm.set("window", node.attrs.get_int("window", 0));
+    std::vector<ValueId> sm_inputs{scores};
+    if (sinks != kNoValue) sm_inputs.push_back(sinks);
+    const ValueId probs = g.add("masked_softmax", name + ".probs", sm_inputs, sm);
+    const ValueId context = g.add("matmul", name + ".context", {probs, vh});
+    return std::vector<ValueId>{g.add("transpose", name, {context}, {{"perm", swap01}})};
+  };
+  r.add(std::move(d));
+}
+
+void register_masked_softmax(OpRegistry& r) {
+  OpDef d;
+  d.name = "masked_softmax";
+  d.summary = "causal / sliding-window softmax of attention scores, with optional sinks";
+  d.inputs = {{"scores"}, {"sinks", true}};
+  d.outputs = {"y"};
+  d.attrs = {{"scale", AttrType::real, false},
+             {"causal", AttrType::integer, false},
+             {"window", AttrType::integer, false}};
+  d.infer = [](const InferContext& ctx) {
+    require_activation(ctx, 0, "input 'scores'");
+    require_rank(ctx, 0, 3, "input 'scores' [nh, T, L]");
+    const Shape& s = ctx.in(0).shape;
+    if (s[1].is_static() && s[2].is_static())
+      ctx.require(s[2].fixed >= s[1].fixed,
+                  "input 'scores' " + s.str() + " must have at least as many keys L as queries T");
+    if (ctx.has(1)) {
+      require_float(ctx, 1, "input 'sinks'");
+      ctx.require(ctx.in(1).shape == Shape{s[0]}, "input 'sinks' must be [nh] = [" + s[0].str() +
+                                                      "], got " + ctx.in(1).shape.str());
+    }
+    mask_params(ctx, 1.0);
+    return std::vector<ValueInfo>{ctx.in(0)};
+  };
+  d.reference = [](KernelContext& ctx) {
+    const TensorView& scores = ctx.in(0);
+    const int64_t nh = scores.dim(0), tokens = scores.dim(1), len = scores.dim(2);
+    if (len < tokens)
+      ctx.fail("input 'scores' [" + std::to_string(nh) + ", " + std::to_string(tokens) + ", " +
+               std::to_string(len) + "] has fewer keys than queries");
+    const MaskParams m = mask_params(ctx, 1.0);
+    std::vector<double> y = load(scores);
+    std::vector<double> sinks;
+    if (ctx.has(1)) sinks = load(ctx.in(1));
+    for (int64_t h = 0; h < nh; ++h)
+      for (int64_t i = 0; i < tokens; ++i) {
+        double* row = &y[static_cast<size_t>((h * tokens + i) * len)];
+        for (int64_t j = 0; j < len; ++j) row[j] *= m.scale;
+        masked_softmax_row(m, len - tokens + i, row, len,
+                           sinks.empty() ? nullptr : &sinks[static_cast<size_t>(h)]);
+      }
+    store(ctx.out(0), y);
+  };
+  r.add(std::move(d));
+}
+
+void register_cache_update(OpRegistry& r) {
+  OpDef d;
+  d.name = "cache_update";
+  d.summary = "append this step's rows to a KV cache and return the filled part";
+  d.inputs = {{"cache", false, true}, {"x"}};
+  d.outputs = {"y"};
+  d.infer = [](const InferContext& ctx) {
+    const ValueInfo& cache = ctx.in(0);
+    const ValueInfo& x = ctx.in(1);
+    require_float(ctx, 0, "input 'cache'");
+    require_float(ctx, 1, "input 'x'");
+    ctx.require(cache.shape.rank() >= 1 && cache.shape.is_static(),
+                "input 'cache' must have a static shape [C, ...], got " + cache.shape.str());
+    ctx.require(
+        x.shape.rank() == cache.shape.rank(),
+        "input 'x' " + x.shape.str() + " must have the rank of input 'cache' " + cache.shape.str());
+    ctx.require(x.shape[0] == Dim::tokens(),
+                "input 'x' must have the token count T as dim 0, got " + x.shape.str());
+    std::vector<Dim> dims{Dim::past_plus_tokens()};
+    for (size_t i = 1; i < cache.shape.rank(); ++i) {
+      ctx.require(x.shape[i] == cache.shape[i], "input 'x' " + x.shape.str() +
+                                                    " must match input 'cache' " +
+                                                    cache.shape.str() + " past dim 0");
+      dims.push_back(cache.shape[i]);
+    }
+    return std::vector<ValueInfo>{{cache.dtype, Shape(std::move(dims))}};
+  };
+  d.reference = [](KernelContext& ctx) {
+    const TensorView& cache = ctx.in(0);
+    const TensorView& x = ctx.in(1);
+    const TensorView& y = ctx.out(0);
+    const int64_t capacity = cache.dim(0);
+    const int64_t tokens = x.dim(0);
+    const int64_t past = ctx.symbols.past();
+    const int64_t row = capacity > 0 ? cache.numel() / capacity : 0;
+    check_capacity(ctx, past, tokens, capacity);
+    if (y.dim(0) != past + tokens || x.numel() != tokens * row)
+      ctx.fail("input 'x' " + dims_str(x.shape) + " and output " + dims_str(y.shape) +
+               " do not fit P = " + std::to_string(past) + " and cache " + dims_str(cache.shape));
+    for (int64_t i = 0; i < tokens * row; ++i) cache.set(past * row + i, x.get(i));
+    for (int64_t i = 0; i < (past + tokens) * row; ++i) y.set(i, cache.get(i));
+  };
+  r.add(std::move(d));
+}
+
+}  // namespace
+
+void register_attention(OpRegistry& r) {
+  register_attention_op(r);
+  register_masked_softmax(r);
+  register_cache_update(r);
+}
 
 }  // namespace moert::ops
