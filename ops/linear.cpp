@@ -1,8 +1,182 @@
-// Placeholder, replaced by the op family's definitions.
+// linear(x [..., K], weight [N, K], bias [N] optional, weight_scale optional)
+//   -> y [..., N];  y[r, n] = sum_k x[r, k] * W[n, k] (+ bias[n]).
+//   Attributes: block_size (ints, two entries > 0, default [128, 128]) and
+//   dtype (string, optional: the output dtype, f32/bf16/f16; default x's).
+//   x is f32, bf16 or f16, its leading dims may be symbolic; N and K must be
+//   static.  weight is f32, bf16, f16 or f8_e4m3.  An f8_e4m3 weight requires
+//   weight_scale, f32 [ceil(N / b0), ceil(K / b1)] with [b0, b1] = block_size,
+//   and is dequantised as W[n, k] = e4m3(weight[n, k]) * scale[n / b0, k / b1]
+//   (DeepSeek-V3's weight_scale_inv); other weight dtypes take no scale.
+//   bias may be any float dtype.
+//
+// matmul(a [B..., M, K], b [B..., K, N]) -> y [B..., M, N], attribute
+//   transpose_b (int 0/1, default 0; when 1, b is [B..., N, K]):
+//   y[.., m, n] = sum_k a[.., m, k] * b[.., k, n].  a and b have equal rank
+//   >= 2 and equal batch dims (no broadcasting); any dim may be symbolic (dims
+//   are compared as such).  a and b are f32, bf16 or f16 (not necessarily the
+//   same); y has a's dtype.
+#include <optional>
+
+#include "kernel_util.h"
 #include "ops.h"
 
 namespace moert::ops {
 
-void register_linear(OpRegistry&) {}
+namespace {
+
+void require_activation(const InferContext& ctx, size_t i, const std::string& what) {
+  const DType t = ctx.in(i).dtype;
+  ctx.require(is_activation_dtype(t),
+              what + " must be f32, bf16 or f16, got " + std::string(dtype_name(t)));
+}
+
+std::string ints_str(const std::vector<int64_t>& v) { return attr_value_str(AttrValue(v)); }
+
+std::vector<int64_t> block_size(const Attributes& attrs) {
+  return attrs.get_ints("block_size", {128, 128});
+}
+
+void register_linear_op(OpRegistry& registry) {
+  OpDef d;
+  d.name = "linear";
+  d.summary = "x times the transpose of a (possibly fp8 block-scaled) weight, plus bias";
+  d.inputs = {{"x"}, {"weight"}, {"bias", true}, {"weight_scale", true}};
+  d.outputs = {"y"};
+  d.attrs = {{"block_size", AttrType::integers, false}, {"dtype", AttrType::string, false}};
+  d.infer = [](const InferContext& ctx) {
+    const ValueInfo& x = ctx.in(0);
+    const ValueInfo& w = ctx.in(1);
+    require_activation(ctx, 0, "input 'x'");
+    ctx.require(x.shape.rank() >= 1, "input 'x' must have rank >= 1, got " + x.shape.str());
+    const DType wt = w.dtype;
+    ctx.require(
+        is_activation_dtype(wt) || wt == DType::f8_e4m3,
+        "input 'weight' must be f32, bf16, f16 or f8_e4m3, got " + std::string(dtype_name(wt)));
+    ctx.require(w.shape.rank() == 2 && w.shape.is_static(),
+                "input 'weight' must be a static [N, K], got " + w.shape.str());
+    const int64_t n = w.shape[0].fixed;
+    const int64_t k = w.shape[1].fixed;
+    ctx.require(x.shape.at(-1) == Dim(k), "the last dim of input 'x' " + x.shape.str() +
+                                              " must equal K of input 'weight' " + w.shape.str());
+    const std::vector<int64_t> block = block_size(ctx.attrs());
+    ctx.require(block.size() == 2 && block[0] > 0 && block[1] > 0,
+                "attribute 'block_size' must be two sizes > 0, got " + ints_str(block));
+    if (ctx.has(2)) {
+      const ValueInfo& b = ctx.in(2);
+      require_float(ctx, 2, "input 'bias'");
+      ctx.require(b.shape == Shape{Dim(n)},
+                  "input 'bias' must be [N] = [" + std::to_string(n) + "], got " + b.shape.str());
+    }
+    if (wt == DType::f8_e4m3) {
+      ctx.require(ctx.has(3), "input 'weight' is f8_e4m3 and requires input 'weight_scale' (f32 [" +
+                                  std::to_string((n + block[0] - 1) / block[0]) + ", " +
+                                  std::to_string((k + block[1] - 1) / block[1]) + "])");
+      const ValueInfo& s = ctx.in(3);
+      ctx.require(s.dtype == DType::f32,
+                  "input 'weight_scale' must be f32, got " + std::string(dtype_name(s.dtype)));
+      const Shape want{Dim((n + block[0] - 1) / block[0]), Dim((k + block[1] - 1) / block[1])};
+      ctx.require(s.shape == want, "input 'weight_scale' must be " + want.str() + " for weight " +
+                                       w.shape.str() + " with block_size " + ints_str(block) +
+                                       ", got " + s.shape.str());
+    } else {
+      ctx.require(!ctx.has(3), "input 'weight_scale' is given but input 'weight' is " +
+                                   std::string(dtype_name(wt)) +
+                                   "; only f8_e4m3 weights take a scale");
+    }
+    DType out = x.dtype;
+    if (ctx.attrs().has("dtype")) {
+      const std::string name = ctx.attrs().get_string("dtype");
+      const std::optional<DType> t = dtype_from_name(name);
+      ctx.require(t.has_value() && is_activation_dtype(*t),
+                  "attribute 'dtype' is '" + name + "'; it must be f32, bf16 or f16");
+      out = *t;
+    }
+    std::vector<Dim> dims = x.shape.dims();
+    dims.back() = Dim(n);
+    return std::vector<ValueInfo>{{out, Shape(std::move(dims))}};
+  };
+  d.reference = [](KernelContext& ctx) {
+    const TensorView& x = ctx.in(0);
+    const TensorView& w = ctx.in(1);
+    const TensorView& y = ctx.out(0);
+    const int64_t n = w.dim(0);
+    const int64_t k = w.dim(1);
+    const std::vector<int64_t> block = block_size(ctx.attrs());
+    const TensorView* scale = ctx.has(3) ? &ctx.in(3) : nullptr;
+    const std::vector<double> weight = dequantize_matrix(w, scale, 0, n, k, block[0], block[1]);
+    const int64_t rows = n ? y.numel() / n : 0;
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t j = 0; j < n; ++j) {
+        double acc = ctx.has(2) ? ctx.in(2).get(j) : 0.0;
+        for (int64_t i = 0; i < k; ++i)
+          acc += x.get(r * k + i) * weight[static_cast<size_t>(j * k + i)];
+        y.set(r * n + j, acc);
+      }
+  };
+  registry.add(std::move(d));
+}
+
+void register_matmul(OpRegistry& registry) {
+  OpDef d;
+  d.name = "matmul";
+  d.summary = "batched matrix product, optionally with the second operand transposed";
+  d.inputs = {{"a"}, {"b"}};
+  d.outputs = {"y"};
+  d.attrs = {{"transpose_b", AttrType::integer, false}};
+  d.infer = [](const InferContext& ctx) {
+    const ValueInfo& a = ctx.in(0);
+    const ValueInfo& b = ctx.in(1);
+    require_activation(ctx, 0, "input 'a'");
+    require_activation(ctx, 1, "input 'b'");
+    const int64_t tb = ctx.attrs().get_int("transpose_b", 0);
+    ctx.require(tb == 0 || tb == 1,
+                "attribute 'transpose_b' must be 0 or 1, got " + std::to_string(tb));
+    const size_t rank = a.shape.rank();
+    ctx.require(rank >= 2, "input 'a' must have rank >= 2, got " + a.shape.str());
+    ctx.require(b.shape.rank() == rank, "inputs 'a' " + a.shape.str() + " and 'b' " +
+                                            b.shape.str() + " must have the same rank");
+    for (size_t i = 0; i + 2 < rank; ++i)
+      ctx.require(a.shape[i] == b.shape[i], "batch dim " + std::to_string(i) + " of input 'a' " +
+                                                a.shape.str() + " differs from input 'b' " +
+                                                b.shape.str() + " (no broadcasting)");
+    const Dim& k_a = a.shape[rank - 1];
+    const Dim& k_b = tb ? b.shape[rank - 1] : b.shape[rank - 2];
+    const Dim& n = tb ? b.shape[rank - 2] : b.shape[rank - 1];
+    ctx.require(k_a == k_b, "the contracted dim of input 'a' " + a.shape.str() +
+                                " differs from that of input 'b' " + b.shape.str() +
+                                " (transpose_b = " + std::to_string(tb) + ")");
+    std::vector<Dim> dims = a.shape.dims();
+    dims.back() = n;
+    return std::vector<ValueInfo>{{a.dtype, Shape(std::move(dims))}};
+  };
+  d.reference = [](KernelContext& ctx) {
+    const TensorView& a = ctx.in(0);
+    const TensorView& b = ctx.in(1);
+    const TensorView& y = ctx.out(0);
+    const bool tb = ctx.attrs().get_int("transpose_b", 0) != 0;
+    const int64_t m = a.dim(-2);
+    const int64_t k = a.dim(-1);
+    const int64_t n = y.dim(-1);
+    const int64_t batches = m > 0 && n > 0 ? y.numel() / (m * n) : 0;
+    for (int64_t bi = 0; bi < batches; ++bi)
+      for (int64_t i = 0; i < m; ++i)
+        for (int64_t j = 0; j < n; ++j) {
+          double acc = 0;
+          for (int64_t p = 0; p < k; ++p) {
+            const int64_t b_index = tb ? (bi * n + j) * k + p : (bi * k + p) * n + j;
+            acc += a.get((bi * m + i) * k + p) * b.get(b_index);
+          }
+          y.set((bi * m + i) * n + j, acc);
+        }
+  };
+  registry.add(std::move(d));
+}
+
+}  // namespace
+
+void register_linear(OpRegistry& registry) {
+  register_linear_op(registry);
+  register_matmul(registry);
+}
 
 }  // namespace moert::ops

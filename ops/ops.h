@@ -12,7 +12,7 @@ void register_elementwise(OpRegistry& r);  // elementwise.cpp: add, mul, silu, s
 void register_softmax(OpRegistry& r);      // softmax.cpp: softmax
 void register_argmax(OpRegistry& r);       // argmax.cpp: argmax
 void register_cast(OpRegistry& r);         // cast.cpp: cast
-void register_layout(OpRegistry& r);       // layout.cpp: reshape, slice, transpose, repeat
+void register_layout(OpRegistry& r);       // layout.cpp: reshape, slice, transpose, repeat, concat
 void register_rope(OpRegistry& r);         // rope.cpp: rope
 void register_attention(OpRegistry& r);    // attention.cpp: attention, masked_softmax, cache_update
 void register_router(OpRegistry& r);       // router.cpp: router

@@ -146,6 +146,18 @@ double load_element(DType t, const void* data, size_t i) {
 }
 
 namespace {
+// double -> float rounds to nearest even; beyond float's range the cast would
+// be undefined, so overflow is made explicit (it rounds to infinity exactly
+// where IEEE rounding would).
+float to_f32(double v) {
+  constexpr double kMax = std::numeric_limits<float>::max();
+  // Half an ulp above the largest float: values from here on round to inf.
+  const double limit = kMax + std::ldexp(1.0, 127 - 24);
+  if (v >= limit) return std::numeric_limits<float>::infinity();
+  if (v <= -limit) return -std::numeric_limits<float>::infinity();
+  return static_cast<float>(v);
+}
+
 template <typename I>
 I saturate_int(double v) {
   if (std::isnan(v)) return 0;
@@ -160,7 +172,7 @@ I saturate_int(double v) {
 void store_element(DType t, void* data, size_t i, double v) {
   switch (t) {
     // Narrow floats round once, directly from the double (no double rounding).
-    case DType::f32: static_cast<float*>(data)[i] = static_cast<float>(v); return;
+    case DType::f32: static_cast<float*>(data)[i] = to_f32(v); return;
     case DType::f16: static_cast<uint16_t*>(data)[i] = static_cast<uint16_t>(encode(v, kF16)); return;
     case DType::bf16: static_cast<uint16_t*>(data)[i] = static_cast<uint16_t>(encode(v, kBF16)); return;
     case DType::f8_e4m3: static_cast<uint8_t*>(data)[i] = static_cast<uint8_t>(encode(v, kE4M3)); return;

@@ -10,11 +10,15 @@
  *  - MOERT_ABI_MAJOR must match exactly between the runtime and the plugin.
  *  - MOERT_ABI_MINOR may differ.  Minor versions only ever APPEND members to
  *    the end of structs; nothing is removed or reordered.
- *  - Every struct begins with `size_t struct_size`, set by whoever fills it
- *    (sizeof of the struct as that party compiled it).  A reader must never
- *    touch a member that lies beyond the writer's struct_size: use
- *    MOERT_ABI_HAS_MEMBER().  Arrays of structs are always passed as arrays of
- *    pointers so a larger struct from a newer writer never breaks indexing.
+ *  - Every struct begins with `size_t struct_size`.  For a struct a party
+ *    fills and hands over (the function table, graph descriptions, execute
+ *    arguments) it is sizeof the struct as that party compiled it, and a
+ *    reader never touches a member beyond it: use MOERT_ABI_HAS_MEMBER().
+ *    For an output struct the caller owns (moert_device_info, moert_error),
+ *    the caller sets struct_size to the size of its memory and the callee
+ *    writes only the members that fit, leaving struct_size unchanged.
+ *  - Arrays of structs are always passed as arrays of pointers, so a larger
+ *    struct from a newer writer never breaks indexing.
  *
  * Errors are values: every fallible call returns a moert_status and, on
  * failure, writes a human-readable message into the moert_error it was given.
@@ -219,13 +223,16 @@ typedef struct moert_backend_api {
   size_t struct_size;
   uint32_t abi_major;
   uint32_t abi_minor;
-  const char* name;    /* short name used on the command line: "cpu" */
+  const char* name;    /* short name used on the command line: "cpu"; non-empty,
+                          no ':' and no whitespace (devices are "name:index") */
   const char* version; /* free-form plugin version */
 
   /* Called once after loading.  MOERT_ERR_NO_DEVICE (with a message) means
    * the plugin loaded but has nothing to run on; the runtime lists it as
    * unavailable with that message. */
   moert_status (*init)(moert_error* err);
+  /* Called before unloading, only if init() returned MOERT_OK; a failing
+   * init() cleans up after itself. */
   void (*shutdown)(void);
 
   int32_t (*device_count)(void);

@@ -4,8 +4,10 @@
 // libraries named libmoert_backend_<name>.so, searched for in the directory
 // that holds libmoert itself and then in every directory (or file) listed in
 // MOERT_BACKEND_PATH (colon-separated).  A plugin that cannot be loaded — no
-// entry point, wrong ABI major version, init failure, a duplicate name — is
-// recorded with the file and the reason, and the others still load.
+// entry point, wrong ABI major version, a duplicate name — is recorded in
+// failures() with the file and the reason, and the others still load.  A
+// plugin whose init() fails is listed in backends() as unavailable, with the
+// reason.
 #pragma once
 
 #include <cstdint>
@@ -25,7 +27,8 @@ struct DeviceInfo {
 };
 std::string device_kind_name(moert_device_kind kind);  // "cpu", "gpu", …
 
-// Throws moert::Error("<context>: <plugin message>") unless status is MOERT_OK.
+// Throws moert::Error("<context>: <status name>: <plugin message>") unless
+// status is MOERT_OK.
 void check_status(moert_status status, const moert_error& err, const std::string& context);
 std::string status_name(moert_status status);  // "out of memory", …
 
@@ -92,7 +95,7 @@ class BackendRegistry {
 
   const std::vector<std::unique_ptr<Backend>>& backends() const { return backends_; }
   const std::vector<PluginLoadFailure>& failures() const { return failures_; }
-  // The directories that were searched, for messages.
+  // Every directory and file entry that was searched (missing ones too), for messages.
   const std::vector<std::string>& searched() const { return searched_; }
 
   Backend* find(const std::string& name) const;  // nullptr if not loaded

@@ -46,10 +46,12 @@ float bf16_to_f32(uint16_t bits);
 uint8_t f32_to_e4m3(float v);
 float e4m3_to_f32(uint8_t bits);
 
-// Element i of a buffer of type t, widened to double (exact for every type).
+// Element i of a buffer of type t, widened to double (exact for every type
+// except i64 values beyond 2^53, which round to nearest).
 double load_element(DType t, const void* data, size_t i);
-// Stores v, rounded/converted as described above (integers: truncation toward
-// zero with saturation to the type's range; NaN stores 0).
+// Stores v, rounded/converted as described above (f32 overflows to ±inf;
+// integers: truncation toward zero with saturation to the type's range; NaN
+// stores 0).
 void store_element(DType t, void* data, size_t i, double v);
 
 }  // namespace moert
