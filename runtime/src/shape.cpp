@@ -12,12 +12,14 @@ int64_t Dim::resolve(const SymbolValues& s) const {
 }
 
 std::string Dim::str() const {
+  // Built with append: gcc 12 at -O3 warns falsely (-Wrestrict) on
+  // operator+ of short literals here.
   std::string out;
-  if (symbols & (1u << MOERT_SYM_PAST)) out += "P";
-  if (symbols & (1u << MOERT_SYM_TOKENS)) out += out.empty() ? "T" : "+T";
+  if (symbols & (1u << MOERT_SYM_PAST)) out.append("P");
+  if (symbols & (1u << MOERT_SYM_TOKENS)) out.append(out.empty() ? "T" : "+T");
   if (out.empty()) return std::to_string(fixed);
-  if (fixed > 0) out += "+" + std::to_string(fixed);
-  if (fixed < 0) out += std::to_string(fixed);
+  if (fixed > 0) out.append("+").append(std::to_string(fixed));
+  if (fixed < 0) out.append(std::to_string(fixed));
   return out;
 }
 
