@@ -1,0 +1,102 @@
+// Loading a Hugging Face checkpoint and running it.
+//
+//   auto model = moert::Model::load("path/to/checkpoint", {.device = "reference"});
+//   moert::Tensor logits = model->forward({1, 2, 3});         // [3, vocab], fresh sequence
+//   auto session = model->session();                          // KV-cached sequence
+//   session.append({1, 2, 3}); session.append({4});          // logits of the appended tokens
+//   std::vector<int32_t> out = model->generate({1, 2, 3}, {.max_new_tokens = 16});
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "moert/executor.h"
+#include "moert/graph.h"
+#include "moert/sampler.h"
+
+namespace moert {
+
+struct LoadOptions {
+  std::string device = "reference";
+  // Activation dtype; weights stay as stored (bf16 stays bf16, fp8 stays fp8).
+  DType dtype = DType::f32;
+  // KV cache positions; 0 = min(max_position_embeddings, 4096).
+  int64_t max_context = 0;
+  bool strict = false;  // a fallback to the reference backend is an error
+};
+
+// What the architecture builder read from config.json.
+struct ModelInfo {
+  std::string architecture;  // "MixtralForCausalLM"
+  std::string model_type;    // "mixtral"
+  int64_t vocab_size = 0;
+  int64_t hidden_size = 0;
+  int64_t num_layers = 0;
+  int64_t num_experts = 0;         // 0 for dense models
+  int64_t experts_per_token = 0;
+  int64_t max_context = 0;         // KV cache capacity of this load
+  std::string weight_dtype;        // "bf16", "f32", "fp8 (e4m3, 128x128 blocks)" …
+};
+
+class Model;
+
+// One sequence with its KV cache.  Only one session of a model is live at a
+// time: creating a session (or calling forward/generate) starts a new one.
+class Session {
+ public:
+  // Logits [tokens.size(), vocab] of the appended tokens.  Throws when the
+  // sequence would exceed the model's max_context (the cache is untouched).
+  Tensor append(const std::vector<int32_t>& tokens);
+  int64_t position() const { return position_; }
+
+ private:
+  friend class Model;
+  explicit Session(Model* model) : model_(model) {}
+  Model* model_;
+  int64_t position_ = 0;
+  uint64_t generation_ = 0;
+};
+
+struct GenerateOptions {
+  int64_t max_new_tokens = 16;
+  SamplingOptions sampling;         // temperature 0 = greedy
+  std::vector<int32_t> stop_tokens;  // generation ends after producing one
+};
+
+class Model {
+ public:
+  // Reads config.json, picks the architecture builder, maps the weights and
+  // prepares the graph on options.device.  Throws moert::Error naming the
+  // file, tensor or parameter at fault (unknown architectures list the
+  // supported ones).
+  static std::unique_ptr<Model> load(const std::string& directory, const LoadOptions& options = {});
+
+  const ModelInfo& info() const { return info_; }
+  const Graph& graph() const { return graph_; }
+  Executor& executor() { return *executor_; }
+
+  Session session();
+  // Logits of every position of a fresh sequence: [tokens.size(), vocab].
+  Tensor forward(const std::vector<int32_t>& tokens);
+  // New tokens after `prompt`; `on_token` (optional) sees each as it comes
+  // and may return false to stop.
+  std::vector<int32_t> generate(const std::vector<int32_t>& prompt, const GenerateOptions& options,
+                                const std::function<bool(int32_t)>& on_token = nullptr);
+
+ private:
+  friend class Session;
+  Model() = default;
+  ModelInfo info_;
+  Graph graph_;
+  std::unique_ptr<Executor> executor_;
+  uint64_t generation_ = 0;  // bumped by every new session
+};
+
+// Architectures Model::load understands (model_type values).
+std::vector<std::string> supported_model_types();
+
+}  // namespace moert

@@ -1,0 +1,128 @@
+#include "moert/model.h"
+
+#include <cstring>
+#include <filesystem>
+
+#include "models/architecture.h"
+#include "models/decoder_builder.h"
+#include "moert/error.h"
+#include "moert/safetensors.h"
+
+namespace moert {
+
+namespace {
+
+Tensor ints(const std::vector<int32_t>& v) {
+  Tensor t = Tensor::empty(DType::i32, {static_cast<int64_t>(v.size())});
+  if (!v.empty()) std::memcpy(t.data(), v.data(), v.size() * sizeof(int32_t));
+  return t;
+}
+
+std::string weight_dtype_of(const Checkpoint& c) {
+  std::map<std::string, uint64_t> bytes;
+  for (const std::string& n : c.names()) {
+    const SafetensorsEntry& e = c.entry(n);
+    bytes[std::string(dtype_name(e.dtype))] += e.end - e.begin;
+  }
+  std::string main;
+  uint64_t most = 0;
+  for (const auto& [d, b] : bytes)
+    if (b > most) {
+      most = b;
+      main = d;
+    }
+  if (main == "f8_e4m3") return "fp8 e4m3 (128x128 block scales)";
+  return main;
+}
+
+}  // namespace
+
+std::unique_ptr<Model> Model::load(const std::string& directory, const LoadOptions& options) {
+  namespace fs = std::filesystem;
+  check(fs::is_directory(directory), directory + ": not a directory");
+  HfConfig config = HfConfig::read((fs::path(directory) / "config.json").string());
+  ArchSpec arch = arch_from_config(config);
+  Checkpoint checkpoint = Checkpoint::open(directory);
+  check(options.dtype == DType::f32 || options.dtype == DType::bf16 || options.dtype == DType::f16,
+        "load option dtype must be f32, bf16 or f16, got " + std::string(dtype_name(options.dtype)));
+  BuildOptions build;
+  build.activation_dtype = options.dtype;
+  build.max_context = options.max_context > 0 ? options.max_context
+                                              : std::min<int64_t>(arch.max_position_embeddings, 4096);
+  check(options.max_context <= 0 || options.max_context <= arch.max_position_embeddings ||
+            arch.rope.scaling != "none",
+        "max_context " + std::to_string(options.max_context) + " exceeds max_position_embeddings " +
+            std::to_string(arch.max_position_embeddings) + " of " + config.path());
+
+  std::unique_ptr<Model> m(new Model());
+  m->graph_ = build_decoder(arch, checkpoint, build);
+  ExecutorOptions eo;
+  eo.device = options.device;
+  eo.strict = options.strict;
+  m->executor_ = std::make_unique<Executor>(m->graph_, eo);
+  ModelInfo& info = m->info_;
+  info.architecture = arch.architecture;
+  info.model_type = arch.model_type;
+  info.vocab_size = arch.vocab;
+  info.hidden_size = arch.hidden;
+  info.num_layers = arch.layers;
+  info.num_experts = arch.experts;
+  info.experts_per_token = arch.experts > 0 ? arch.router.top_k : 0;
+  info.max_context = build.max_context;
+  info.weight_dtype = weight_dtype_of(checkpoint);
+  return m;
+}
+
+Session Model::session() {
+  executor_->reset_state();
+  Session s(this);
+  s.generation_ = ++generation_;
+  return s;
+}
+
+Tensor Session::append(const std::vector<int32_t>& tokens) {
+  check(generation_ == model_->generation_,
+        "this session was replaced by a newer one (a model runs one sequence at a time)");
+  check(!tokens.empty(), "append: no tokens");
+  const int64_t t = static_cast<int64_t>(tokens.size());
+  for (size_t i = 0; i < tokens.size(); ++i)
+    check(tokens[i] >= 0 && tokens[i] < model_->info_.vocab_size,
+          "token id " + std::to_string(tokens[i]) + " at position " + std::to_string(i) +
+              " is outside the vocabulary [0, " + std::to_string(model_->info_.vocab_size) + ")");
+  check(position_ + t <= model_->info_.max_context,
+        "context overflow: " + std::to_string(position_) + " cached + " + std::to_string(t) +
+            " new tokens exceed max_context " + std::to_string(model_->info_.max_context));
+  std::vector<int32_t> positions(tokens.size());
+  for (size_t i = 0; i < positions.size(); ++i) positions[i] = static_cast<int32_t>(position_ + static_cast<int64_t>(i));
+  Tensor logits = model_->executor_->run({ints(tokens), ints(positions)}, SymbolValues::of(t, position_))[0];
+  position_ += t;
+  return logits;
+}
+
+Tensor Model::forward(const std::vector<int32_t>& tokens) { return session().append(tokens); }
+
+std::vector<int32_t> Model::generate(const std::vector<int32_t>& prompt, const GenerateOptions& options,
+                                     const std::function<bool(int32_t)>& on_token) {
+  check(!prompt.empty(), "generate: the prompt is empty");
+  check(options.max_new_tokens >= 0, "generate: max_new_tokens must be >= 0");
+  Sampler sampler(options.sampling);
+  Session s = session();
+  std::vector<int32_t> out;
+  if (options.max_new_tokens == 0) return out;
+  Tensor logits = s.append(prompt);
+  const int64_t vocab = info_.vocab_size;
+  while (true) {
+    const float* last = logits.data_as<float>() + (logits.dim(0) - 1) * vocab;
+    int32_t next = sampler.sample(last, vocab);
+    out.push_back(next);
+    bool stop = std::find(options.stop_tokens.begin(), options.stop_tokens.end(), next) !=
+                options.stop_tokens.end();
+    if (on_token && !on_token(next)) stop = true;
+    if (stop || static_cast<int64_t>(out.size()) >= options.max_new_tokens) break;
+    if (s.position() + 1 > info_.max_context) break;
+    logits = s.append({next});
+  }
+  return out;
+}
+
+}  // namespace moert

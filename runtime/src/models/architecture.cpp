@@ -1,0 +1,254 @@
+#include "architecture.h"
+
+#include <cmath>
+#include <map>
+
+#include "moert/model.h"
+
+namespace moert {
+
+namespace {
+
+const std::map<std::string, std::string> kArchitectureToType = {
+    {"MixtralForCausalLM", "mixtral"},         {"Qwen2MoeForCausalLM", "qwen2_moe"},
+    {"Qwen3MoeForCausalLM", "qwen3_moe"},      {"OlmoeForCausalLM", "olmoe"},
+    {"DeepseekV2ForCausalLM", "deepseek_v2"},  {"DeepseekV3ForCausalLM", "deepseek_v3"},
+    {"LlamaForCausalLM", "llama"},             {"MistralForCausalLM", "mistral"},
+    {"Qwen2ForCausalLM", "qwen2"},
+};
+
+std::string supported_list() {
+  std::string s;
+  for (const std::string& t : supported_model_types()) s += (s.empty() ? "" : ", ") + t;
+  return s;
+}
+
+void read_common(const HfConfig& c, ArchSpec& a) {
+  a.vocab = c.integer("vocab_size");
+  a.hidden = c.integer("hidden_size");
+  a.layers = c.integer("num_hidden_layers");
+  a.heads = c.integer("num_attention_heads");
+  a.kv_heads = c.integer("num_key_value_heads", a.heads);
+  a.head_dim = c.integer("head_dim", a.heads > 0 ? a.hidden / a.heads : 0);
+  a.max_position_embeddings = c.integer("max_position_embeddings", 4096);
+  a.rms_eps = c.real("rms_norm_eps", 1e-6);
+  a.tie_embeddings = c.boolean("tie_word_embeddings", false);
+  a.rope.theta = c.real("rope_theta", 10000.0);
+  a.dense_intermediate = c.integer("intermediate_size", 0);
+  for (const char* k : {"vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads"})
+    if (c.integer(k) <= 0) c.fail(k, "must be positive");
+  if (a.kv_heads <= 0 || a.heads % a.kv_heads != 0)
+    c.fail("num_key_value_heads", "must divide num_attention_heads (" + std::to_string(a.heads) +
+                                      "), got " + std::to_string(a.kv_heads));
+  if (c.string("hidden_act", "silu") != "silu")
+    c.fail("hidden_act", "must be \"silu\" (SwiGLU), got \"" + c.string("hidden_act", "") + "\"");
+  a.layer_is_moe.assign(static_cast<size_t>(a.layers), false);
+}
+
+// rope_scaling (older configs) or rope_parameters (transformers 5).
+void read_rope_scaling(const HfConfig& c, ArchSpec& a) {
+  const nlohmann::json* rs = &c.object("rope_scaling");
+  if (rs->is_null()) rs = &c.object("rope_parameters");
+  if (rs->is_null()) return;
+  std::string type = rs->value("rope_type", rs->value("type", std::string("default")));
+  if (type == "default") return;
+  auto num = [&](const char* k, double fallback) {
+    return rs->contains(k) && (*rs)[k].is_number() ? (*rs)[k].get<double>() : fallback;
+  };
+  a.rope.factor = num("factor", 1.0);
+  if (type == "linear") {
+    a.rope.scaling = "linear";
+  } else if (type == "yarn") {
+    a.rope.scaling = "yarn";
+    a.rope.original_max_position_embeddings = num("original_max_position_embeddings", 0);
+    a.rope.beta_fast = num("beta_fast", 32);
+    a.rope.beta_slow = num("beta_slow", 1);
+    a.rope.mscale = num("mscale", 1);
+    a.rope.mscale_all_dim = num("mscale_all_dim", 0);
+    if (rs->contains("truncate") && (*rs)["truncate"].is_boolean()) a.rope.truncate = (*rs)["truncate"].get<bool>();
+    if (rs->contains("attention_factor") && (*rs)["attention_factor"].is_number())
+      a.rope.attention_factor = (*rs)["attention_factor"].get<double>();
+  } else {
+    c.fail("rope_scaling", "type \"" + type + "\" is not supported (default, linear, yarn are)");
+  }
+}
+
+void read_softmax_router(const HfConfig& c, ArchSpec& a, const char* experts_key) {
+  a.experts = c.integer(experts_key);
+  a.router.top_k = c.integer("num_experts_per_tok");
+  if (a.router.top_k < 1 || a.router.top_k > a.experts)
+    c.fail("num_experts_per_tok", "must be in [1, " + std::to_string(a.experts) + "]");
+  a.router.normalize = c.boolean("norm_topk_prob", false);
+}
+
+ArchSpec llama_like(const HfConfig& c, bool qkv_bias) {
+  ArchSpec a;
+  read_common(c, a);
+  read_rope_scaling(c, a);
+  a.qkv_bias = qkv_bias || c.boolean("attention_bias", false);
+  if (a.dense_intermediate <= 0) c.fail("intermediate_size", "must be positive");
+  if (c.boolean("use_sliding_window", true)) a.sliding_window = c.integer("sliding_window", 0);
+  return a;
+}
+
+ArchSpec mixtral(const HfConfig& c) {
+  ArchSpec a;
+  read_common(c, a);
+  read_rope_scaling(c, a);
+  read_softmax_router(c, a, "num_local_experts");
+  a.router.normalize = true;  // Mixtral always renormalises its top-k
+  a.expert_intermediate = c.integer("intermediate_size");
+  a.layer_is_moe.assign(static_cast<size_t>(a.layers), true);
+  a.moe_prefix = "block_sparse_moe";
+  a.expert_gate = "w1";
+  a.expert_up = "w3";
+  a.expert_down = "w2";
+  a.sliding_window = c.integer("sliding_window", 0);
+  return a;
+}
+
+// Qwen2-MoE and Qwen3-MoE: MoE unless listed in mlp_only_layers or off the
+// decoder_sparse_step.
+void qwen_moe_layers(const HfConfig& c, ArchSpec& a) {
+  read_softmax_router(c, a, "num_experts");
+  a.expert_intermediate = c.integer("moe_intermediate_size");
+  std::vector<int64_t> dense = c.integers("mlp_only_layers");
+  int64_t step = c.integer("decoder_sparse_step", 1);
+  if (step < 1) c.fail("decoder_sparse_step", "must be >= 1");
+  for (int64_t i = 0; i < a.layers; ++i) {
+    bool listed = std::find(dense.begin(), dense.end(), i) != dense.end();
+    a.layer_is_moe[static_cast<size_t>(i)] = !listed && a.experts > 0 && (i + 1) % step == 0;
+  }
+  if (c.boolean("use_sliding_window", false)) a.sliding_window = c.integer("sliding_window", 0);
+}
+
+ArchSpec qwen2_moe(const HfConfig& c) {
+  ArchSpec a;
+  read_common(c, a);
+  read_rope_scaling(c, a);
+  qwen_moe_layers(c, a);
+  a.qkv_bias = c.boolean("qkv_bias", true);
+  a.shared_intermediate = c.integer("shared_expert_intermediate_size", 0);
+  a.shared_expert_gate = a.shared_intermediate > 0;
+  a.shared_prefix = "shared_expert";
+  return a;
+}
+
+ArchSpec qwen3_moe(const HfConfig& c) {
+  ArchSpec a;
+  read_common(c, a);
+  read_rope_scaling(c, a);
+  qwen_moe_layers(c, a);
+  a.qkv_bias = c.boolean("attention_bias", false);
+  a.qk_norm = QkNorm::per_head;
+  return a;
+}
+
+ArchSpec olmoe(const HfConfig& c) {
+  ArchSpec a;
+  read_common(c, a);
+  read_rope_scaling(c, a);
+  read_softmax_router(c, a, "num_experts");
+  a.expert_intermediate = c.integer("intermediate_size");
+  a.layer_is_moe.assign(static_cast<size_t>(a.layers), true);
+  a.qkv_bias = c.boolean("attention_bias", false);
+  a.qk_norm = QkNorm::full_width;
+  if (c.has("clip_qkv")) c.fail("clip_qkv", "is not supported (only null is)");
+  return a;
+}
+
+// g(s, μ) of the YaRN paper as transformers computes it.
+double yarn_mscale(double scale, double mscale) {
+  return scale <= 1 ? 1.0 : 0.1 * mscale * std::log(scale) + 1.0;
+}
+
+ArchSpec deepseek(const HfConfig& c, bool v3) {
+  ArchSpec a;
+  read_common(c, a);
+  read_rope_scaling(c, a);
+  a.mla = true;
+  a.q_lora_rank = c.integer("q_lora_rank", 0);
+  a.kv_lora_rank = c.integer("kv_lora_rank");
+  a.qk_nope_dim = c.integer("qk_nope_head_dim");
+  a.qk_rope_dim = c.integer("qk_rope_head_dim");
+  a.v_head_dim = c.integer("v_head_dim");
+  a.kv_heads = a.heads;
+  a.qkv_bias = c.boolean("attention_bias", false);
+  if (a.qkv_bias) c.fail("attention_bias", "true is not supported for DeepSeek MLA");
+  a.rope.rotary_dim = a.qk_rope_dim;
+  a.rope.pairing = "interleaved";
+  const double dq = static_cast<double>(a.qk_nope_dim + a.qk_rope_dim);
+  a.attention_scale = 1.0 / std::sqrt(dq);
+  if (a.rope.scaling == "yarn" && a.rope.mscale_all_dim != 0) {
+    double m = yarn_mscale(a.rope.factor, a.rope.mscale_all_dim);
+    a.attention_scale *= m * m;
+  }
+  a.experts = c.integer("n_routed_experts", 0);
+  a.expert_intermediate = c.integer("moe_intermediate_size", 0);
+  int64_t first_dense = c.integer("first_k_dense_replace", 0);
+  int64_t freq = c.integer("moe_layer_freq", 1);
+  if (freq < 1) c.fail("moe_layer_freq", "must be >= 1");
+  for (int64_t i = 0; i < a.layers; ++i)
+    a.layer_is_moe[static_cast<size_t>(i)] = a.experts > 0 && i >= first_dense && i % freq == 0;
+  if (a.experts > 0) {
+    a.router.top_k = c.integer("num_experts_per_tok");
+    a.router.scoring = c.string("scoring_func", v3 ? "sigmoid" : "softmax");
+    a.router.method = c.string("topk_method", v3 ? "noaux_tc" : "greedy");
+    a.router.n_group = c.integer("n_group", 1);
+    a.router.topk_group = c.integer("topk_group", 1);
+    a.router.scaling = c.real("routed_scaling_factor", 1.0);
+    if (a.router.method == "noaux_tc") {
+      a.router.has_bias = true;
+      a.router.normalize = c.boolean("norm_topk_prob", true);
+      a.router.normalize_eps = 1e-20;
+    } else if (a.router.method != "greedy" && a.router.method != "group_limited_greedy") {
+      c.fail("topk_method", "\"" + a.router.method +
+                                "\" is not supported (greedy, group_limited_greedy, noaux_tc are)");
+    }
+    if (a.router.method == "greedy") a.router.n_group = a.router.topk_group = 1;
+    a.shared_intermediate = a.expert_intermediate * c.integer("n_shared_experts", 0);
+    a.shared_prefix = "shared_experts";
+  }
+  return a;
+}
+
+}  // namespace
+
+std::vector<std::string> supported_model_types() {
+  return {"deepseek_v2", "deepseek_v3", "llama", "mistral", "mixtral", "olmoe", "qwen2", "qwen2_moe",
+          "qwen3_moe"};
+}
+
+ArchSpec arch_from_config(const HfConfig& c) {
+  std::string type = c.string("model_type", "");
+  std::string arch;
+  if (c.has("architectures") && c.json().at("architectures").is_array() &&
+      !c.json().at("architectures").empty() && c.json().at("architectures")[0].is_string())
+    arch = c.json().at("architectures")[0].get<std::string>();
+  if (type.empty()) {
+    auto it = kArchitectureToType.find(arch);
+    if (it == kArchitectureToType.end())
+      throw Error(c.path() + ": unknown architecture '" + arch + "' and no model_type; supported: " +
+                  supported_list());
+    type = it->second;
+  }
+  ArchSpec a;
+  if (type == "mixtral") a = mixtral(c);
+  else if (type == "qwen2_moe") a = qwen2_moe(c);
+  else if (type == "qwen3_moe") a = qwen3_moe(c);
+  else if (type == "olmoe") a = olmoe(c);
+  else if (type == "deepseek_v2") a = deepseek(c, false);
+  else if (type == "deepseek_v3") a = deepseek(c, true);
+  else if (type == "llama" || type == "mistral") a = llama_like(c, false);
+  else if (type == "qwen2") a = llama_like(c, true);
+  else
+    throw Error(c.path() + ": unknown model_type '" + type + "'" +
+                (arch.empty() ? "" : " (architecture " + arch + ")") + "; supported: " + supported_list());
+  a.model_type = type;
+  a.architecture = arch;
+  if (a.rope.rotary_dim == 0) a.rope.rotary_dim = a.head_dim;
+  if (a.attention_scale == 0) a.attention_scale = 1.0 / std::sqrt(static_cast<double>(a.head_dim));
+  return a;
+}
+
+}  // namespace moert

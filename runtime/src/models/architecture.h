@@ -1,0 +1,78 @@
+// What distinguishes one Hugging Face decoder family from another, read from
+// config.json.  Every family here shares the Llama skeleton (embedding,
+// pre-norm attention and feed-forward blocks with residuals, final norm, LM
+// head); an ArchSpec names the variations: the attention block (GQA or
+// DeepSeek's MLA), q/k norms, biases, RoPE flavour, and which layers are MoE
+// with which routing.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "hf_config.h"
+
+namespace moert {
+
+struct RopeSpec {
+  double theta = 10000.0;
+  int64_t rotary_dim = 0;
+  std::string pairing = "half";  // "interleaved": DeepSeek's adjacent pairs
+  std::string scaling = "none";  // "linear", "yarn"
+  double factor = 1.0;
+  double original_max_position_embeddings = 0;
+  double beta_fast = 32, beta_slow = 1, mscale = 1, mscale_all_dim = 0;
+  bool truncate = true;
+  std::optional<double> attention_factor;
+};
+
+struct RouterSpec {
+  std::string scoring = "softmax";  // "sigmoid"
+  std::string method = "greedy";    // "group_limited_greedy", "noaux_tc"
+  int64_t top_k = 1;
+  int64_t n_group = 1, topk_group = 1;
+  bool normalize = false;
+  double normalize_eps = 0.0;
+  double scaling = 1.0;
+  bool has_bias = false;  // e_score_correction_bias
+};
+
+enum class QkNorm { none, per_head, full_width };
+
+struct ArchSpec {
+  std::string architecture, model_type;
+  int64_t vocab = 0, hidden = 0, layers = 0, heads = 0, kv_heads = 0, head_dim = 0;
+  int64_t max_position_embeddings = 0;
+  double rms_eps = 1e-6;
+  bool tie_embeddings = false;
+
+  // Attention.
+  bool mla = false;
+  bool qkv_bias = false;
+  QkNorm qk_norm = QkNorm::none;
+  int64_t sliding_window = 0;
+  RopeSpec rope;
+  double attention_scale = 0;  // softmax scale
+  // MLA (DeepSeek).
+  int64_t q_lora_rank = 0, kv_lora_rank = 0, qk_nope_dim = 0, qk_rope_dim = 0, v_head_dim = 0;
+
+  // Feed-forward.
+  std::vector<bool> layer_is_moe;
+  int64_t dense_intermediate = 0;
+  int64_t experts = 0, expert_intermediate = 0;
+  RouterSpec router;
+  int64_t shared_intermediate = 0;  // 0: no shared expert
+  bool shared_expert_gate = false;  // Qwen2-MoE's sigmoid gate
+
+  // Checkpoint names that differ between families.
+  std::string moe_prefix = "mlp";                 // "block_sparse_moe" for Mixtral
+  std::string expert_gate = "gate_proj", expert_up = "up_proj", expert_down = "down_proj";
+  std::string shared_prefix = "shared_expert";    // "shared_experts" for DeepSeek
+};
+
+// Reads config.json into an ArchSpec, dispatching on model_type (or, when
+// absent, on architectures[0]).  Throws moert::Error naming the file and key,
+// listing the supported model types for an unknown one.
+ArchSpec arch_from_config(const HfConfig& config);
+
+}  // namespace moert

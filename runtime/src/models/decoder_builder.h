@@ -1,0 +1,23 @@
+// Builds the moert graph of a Hugging Face decoder (any ArchSpec) with the
+// checkpoint's weights as constants.
+#pragma once
+
+#include <string>
+
+#include "architecture.h"
+#include "moert/graph.h"
+#include "moert/safetensors.h"
+
+namespace moert {
+
+struct BuildOptions {
+  DType activation_dtype = DType::f32;
+  int64_t max_context = 0;  // KV cache positions
+};
+
+// Graph inputs: ids i32[T], positions i32[T]; output: logits f32[T, vocab].
+// Missing or wrongly shaped tensors throw moert::Error naming the tensor, the
+// shape expected from config.json and the checkpoint directory.
+Graph build_decoder(const ArchSpec& arch, const Checkpoint& checkpoint, const BuildOptions& options);
+
+}  // namespace moert
