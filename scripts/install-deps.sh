@@ -11,7 +11,7 @@ APT_PACKAGES=(
   python3-dev pybind11-dev                          # Python bindings
   clang-format
 )
-PIP_PACKAGES=(numpy pytest pybind11)
+PIP_PACKAGES=(numpy pytest pybind11 ml_dtypes)
 
 sudo_cmd=()
 if [ "$(id -u)" != 0 ]; then sudo_cmd=(sudo); fi

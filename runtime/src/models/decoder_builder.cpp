@@ -111,7 +111,7 @@ class Builder {
     } else if (r.scaling == "yarn") {
       at.set("scaling", std::string("yarn"));
       at.set("factor", r.factor);
-      at.set("original_max_position_embeddings", r.original_max_position_embeddings);
+      at.set("original_max_position_embeddings", static_cast<int64_t>(r.original_max_position_embeddings));
       at.set("beta_fast", r.beta_fast);
       at.set("beta_slow", r.beta_slow);
       at.set("mscale", r.mscale);
