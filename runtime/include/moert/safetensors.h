@@ -1,15 +1,22 @@
 // Reading safetensors checkpoints: one file, or shards listed by
 // model.safetensors.index.json.  Files are memory-mapped read-only and
 // tensors are borrowed views into the mapping (no copy); the mapping stays
-// alive as long as any tensor from it does.
+// alive as long as any tensor from it does.  Such tensors must not be written
+// (the pages are read-only), and their data is aligned to the item size only
+// when the writer aligned it (the reference writer does).  Truncating a file
+// while it is mapped makes later reads fault; no up-front check can prevent it.
 //
 // Everything a hostile file can break is validated when it is opened, and
 // each failure is a moert::Error naming the file (and the tensor): header
-// length past the end of the file, invalid JSON, an entry that is not an
-// object, an unknown dtype, a negative dimension, offsets out of range,
-// overlapping or leaving gaps, a byte length that is not shape × itemsize,
-// duplicate names (within a file or across shards), a shard named in the index
-// but missing, an index naming a tensor its shard does not hold.
+// length past the end of the file or above 100,000,000 bytes, invalid JSON,
+// an entry that is not an object, an unknown dtype, a negative dimension or a
+// shape whose element count overflows, offsets out of range, overlapping or
+// leaving gaps, a byte length that is not shape × itemsize, duplicate names
+// (within a file, or in two opened files — even when the index picks one),
+// __metadata__ values that are not strings, a shard named in the index but
+// missing or outside the directory (absolute or ".."), an index naming a
+// tensor its shard does not hold.  A tensor a shard holds but the index does
+// not name is ignored; unknown keys inside an entry are ignored.
 #pragma once
 
 #include <cstdint>
