@@ -1,0 +1,448 @@
+"""Tiny random checkpoints in exact Hugging Face hub layout.
+
+``make_checkpoint(arch, directory, dtype, shards, seed)`` writes
+``config.json`` and the weights of one of the tiny configs of
+:mod:`moert_reference.configs`, using the hub tensor names and shapes of
+reference doc §2–§7 (one 2-D tensor per expert, §3).
+
+Weights are drawn from a normal distribution in a fixed order that depends
+only on the config and the seed, so the BF16, F32 and FP8 variants and the
+sharded and single-file variants of one seed hold the same underlying values:
+
+* Linear weights: N(0, (0.8/sqrt(fan_in))²), routers N(0, 0.3²), biases
+  N(0, 0.1²), embeddings N(0, 0.5²), lm_head N(0, 0.15²), norms
+  1 + N(0, 0.05²), DeepSeek-V3 ``e_score_correction_bias`` U(0, 0.2).
+
+Storage dtypes:
+
+* ``bf16``: every tensor BF16 except ``e_score_correction_bias`` (F32, §6.4).
+* ``f32``: every tensor F32.
+* ``fp8``: the 2-D Linear weights inside decoder layers (attention
+  projections, dense MLPs, experts, shared experts) are F8_E4M3 with an F32
+  ``weight_scale_inv`` per 128×128 block; embeddings, lm_head, norms, the
+  router, the Qwen2-MoE shared-expert gate and the score bias stay as in the
+  BF16 variant (§6.5).  config.json gets the DeepSeek-V3
+  ``quantization_config``.
+
+Command line::
+
+    python -m moert_reference.make_checkpoint ARCH DIR [--dtype bf16|f32|fp8]
+        [--shards N] [--seed S]
+"""
+
+import argparse
+import json
+import math
+import os
+
+import numpy as np
+
+from .configs import ARCHITECTURES, get_config
+from .safetensors_io import DTYPE_SIZES, write_safetensors
+
+try:
+    import ml_dtypes
+except ImportError:  # pragma: no cover
+    ml_dtypes = None
+
+
+FP8_MAX = 448.0
+FP8_BLOCK = (128, 128)
+FP8_QUANTIZATION_CONFIG = {
+    "quant_method": "fp8",
+    "fmt": "e4m3",
+    "activation_scheme": "dynamic",
+    "weight_block_size": [128, 128],
+}
+TORCH_DTYPE = {"bf16": "bfloat16", "f32": "float32", "fp8": "bfloat16"}
+
+
+# ---------------------------------------------------------------------------
+# Layout: (name, shape, kind) for every tensor of the hub checkpoint.
+# kind is one of: embed, norm, linear, bias, router, score_bias, lm_head,
+# and extra (an unquantised 2-D weight of the DeepSeek MTP module).
+# ---------------------------------------------------------------------------
+
+def _head_dim(config):
+    """head_dim from config.json, falling back to hidden/heads (§4, §5.2)."""
+    hd = config.get("head_dim")
+    if hd is None:
+        hd = config["hidden_size"] // config["num_attention_heads"]
+    return hd
+
+
+def _num_kv_heads(config):
+    """num_key_value_heads, defaulting to num_attention_heads (§7)."""
+    nkv = config.get("num_key_value_heads")
+    return config["num_attention_heads"] if nkv is None else nkv
+
+
+def _is_moe_layer(config, i):
+    """Whether decoder layer i holds an MoE block in the hub checkpoint.
+
+    Mixtral and OLMoE: every layer (§4, §7).  Qwen2/3-MoE: i not in
+    mlp_only_layers, num_experts > 0 and (i+1) % decoder_sparse_step == 0
+    (§5.1).  DeepSeek: i >= first_k_dense_replace (§6.4).  Dense families:
+    never.
+    """
+    model_type = config["model_type"]
+    if model_type in ("mixtral", "olmoe"):
+        return True
+    if model_type in ("qwen2_moe", "qwen3_moe"):
+        return (i not in config.get("mlp_only_layers", [])
+                and config["num_experts"] > 0
+                and (i + 1) % config.get("decoder_sparse_step", 1) == 0)
+    if model_type in ("deepseek_v2", "deepseek_v3"):
+        return i >= config.get("first_k_dense_replace", 0)
+    return False
+
+
+def _attention_specs(config, prefix):
+    """Attention tensors of one decoder layer (§2, §5, §6.2, §7)."""
+    model_type = config["model_type"]
+    H = config["hidden_size"]
+    p = prefix + "self_attn."
+    if model_type in ("deepseek_v2", "deepseek_v3"):
+        nh = config["num_attention_heads"]
+        dq = config["qk_nope_head_dim"] + config["qk_rope_head_dim"]
+        r = config["kv_lora_rank"]
+        dr = config["qk_rope_head_dim"]
+        dkv = config["qk_nope_head_dim"] + config["v_head_dim"]
+        specs = []
+        if config.get("q_lora_rank") is None:
+            specs.append((p + "q_proj.weight", [nh * dq, H], "linear"))
+        else:
+            qr = config["q_lora_rank"]
+            specs += [
+                (p + "q_a_proj.weight", [qr, H], "linear"),
+                (p + "q_a_layernorm.weight", [qr], "norm"),
+                (p + "q_b_proj.weight", [nh * dq, qr], "linear"),
+            ]
+        specs += [
+            (p + "kv_a_proj_with_mqa.weight", [r + dr, H], "linear"),
+            (p + "kv_a_layernorm.weight", [r], "norm"),
+            (p + "kv_b_proj.weight", [nh * dkv, r], "linear"),
+            (p + "o_proj.weight", [H, nh * config["v_head_dim"]], "linear"),
+        ]
+        return specs
+
+    nh = config["num_attention_heads"]
+    nkv = _num_kv_heads(config)
+    hd = _head_dim(config)
+    if model_type in ("qwen2", "qwen2_moe"):
+        qkv_bias = config.get("qkv_bias", True)
+        o_bias = False
+    else:
+        qkv_bias = bool(config.get("attention_bias", False))
+        o_bias = qkv_bias
+    specs = []
+    for proj, rows in (("q_proj", nh * hd), ("k_proj", nkv * hd),
+                       ("v_proj", nkv * hd)):
+        specs.append((p + proj + ".weight", [rows, H], "linear"))
+        if qkv_bias:
+            specs.append((p + proj + ".bias", [rows], "bias"))
+    specs.append((p + "o_proj.weight", [H, nh * hd], "linear"))
+    if o_bias:
+        specs.append((p + "o_proj.bias", [H], "bias"))
+    if model_type == "qwen3_moe":
+        specs += [(p + "q_norm.weight", [hd], "norm"),
+                  (p + "k_norm.weight", [hd], "norm")]
+    if model_type == "olmoe":
+        specs += [(p + "q_norm.weight", [nh * hd], "norm"),
+                  (p + "k_norm.weight", [nkv * hd], "norm")]
+    return specs
+
+
+def _swiglu_specs(prefix, hidden, inter, names=("gate_proj", "up_proj",
+                                                "down_proj")):
+    """gate [I,H], up [I,H], down [H,I] of one SwiGLU MLP (§2)."""
+    gate, up, down = names
+    return [
+        (prefix + gate + ".weight", [inter, hidden], "linear"),
+        (prefix + up + ".weight", [inter, hidden], "linear"),
+        (prefix + down + ".weight", [hidden, inter], "linear"),
+    ]
+
+
+def _ffn_specs(config, i, prefix):
+    """Dense MLP or MoE tensors of decoder layer i (§3–§7)."""
+    model_type = config["model_type"]
+    H = config["hidden_size"]
+    if not _is_moe_layer(config, i):
+        return _swiglu_specs(prefix + "mlp.", H, config["intermediate_size"])
+
+    if model_type == "mixtral":
+        E = config["num_local_experts"]
+        inter = config["intermediate_size"]
+        p = prefix + "block_sparse_moe."
+        specs = [(p + "gate.weight", [E, H], "router")]
+        for e in range(E):
+            # w1 = gate, w3 = up, w2 = down (§3); written in name order.
+            q = p + "experts.%d." % e
+            specs += [(q + "w1.weight", [inter, H], "linear"),
+                      (q + "w2.weight", [H, inter], "linear"),
+                      (q + "w3.weight", [inter, H], "linear")]
+        return specs
+
+    p = prefix + "mlp."
+    if model_type in ("deepseek_v2", "deepseek_v3"):
+        E = config["n_routed_experts"]
+        inter = config["moe_intermediate_size"]
+    elif model_type in ("qwen2_moe", "qwen3_moe"):
+        E = config["num_experts"]
+        inter = config["moe_intermediate_size"]
+    else:  # olmoe: intermediate_size is per expert (§7)
+        E = config["num_experts"]
+        inter = config["intermediate_size"]
+    specs = [(p + "gate.weight", [E, H], "router")]
+    if model_type == "deepseek_v3":
+        specs.append((p + "gate.e_score_correction_bias", [E], "score_bias"))
+    for e in range(E):
+        specs += _swiglu_specs(p + "experts.%d." % e, H, inter)
+    if model_type == "qwen2_moe":
+        specs += _swiglu_specs(p + "shared_expert.", H,
+                               config["shared_expert_intermediate_size"])
+        specs.append((p + "shared_expert_gate.weight", [1, H], "router"))
+    if model_type in ("deepseek_v2", "deepseek_v3"):
+        n_shared = config.get("n_shared_experts") or 0
+        if n_shared > 0:
+            specs += _swiglu_specs(p + "shared_experts.", H, inter * n_shared)
+    return specs
+
+
+def _layer_specs(config, i):
+    """All tensors of decoder layer i (§2)."""
+    H = config["hidden_size"]
+    prefix = "model.layers.%d." % i
+    specs = [(prefix + "input_layernorm.weight", [H], "norm")]
+    specs += _attention_specs(config, prefix)
+    specs.append((prefix + "post_attention_layernorm.weight", [H], "norm"))
+    specs += _ffn_specs(config, i, prefix)
+    return specs
+
+
+def _mtp_specs(config, i):
+    """DeepSeek-V3 MTP module stored as layer i (§3, §6.5): a full decoder
+    layer plus embed_tokens, enorm, hnorm, eh_proj and shared_head."""
+    H = config["hidden_size"]
+    V = config["vocab_size"]
+    prefix = "model.layers.%d." % i
+    specs = _layer_specs(config, i)
+    specs += [
+        (prefix + "embed_tokens.weight", [V, H], "embed"),
+        (prefix + "enorm.weight", [H], "norm"),
+        (prefix + "hnorm.weight", [H], "norm"),
+        (prefix + "eh_proj.weight", [H, 2 * H], "extra"),
+        (prefix + "shared_head.norm.weight", [H], "norm"),
+        (prefix + "shared_head.head.weight", [V, H], "lm_head"),
+    ]
+    return specs
+
+
+def tensor_specs(config):
+    """Every tensor of the hub checkpoint of ``config`` as (name, shape, kind).
+
+    Order: embeddings, decoder layers, MTP layers (DeepSeek-V3), final norm,
+    lm_head (omitted when tie_word_embeddings is true, §2).
+    """
+    V = config["vocab_size"]
+    H = config["hidden_size"]
+    specs = [("model.embed_tokens.weight", [V, H], "embed")]
+    L = config["num_hidden_layers"]
+    for i in range(L):
+        specs += _layer_specs(config, i)
+    if config["model_type"] == "deepseek_v3":
+        for j in range(config.get("num_nextn_predict_layers", 0) or 0):
+            specs += _mtp_specs(config, L + j)
+    specs.append(("model.norm.weight", [H], "norm"))
+    if not config.get("tie_word_embeddings", False):
+        specs.append(("lm_head.weight", [V, H], "lm_head"))
+    return specs
+
+
+# ---------------------------------------------------------------------------
+# Values
+# ---------------------------------------------------------------------------
+
+def _draw(rng, shape, kind):
+    """Draw float32 values for one tensor of the given kind."""
+    if kind == "norm":
+        return (1.0 + 0.05 * rng.standard_normal(shape)).astype(np.float32)
+    if kind == "score_bias":
+        return rng.uniform(0.0, 0.2, size=shape).astype(np.float32)
+    if kind == "embed":
+        std = 0.5
+    elif kind == "lm_head":
+        std = 0.15
+    elif kind == "router":
+        std = 0.3
+    elif kind == "bias":
+        std = 0.1
+    else:  # linear, extra
+        std = 0.8 / math.sqrt(shape[1])
+    return (std * rng.standard_normal(shape)).astype(np.float32)
+
+
+def random_values(config, seed):
+    """Float32 values of every tensor of ``config`` for ``seed``, drawn in
+    :func:`tensor_specs` order (independent of dtype and sharding)."""
+    rng = np.random.default_rng(seed)
+    return {name: _draw(rng, shape, kind)
+            for name, shape, kind in tensor_specs(config)}
+
+
+def quantize_fp8_blockwise(weight, block=FP8_BLOCK):
+    """Quantise a 2-D float32 weight to e4m3 per block (§6.5).
+
+    For each block (edge blocks are the partial remainder, equivalent to
+    zero padding): ``scale = amax / 448`` in float32, ``q = e4m3(w / scale)``.
+    Returns ``(q, scale_inv)`` with q as ``ml_dtypes.float8_e4m3fn`` of the
+    weight's shape and ``scale_inv`` float32 of shape
+    ``[ceil(rows/128), ceil(cols/128)]``; dequantisation is
+    ``q * scale_inv[r // 128, c // 128]``.
+    """
+    weight = np.asarray(weight, dtype=np.float32)
+    rows, cols = weight.shape
+    br, bc = block
+    nr = (rows + br - 1) // br
+    nc = (cols + bc - 1) // bc
+    scale_inv = np.ones((nr, nc), dtype=np.float32)
+    scaled = np.zeros_like(weight)
+    for bi in range(nr):
+        for bj in range(nc):
+            rs = slice(bi * br, min((bi + 1) * br, rows))
+            cs = slice(bj * bc, min((bj + 1) * bc, cols))
+            blk = weight[rs, cs]
+            amax = np.float32(np.max(np.abs(blk))) if blk.size else 0.0
+            scale = np.float32(amax / np.float32(FP8_MAX)) if amax > 0 \
+                else np.float32(1.0)
+            scale_inv[bi, bj] = scale
+            scaled[rs, cs] = np.clip(blk / scale, -FP8_MAX, FP8_MAX)
+    return scaled.astype(ml_dtypes.float8_e4m3fn), scale_inv
+
+
+def checkpoint_tensors(config, dtype="bf16", seed=0):
+    """Every tensor as written: name -> (safetensors dtype, array).
+
+    ``dtype`` mode picks the storage type of each tensor (module docstring);
+    FP8 weights come with their ``weight_scale_inv`` companions (§6.5).
+    """
+    specs = tensor_specs(config)
+    values = random_values(config, seed)
+    out = {}
+    for name, shape, kind in specs:
+        value = values[name]
+        if kind == "score_bias" or dtype == "f32":
+            out[name] = ("F32", value)
+        elif (dtype == "fp8" and kind == "linear"
+              and name.startswith("model.layers.")):
+            q, scale_inv = quantize_fp8_blockwise(value)
+            out[name] = ("F8_E4M3", q)
+            out[name + "_scale_inv"] = ("F32", scale_inv)
+        else:
+            out[name] = ("BF16", value)
+    return out
+
+
+def _split_into_shards(names, sizes, shards):
+    """Split the ordered tensor list into ``shards`` contiguous groups of
+    roughly equal byte size (each group non-empty)."""
+    if shards > len(names):
+        raise ValueError("more shards than tensors")
+    total = sum(sizes)
+    groups = [[] for _ in range(shards)]
+    running = 0
+    g = 0
+    for idx, (name, size) in enumerate(zip(names, sizes)):
+        remaining_names = len(names) - idx
+        remaining_groups = shards - g
+        if (groups[g] and g + 1 < shards
+                and (running >= total * (g + 1) / shards
+                     or remaining_names <= remaining_groups - 1)):
+            g += 1
+        groups[g].append(name)
+        running += size
+    return groups
+
+
+def build_config(arch, dtype="bf16", overrides=None):
+    """The config.json body written for ``arch`` in ``dtype`` mode."""
+    if dtype not in TORCH_DTYPE:
+        raise ValueError("dtype must be bf16, f32 or fp8")
+    config = get_config(arch)
+    if overrides:
+        config.update(overrides)
+    config["torch_dtype"] = TORCH_DTYPE[dtype]
+    if dtype == "fp8":
+        config["quantization_config"] = dict(FP8_QUANTIZATION_CONFIG)
+    return config
+
+
+def make_checkpoint(arch, directory, dtype="bf16", shards=1, seed=0,
+                    overrides=None):
+    """Write a tiny random checkpoint of ``arch`` into ``directory``.
+
+    ``dtype`` is "bf16", "f32" or "fp8"; ``shards`` > 1 writes
+    ``model-0000i-of-0000N.safetensors`` plus ``model.safetensors.index.json``
+    (metadata.total_size = total tensor bytes, §1); ``overrides`` updates the
+    config body before writing (e.g. ``{"tie_word_embeddings": True}``, which
+    drops ``lm_head.weight``).  Returns the config dict written.
+    """
+    config = build_config(arch, dtype, overrides)
+    os.makedirs(directory, exist_ok=True)
+    tensors = checkpoint_tensors(config, dtype, seed)
+
+    with open(os.path.join(directory, "config.json"), "w",
+              encoding="utf-8") as f:
+        json.dump(config, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+    for stale in os.listdir(directory):
+        if stale.endswith(".safetensors") or stale.endswith(".index.json"):
+            os.remove(os.path.join(directory, stale))
+
+    metadata = {"format": "pt"}
+    if shards <= 1:
+        write_safetensors(os.path.join(directory, "model.safetensors"),
+                          tensors, metadata)
+        return config
+
+    names = list(tensors)
+    sizes = [int(np.asarray(a).size) * DTYPE_SIZES[d]
+             for d, a in tensors.values()]
+    groups = _split_into_shards(names, sizes, shards)
+    weight_map = {}
+    for k, group in enumerate(groups):
+        filename = "model-%05d-of-%05d.safetensors" % (k + 1, shards)
+        write_safetensors(os.path.join(directory, filename),
+                          {n: tensors[n] for n in group}, metadata)
+        for n in group:
+            weight_map[n] = filename
+    index = {"metadata": {"total_size": sum(sizes)},
+             "weight_map": dict(sorted(weight_map.items()))}
+    with open(os.path.join(directory, "model.safetensors.index.json"), "w",
+              encoding="utf-8") as f:
+        json.dump(index, f, indent=2)
+        f.write("\n")
+    return config
+
+
+def main(argv=None):
+    """Command-line entry point (see the module docstring)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m moert_reference.make_checkpoint",
+        description="Write a tiny random Hugging Face checkpoint.")
+    parser.add_argument("arch", choices=ARCHITECTURES)
+    parser.add_argument("directory")
+    parser.add_argument("--dtype", choices=("bf16", "f32", "fp8"),
+                        default="bf16")
+    parser.add_argument("--shards", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    make_checkpoint(args.arch, args.directory, dtype=args.dtype,
+                    shards=args.shards, seed=args.seed)
+    print(args.directory)
+
+
+if __name__ == "__main__":
+    main()
