@@ -1,0 +1,228 @@
+// Model, Session and generate() on a small Llama-style checkpoint written by
+// the test itself (whole-model numerics against the NumPy reference are in
+// tests/python/test_cpp_models.py).
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include <nlohmann/json.hpp>
+
+#include "moert/error.h"
+#include "moert/model.h"
+
+namespace fs = std::filesystem;
+using moert::Model;
+using moert::Tensor;
+using ::testing::HasSubstr;
+
+namespace {
+
+constexpr int64_t kVocab = 97, kHidden = 32, kInter = 48, kLayers = 2, kHeads = 4, kKvHeads = 2;
+
+// Writes config.json and model.safetensors (f32, random) for a tiny Llama.
+void write_checkpoint(const fs::path& dir) {
+  fs::create_directories(dir);
+  nlohmann::json config = {{"architectures", {"LlamaForCausalLM"}}, {"model_type", "llama"},
+                           {"vocab_size", kVocab},                {"hidden_size", kHidden},
+                           {"intermediate_size", kInter},         {"num_hidden_layers", kLayers},
+                           {"num_attention_heads", kHeads},       {"num_key_value_heads", kKvHeads},
+                           {"rms_norm_eps", 1e-5},                {"rope_theta", 10000.0},
+                           {"max_position_embeddings", 64},       {"tie_word_embeddings", false}};
+  std::ofstream(dir / "config.json") << config.dump();
+  std::vector<std::pair<std::string, std::vector<int64_t>>> tensors = {
+      {"model.embed_tokens.weight", {kVocab, kHidden}}, {"model.norm.weight", {kHidden}},
+      {"lm_head.weight", {kVocab, kHidden}}};
+  const int64_t hd = kHidden / kHeads;
+  for (int64_t l = 0; l < kLayers; ++l) {
+    std::string p = "model.layers." + std::to_string(l) + ".";
+    for (auto [n, s] : std::vector<std::pair<std::string, std::vector<int64_t>>>{
+             {"input_layernorm.weight", {kHidden}},
+             {"post_attention_layernorm.weight", {kHidden}},
+             {"self_attn.q_proj.weight", {kHeads * hd, kHidden}},
+             {"self_attn.k_proj.weight", {kKvHeads * hd, kHidden}},
+             {"self_attn.v_proj.weight", {kKvHeads * hd, kHidden}},
+             {"self_attn.o_proj.weight", {kHidden, kHeads * hd}},
+             {"mlp.gate_proj.weight", {kInter, kHidden}},
+             {"mlp.up_proj.weight", {kInter, kHidden}},
+             {"mlp.down_proj.weight", {kHidden, kInter}}})
+      tensors.push_back({p + n, s});
+  }
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal(0.0f, 0.3f);
+  nlohmann::json header = nlohmann::json::object();
+  std::vector<float> data;
+  for (const auto& [name, shape] : tensors) {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    uint64_t begin = data.size() * 4;
+    bool norm = name.find("norm") != std::string::npos;
+    for (int64_t i = 0; i < n; ++i) data.push_back(norm ? 1.0f + 0.1f * normal(rng) : normal(rng));
+    header[name] = {{"dtype", "F32"}, {"shape", shape}, {"data_offsets", {begin, data.size() * 4}}};
+  }
+  std::string h = header.dump();
+  h.append((8 - h.size() % 8) % 8, ' ');
+  std::ofstream out(dir / "model.safetensors", std::ios::binary);
+  uint64_t len = h.size();
+  out.write(reinterpret_cast<const char*>(&len), 8);
+  out << h;
+  out.write(reinterpret_cast<const char*>(data.data()), static_cast<std::streamsize>(data.size() * 4));
+}
+
+class ModelTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = fs::temp_directory_path() / ("moert_model_test_" + std::to_string(::getpid()));
+    write_checkpoint(dir_);
+  }
+  static void TearDownTestSuite() { fs::remove_all(dir_); }
+  static fs::path dir_;
+};
+fs::path ModelTest::dir_;
+
+moert::GenerateOptions up_to(int64_t n) {
+  moert::GenerateOptions o;
+  o.max_new_tokens = n;
+  return o;
+}
+
+int32_t argmax_last(const Tensor& logits) {
+  const float* p = logits.data_as<float>() + (logits.dim(0) - 1) * logits.dim(1);
+  return static_cast<int32_t>(std::max_element(p, p + logits.dim(1)) - p);
+}
+
+}  // namespace
+
+TEST_F(ModelTest, InfoComesFromConfig) {
+  auto m = Model::load(dir_.string());
+  EXPECT_EQ(m->info().model_type, "llama");
+  EXPECT_EQ(m->info().vocab_size, kVocab);
+  EXPECT_EQ(m->info().num_layers, kLayers);
+  EXPECT_EQ(m->info().max_context, 64);
+  EXPECT_EQ(m->info().weight_dtype, "f32");
+}
+
+TEST_F(ModelTest, SessionAppendEqualsForwardRows) {
+  auto m = Model::load(dir_.string());
+  std::vector<int32_t> ids = {5, 17, 3, 88, 41, 9};
+  Tensor all = m->forward(ids);
+  ASSERT_EQ(all.shape(), (std::vector<int64_t>{6, kVocab}));
+  moert::Session s = m->session();
+  Tensor a = s.append({5, 17, 3, 88});
+  Tensor b = s.append({41});
+  Tensor c = s.append({9});
+  EXPECT_EQ(s.position(), 6);
+  auto rows = [&](const Tensor& t) { return t.to_doubles(); };
+  std::vector<double> want = rows(all), got = rows(a);
+  std::vector<double> gb = rows(b), gc = rows(c);
+  got.insert(got.end(), gb.begin(), gb.end());
+  got.insert(got.end(), gc.begin(), gc.end());
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], want[i], 1e-4 * (1 + std::fabs(want[i]))) << i;
+}
+
+TEST_F(ModelTest, GreedyGenerateIsTheArgmaxChain) {
+  auto m = Model::load(dir_.string());
+  std::vector<int32_t> prompt = {1, 2, 3};
+  std::vector<int32_t> out = m->generate(prompt, up_to(6));
+  ASSERT_EQ(out.size(), 6u);
+  std::vector<int32_t> seq = prompt;
+  for (int32_t t : out) {
+    EXPECT_EQ(argmax_last(m->forward(seq)), t);
+    seq.push_back(t);
+  }
+}
+
+TEST_F(ModelTest, StopTokensAndStreaming) {
+  auto m = Model::load(dir_.string());
+  std::vector<int32_t> greedy = m->generate({1, 2, 3}, up_to(6));
+  moert::GenerateOptions o;
+  o.max_new_tokens = 6;
+  o.stop_tokens = {greedy[2]};
+  std::vector<int32_t> stopped = m->generate({1, 2, 3}, o);
+  // Ends at the first occurrence of the stop token, which is included.
+  auto first = std::find(greedy.begin(), greedy.end(), greedy[2]);
+  EXPECT_EQ(stopped, std::vector<int32_t>(greedy.begin(), first + 1));
+  std::vector<int32_t> streamed;
+  m->generate({1, 2, 3}, up_to(6), [&](int32_t t) {
+    streamed.push_back(t);
+    return streamed.size() < 4;
+  });
+  EXPECT_EQ(streamed, std::vector<int32_t>(greedy.begin(), greedy.begin() + 4));
+}
+
+TEST_F(ModelTest, SamplingIsSeeded) {
+  auto m = Model::load(dir_.string());
+  moert::GenerateOptions o;
+  o.max_new_tokens = 12;
+  o.sampling = {2.0, 0, 1.0, 77};
+  std::vector<int32_t> a = m->generate({4, 5}, o), b = m->generate({4, 5}, o);
+  EXPECT_EQ(a, b);
+  o.sampling.seed = 78;
+  std::vector<int32_t> c = m->generate({4, 5}, o);
+  EXPECT_NE(a, c) << "a hot temperature with another seed should change some token";
+}
+
+TEST_F(ModelTest, ContextOverflowAndBadTokensLeaveTheSessionUsable) {
+  moert::LoadOptions lo;
+  lo.max_context = 8;
+  auto m = Model::load(dir_.string(), lo);
+  moert::Session s = m->session();
+  Tensor first = s.append({1, 2, 3, 4, 5, 6});
+  try {
+    s.append({7, 8, 9});
+    FAIL();
+  } catch (const moert::Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("context overflow: 6 cached + 3 new tokens exceed max_context 8"));
+  }
+  try {
+    s.append({kVocab});
+    FAIL();
+  } catch (const moert::Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("token id 97 at position 0 is outside the vocabulary [0, 97)"));
+  }
+  EXPECT_EQ(s.position(), 6);
+  Tensor next = s.append({7});
+  std::vector<double> want = m->forward({1, 2, 3, 4, 5, 6, 7}).to_doubles();
+  std::vector<double> got = next.to_doubles();
+  for (int64_t i = 0; i < kVocab; ++i)
+    EXPECT_NEAR(got[static_cast<size_t>(i)], want[static_cast<size_t>(6 * kVocab + i)], 1e-4);
+}
+
+TEST_F(ModelTest, LoadErrorsNameTheProblem) {
+  try {
+    Model::load((dir_ / "nope").string());
+    FAIL();
+  } catch (const moert::Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("nope: not a directory"));
+  }
+  fs::path broken = dir_.string() + "_broken";
+  fs::create_directories(broken);
+  std::ofstream(broken / "config.json") << "{ not json";
+  try {
+    Model::load(broken.string());
+    FAIL();
+  } catch (const moert::Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("config.json: invalid JSON"));
+  }
+  std::ofstream(broken / "config.json") << R"({"model_type": "llama", "vocab_size": 10})";
+  try {
+    Model::load(broken.string());
+    FAIL();
+  } catch (const moert::Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("config.json: 'hidden_size' is missing"));
+  }
+  fs::remove_all(broken);
+  moert::LoadOptions lo;
+  lo.device = "no-such-device";
+  try {
+    Model::load(dir_.string(), lo);
+    FAIL();
+  } catch (const moert::Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("no-such-device"));
+  }
+}
