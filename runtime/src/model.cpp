@@ -1,6 +1,8 @@
 #include "moert/model.h"
 
+#include <algorithm>
 #include <cstring>
+#include <map>
 #include <filesystem>
 
 #include "models/architecture.h"
@@ -18,21 +20,27 @@ Tensor ints(const std::vector<int32_t>& v) {
   return t;
 }
 
+// "bf16", or the mix by share of bytes: "fp8 e4m3 61%, bf16 37%, f32 2%".
 std::string weight_dtype_of(const Checkpoint& c) {
-  std::map<std::string, uint64_t> bytes;
+  std::map<DType, uint64_t> bytes;
+  uint64_t total = 0;
   for (const std::string& n : c.names()) {
     const SafetensorsEntry& e = c.entry(n);
-    bytes[std::string(dtype_name(e.dtype))] += e.end - e.begin;
+    bytes[e.dtype] += e.end - e.begin;
+    total += e.end - e.begin;
   }
-  std::string main;
-  uint64_t most = 0;
-  for (const auto& [d, b] : bytes)
-    if (b > most) {
-      most = b;
-      main = d;
-    }
-  if (main == "f8_e4m3") return "fp8 e4m3 (128x128 block scales)";
-  return main;
+  std::vector<std::pair<uint64_t, DType>> order;
+  for (const auto& [d, b] : bytes) order.emplace_back(b, d);
+  std::sort(order.rbegin(), order.rend());
+  auto name = [](DType d) { return d == DType::f8_e4m3 ? std::string("fp8 e4m3") : std::string(dtype_name(d)); };
+  if (order.size() == 1) return name(order[0].second);
+  std::string out;
+  for (const auto& [b, d] : order) {
+    int pct = total ? static_cast<int>((100 * b + total / 2) / total) : 0;
+    if (pct == 0) continue;
+    out += (out.empty() ? "" : ", ") + name(d) + " " + std::to_string(pct) + "%";
+  }
+  return out;
 }
 
 }  // namespace
