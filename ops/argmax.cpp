@@ -19,8 +19,7 @@ void register_argmax(OpRegistry& registry) {
   d.outputs = {"y"};
   d.infer = [](const InferContext& ctx) {
     const ValueInfo& x = ctx.in(0);
-    ctx.require(is_activation_dtype(x.dtype),
-                "input 'x' must be f32, bf16 or f16, got " + std::string(dtype_name(x.dtype)));
+    require_activation(ctx, 0, "input 'x'");
     ctx.require(x.shape.rank() >= 1, "input 'x' must have rank >= 1, got " + x.shape.str());
     const Dim& n = x.shape.at(-1);
     ctx.require(!n.is_static() || (n.fixed > 0 && n.fixed <= std::numeric_limits<int32_t>::max()),

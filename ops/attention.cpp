@@ -102,12 +102,6 @@ void masked_softmax_row(const MaskParams& m, int64_t p, double* row, int64_t len
     for (int64_t j = 0; j < len; ++j) row[j] /= denom;
 }
 
-void require_activation(const InferContext& ctx, size_t i, const std::string& what) {
-  const DType t = ctx.in(i).dtype;
-  ctx.require(is_activation_dtype(t),
-              what + " must be f32, bf16 or f16, got " + std::string(dtype_name(t)));
-}
-
 template <typename Ctx>
 void check_capacity(const Ctx& ctx, int64_t past, int64_t tokens, int64_t capacity) {
   if (past < 0) ctx.fail("the past token count P must be >= 0, got " + std::to_string(past));

@@ -21,12 +21,6 @@ namespace moert::ops {
 
 namespace {
 
-void require_activation(const InferContext& ctx, size_t i, const std::string& what) {
-  const DType t = ctx.in(i).dtype;
-  ctx.require(is_activation_dtype(t),
-              what + " must be f32, bf16 or f16, got " + std::string(dtype_name(t)));
-}
-
 double sigmoid(double v) { return 1.0 / (1.0 + std::exp(-v)); }
 double silu(double v) { return v * sigmoid(v); }
 

@@ -42,8 +42,7 @@ void register_embedding(OpRegistry& registry) {
   d.infer = [](const InferContext& ctx) {
     const ValueInfo& table = ctx.in(0);
     const ValueInfo& ids = ctx.in(1);
-    ctx.require(is_activation_dtype(table.dtype), "input 'table' must be f32, bf16 or f16, got " +
-                                                      std::string(dtype_name(table.dtype)));
+    require_activation(ctx, 0, "input 'table'");
     ctx.require(table.shape.rank() == 2,
                 "input 'table' must be [V, H] (rank 2), got " + table.shape.str());
     ctx.require(ids.dtype == DType::i32 || ids.dtype == DType::i64,

@@ -20,13 +20,20 @@ inline void require_float(const InferContext& ctx, size_t i, const std::string& 
 // Inference: input i must have rank r.
 inline void require_rank(const InferContext& ctx, size_t i, size_t r, const std::string& what) {
   const ValueInfo& v = ctx.in(i);
-  ctx.require(v.shape.rank() == r, what + " must have rank " + std::to_string(r) + ", got " +
-                                       v.shape.str());
+  ctx.require(v.shape.rank() == r,
+              what + " must have rank " + std::to_string(r) + ", got " + v.shape.str());
 }
 
 // Activation dtypes a graph computes in.
 inline bool is_activation_dtype(DType t) {
   return t == DType::f32 || t == DType::bf16 || t == DType::f16;
+}
+
+// Inference: input i must have an activation dtype (f32, bf16 or f16).
+inline void require_activation(const InferContext& ctx, size_t i, const std::string& what) {
+  const DType t = ctx.in(i).dtype;
+  ctx.require(is_activation_dtype(t),
+              what + " must be f32, bf16 or f16, got " + std::string(dtype_name(t)));
 }
 
 // Reference kernels read every input widened to double ...
@@ -35,8 +42,7 @@ inline std::vector<double> load(const TensorView& v) { return v.to_doubles(); }
 // ... and write results rounded to the output dtype.
 inline void store(const TensorView& v, const std::vector<double>& values) {
   check(static_cast<int64_t>(values.size()) == v.numel(),
-        "internal: storing " + std::to_string(values.size()) + " values into " +
-            dims_str(v.shape));
+        "internal: storing " + std::to_string(values.size()) + " values into " + dims_str(v.shape));
   for (size_t i = 0; i < values.size(); ++i) v.set(static_cast<int64_t>(i), values[i]);
 }
 

@@ -24,12 +24,6 @@ namespace moert::ops {
 
 namespace {
 
-void require_activation(const InferContext& ctx, size_t i, const std::string& what) {
-  const DType t = ctx.in(i).dtype;
-  ctx.require(is_activation_dtype(t),
-              what + " must be f32, bf16 or f16, got " + std::string(dtype_name(t)));
-}
-
 std::string ints_str(const std::vector<int64_t>& v) { return attr_value_str(AttrValue(v)); }
 
 std::vector<int64_t> block_size(const Attributes& attrs) {

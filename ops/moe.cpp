@@ -182,8 +182,7 @@ void register_moe_op(OpRegistry& r) {
     ctx.require(block.size() == 2 && block[0] > 0 && block[1] > 0,
                 "attribute 'block_size' must be two sizes > 0, got " + ints_str(block));
     const ValueInfo& x = ctx.in(kX);
-    ctx.require(is_activation_dtype(x.dtype),
-                "input 'x' must be f32, bf16 or f16, got " + dtype_str(x.dtype));
+    require_activation(ctx, kX, "input 'x'");
     require_rank(ctx, kX, 2, "input 'x' [T, H]");
     ctx.require(x.shape[1].is_static() && x.shape[1].fixed > 0,
                 "input 'x' must have a static hidden size > 0, got " + x.shape.str());

@@ -21,8 +21,7 @@ void register_norm(OpRegistry& registry) {
   d.infer = [](const InferContext& ctx) {
     const ValueInfo& x = ctx.in(0);
     const ValueInfo& w = ctx.in(1);
-    ctx.require(is_activation_dtype(x.dtype),
-                "input 'x' must be f32, bf16 or f16, got " + std::string(dtype_name(x.dtype)));
+    require_activation(ctx, 0, "input 'x'");
     require_float(ctx, 1, "input 'weight'");
     ctx.require(x.shape.rank() >= 1, "input 'x' must have rank >= 1, got " + x.shape.str());
     ctx.require(w.shape.rank() == 1, "input 'weight' must be [D] (rank 1), got " + w.shape.str());

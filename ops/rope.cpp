@@ -160,8 +160,7 @@ void register_rope(OpRegistry& r) {
   d.infer = [](const InferContext& ctx) {
     const ValueInfo& x = ctx.in(0);
     const ValueInfo& pos = ctx.in(1);
-    ctx.require(is_activation_dtype(x.dtype),
-                "input 'x' must be f32, bf16 or f16, got " + std::string(dtype_name(x.dtype)));
+    require_activation(ctx, 0, "input 'x'");
     require_rank(ctx, 0, 3, "input 'x' [T, nh, d]");
     ctx.require(x.shape[1].is_static() && x.shape[2].is_static(),
                 "input 'x' must have static heads and head size, got " + x.shape.str());

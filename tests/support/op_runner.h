@@ -4,8 +4,12 @@
 // write fails the comparison.
 #pragma once
 
+#include <gtest/gtest.h>
+
 #include <cmath>
 #include <cstring>
+#include <functional>
+#include <initializer_list>
 #include <random>
 #include <string>
 #include <vector>
@@ -24,6 +28,47 @@ inline void poison(const Tensor& t) {
   } else {
     std::memset(t.data(), 0x5A, t.nbytes());
   }
+}
+
+// Expects fn() to throw moert::Error whose message contains every one of
+// `parts`.
+template <typename F>
+void expect_error(F fn, const std::vector<std::string>& parts) {
+  try {
+    fn();
+    ADD_FAILURE() << "no moert::Error thrown; expected one mentioning '" << parts.at(0) << "'";
+  } catch (const moert::Error& e) {
+    const std::string msg = e.what();
+    for (const std::string& p : parts)
+      EXPECT_NE(msg.find(p), std::string::npos) << "message: " << msg << "\nlacks: " << p;
+  }
+}
+
+// The message of the moert::Error that f() throws, or "(no error)".
+inline std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const moert::Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+// Output infos of op `op` on inputs that may have symbolic shapes (nullptr is
+// an absent optional input).
+inline std::vector<ValueInfo> infer(const std::string& op,
+                                    const std::vector<const ValueInfo*>& inputs,
+                                    const Attributes& attrs = {}) {
+  Node node{op, "test_node", attrs, {}, {}};
+  return OpRegistry::global().infer(node, inputs);
+}
+
+// The same, with every input given by value.
+inline std::vector<ValueInfo> infer(const std::string& op, std::initializer_list<ValueInfo> inputs,
+                                    const Attributes& attrs = {}) {
+  std::vector<const ValueInfo*> ptrs;
+  for (const ValueInfo& v : inputs) ptrs.push_back(&v);
+  return infer(op, ptrs, attrs);
 }
 
 // Runs op `op` on `inputs` (an undefined Tensor() is an absent optional
@@ -95,6 +140,30 @@ inline double max_rel_error(const std::vector<double>& a, const std::vector<doub
     worst = std::max(worst, std::fabs(a[i] - b[i]) / (std::fabs(b[i]) + floor));
   }
   return worst;
+}
+
+// Bound on the relative error of a kernel that computes in double and rounds
+// once to `out`: half an ulp of the output type is f32 2^-24 ≈ 6e-8 (checked
+// at 1e-5), bf16 2^-9 ≈ 2e-3 (checked at 1e-2), f16 2^-11 ≈ 5e-4 (checked at
+// 2e-3).
+inline double dtype_tolerance(DType out) {
+  switch (out) {
+    case DType::bf16:
+      return 1e-2;
+    case DType::f16:
+      return 2e-3;
+    default:
+      return 1e-5;
+  }
+}
+
+// max_rel_error with the relative measure floored at the output type's
+// smallest normal magnitude: below it f16 (2^-14 ≈ 6.1e-5) has subnormals with
+// fewer mantissa bits, whose rounding error is bounded absolutely (2^-25), not
+// relatively.  bf16 and f32 have f32's exponent range, so 1e-6 suffices.
+inline double dtype_rel_error(DType out, const std::vector<double>& got,
+                              const std::vector<double>& want) {
+  return max_rel_error(got, want, out == DType::f16 ? 6.103515625e-05 : 1e-6);
 }
 
 // Largest |a-b| over all elements; NaN anywhere gives +inf.

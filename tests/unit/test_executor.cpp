@@ -18,21 +18,13 @@ using moert::Graph;
 using moert::Shape;
 using moert::SymbolValues;
 using moert::Tensor;
+using moert::testing::error_of;
 using moert::testing::max_rel_error;
 using moert::testing::random_tensor;
 using moert::testing::run_op;
 using ::testing::HasSubstr;
 
 namespace {
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const moert::Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
 
 // x[T, 16] -> linear -> silu -> linear -> add(x) -> rms_norm : a block whose
 // activations can share memory.
@@ -104,7 +96,8 @@ TEST(Executor, InputErrorsNameTheInput) {
   std::mt19937 rng(3);
   MlpGraph m(rng, 1);
   Executor exe(m.g);
-  EXPECT_THAT(error_of([&] { exe.run({}, SymbolValues::of(2)); }), HasSubstr("takes 1 inputs, got 0"));
+  EXPECT_THAT(error_of([&] { exe.run({}, SymbolValues::of(2)); }),
+              HasSubstr("takes 1 inputs, got 0"));
   Tensor wrong = random_tensor(DType::f32, {3, 16}, rng);
   EXPECT_THAT(error_of([&] { exe.run({wrong}, SymbolValues::of(2)); }),
               HasSubstr("input 'x' must be f32[2, 16]"));
@@ -181,8 +174,9 @@ TEST(Executor, ContextOverflowLeavesStateUntouched) {
   std::vector<Tensor> more = {random_tensor(DType::f32, {3, 4, 8}, rng),
                               random_tensor(DType::f32, {3, 2, 8}, rng),
                               random_tensor(DType::f32, {3, 2, 8}, rng)};
-  EXPECT_THAT(error_of([&] { exe.run(more, SymbolValues::of(3, 6)); }),
-              HasSubstr("context overflow: 6 cached + 3 new tokens exceed the KV cache capacity of 8"));
+  EXPECT_THAT(
+      error_of([&] { exe.run(more, SymbolValues::of(3, 6)); }),
+      HasSubstr("context overflow: 6 cached + 3 new tokens exceed the KV cache capacity of 8"));
   EXPECT_EQ(exe.read_state("k_cache").to_doubles(), before);
 }
 

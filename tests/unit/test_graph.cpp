@@ -17,18 +17,10 @@ using moert::Graph;
 using moert::Node;
 using moert::Shape;
 using moert::ValueId;
+using moert::testing::error_of;
 using ::testing::HasSubstr;
 
 namespace {
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const moert::Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
 
 moert::Tensor weight(std::vector<int64_t> shape) {
   std::mt19937 rng(0);
@@ -68,15 +60,25 @@ TEST(Graph, ErrorsNameTheNode) {
   Graph g;
   ValueId x = g.add_input("x", DType::f32, Shape{Dim::tokens(), 64});
   ValueId w = g.add_constant("w", weight({96, 65}));
-  EXPECT_THAT(error_of([&] { g.add("linear", "bad_proj", {x, w}); }), HasSubstr("node 'bad_proj' (linear)"));
+  EXPECT_THAT(error_of([&] {
+                g.add("linear", "bad_proj", {x, w});
+              }),
+              HasSubstr("node 'bad_proj' (linear)"));
   EXPECT_THAT(error_of([&] { g.add("no_such_op", "n1", {x}); }),
               HasSubstr("unknown op 'no_such_op'; known ops: "));
-  EXPECT_THAT(error_of([&] { g.add("silu", "n2", {x}, {{"alpha", 1.0}}); }),
+  EXPECT_THAT(error_of([&] {
+                g.add("silu", "n2", {x}, {{"alpha", 1.0}});
+              }),
               HasSubstr("node 'n2' (silu): unknown attribute 'alpha'"));
-  EXPECT_THAT(error_of([&] { g.add("silu", "n3", {x, x}); }), HasSubstr("node 'n3' (silu): takes 1 inputs, got 2"));
+  EXPECT_THAT(error_of([&] {
+                g.add("silu", "n3", {x, x});
+              }),
+              HasSubstr("node 'n3' (silu): takes 1 inputs, got 2"));
   EXPECT_THAT(error_of([&] { g.add("cast", "n4", {x}); }),
               HasSubstr("node 'n4' (cast): missing required attribute 'dtype'"));
-  EXPECT_THAT(error_of([&] { g.add("cast", "n5", {x}, {{"dtype", int64_t{3}}}); }),
+  EXPECT_THAT(error_of([&] {
+                g.add("cast", "n5", {x}, {{"dtype", int64_t{3}}});
+              }),
               HasSubstr("attribute 'dtype' must be string, got int 3"));
   EXPECT_THAT(error_of([&] { g.add("silu", "n6", {ValueId{99}}); }),
               HasSubstr("node 'n6' (silu): input 0 refers to unknown value id 99"));
@@ -87,7 +89,9 @@ TEST(Graph, MutatedInputsMustBeState) {
   Graph g;
   ValueId x = g.add_input("x", DType::f32, Shape{Dim::tokens(), 2, 8});
   ValueId not_state = g.add_input("cache", DType::f32, Shape{16, 2, 8});
-  EXPECT_THAT(error_of([&] { g.add("cache_update", "upd", {not_state, x}); }),
+  EXPECT_THAT(error_of([&] {
+                g.add("cache_update", "upd", {not_state, x});
+              }),
               HasSubstr("must be a state value"));
   ValueId state = g.add_state("kc", DType::f32, {16, 2, 8});
   ValueId y = g.add("cache_update", "upd", {state, x});
@@ -98,17 +102,21 @@ TEST(Graph, ValidateCatchesDeclaredShapeMismatch) {
   Graph g;
   ValueId x = g.add_input("x", DType::f32, Shape{Dim::tokens(), 8});
   g.add_node_unchecked(Node{"silu", "act", {}, {x}, {}}, {{DType::f32, Shape{Dim::tokens(), 9}}});
-  EXPECT_THAT(error_of([&] { g.validate(); }),
-              HasSubstr("node 'act' (silu): output 'act' is declared f32[T, 9] but the op gives f32[T, 8]"));
+  EXPECT_THAT(
+      error_of([&] { g.validate(); }),
+      HasSubstr(
+          "node 'act' (silu): output 'act' is declared f32[T, 9] but the op gives f32[T, 8]"));
 }
 
 TEST(Graph, ValidateCatchesCycles) {
   Graph g;
   ValueId x = g.add_input("x", DType::f32, Shape{4});
   // Two nodes that consume each other's outputs.
-  ValueId a = g.add_node_unchecked(Node{"add", "a", {}, {x, ValueId{2}}, {}}, {{DType::f32, Shape{4}}})[0];
+  ValueId a =
+      g.add_node_unchecked(Node{"add", "a", {}, {x, ValueId{2}}, {}}, {{DType::f32, Shape{4}}})[0];
   g.add_node_unchecked(Node{"silu", "b", {}, {a}, {}}, {{DType::f32, Shape{4}}});
-  EXPECT_THAT(error_of([&] { g.topological_order(); }), HasSubstr("graph has a cycle through node 'a' (add)"));
+  EXPECT_THAT(error_of([&] { g.topological_order(); }),
+              HasSubstr("graph has a cycle through node 'a' (add)"));
   EXPECT_THAT(error_of([&] { g.validate(); }), HasSubstr("cycle"));
 }
 
@@ -139,7 +147,8 @@ TEST(Graph, DumpIsReadable) {
   ValueId x = g.add_input("x", DType::f32, Shape{Dim::tokens(), 64});
   ValueId w = g.add_constant("w", weight({32, 64}));
   ValueId y = g.add("linear", "proj", {x, w});
-  g.mark_output(g.add("rms_norm", "norm", {y, g.add_constant("nw", weight({32}))}, {{"eps", 1e-5}}));
+  g.mark_output(
+      g.add("rms_norm", "norm", {y, g.add_constant("nw", weight({32}))}, {{"eps", 1e-5}}));
   std::string d = g.dump();
   EXPECT_THAT(d, HasSubstr("input %x : f32[T, 64]"));
   EXPECT_THAT(d, HasSubstr("constant %w : f32[32, 64]"));
@@ -150,10 +159,11 @@ TEST(Graph, DumpIsReadable) {
 
 TEST(OpRegistry, EveryOpHasSchemaInferenceAndReferenceKernel) {
   const moert::OpRegistry& r = moert::OpRegistry::global();
-  for (const char* op : {"embedding", "rms_norm", "linear", "matmul", "add", "mul", "silu", "swiglu",
-                         "sigmoid", "softmax", "rope", "attention", "router", "moe", "argmax", "cast",
-                         "reshape", "slice", "transpose", "repeat", "concat", "masked_softmax",
-                         "cache_update", "routing_dense"}) {
+  for (const char* op :
+       {"embedding", "rms_norm", "linear",  "matmul",         "add",          "mul",
+        "silu",      "swiglu",   "sigmoid", "softmax",        "rope",         "attention",
+        "router",    "moe",      "argmax",  "cast",           "reshape",      "slice",
+        "transpose", "repeat",   "concat",  "masked_softmax", "cache_update", "routing_dense"}) {
     const moert::OpDef* d = r.find(op);
     ASSERT_NE(d, nullptr) << op;
     EXPECT_TRUE(static_cast<bool>(d->infer)) << op;

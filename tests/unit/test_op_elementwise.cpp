@@ -19,52 +19,18 @@
 
 namespace {
 
-using moert::Attributes;
 using moert::Dim;
 using moert::DType;
 using moert::Shape;
 using moert::Tensor;
 using moert::ValueInfo;
+using moert::testing::dtype_rel_error;
+using moert::testing::dtype_tolerance;
+using moert::testing::expect_error;
+using moert::testing::infer;
 using moert::testing::max_rel_error;
 using moert::testing::random_tensor;
 using moert::testing::run_op;
-
-template <typename F>
-void expect_error(F fn, const std::vector<std::string>& parts) {
-  try {
-    fn();
-    ADD_FAILURE() << "no moert::Error thrown; expected one mentioning '" << parts.at(0) << "'";
-  } catch (const moert::Error& e) {
-    const std::string msg = e.what();
-    for (const std::string& p : parts)
-      EXPECT_NE(msg.find(p), std::string::npos) << "message: " << msg << "\nlacks: " << p;
-  }
-}
-
-std::vector<ValueInfo> infer(const std::string& op, const std::vector<const ValueInfo*>& inputs,
-                             const Attributes& attrs = {}) {
-  moert::Node node{op, "test_node", attrs, {}, {}};
-  return moert::OpRegistry::global().infer(node, inputs);
-}
-
-double tolerance(DType out) {
-  switch (out) {
-    case DType::bf16:
-      return 1e-2;
-    case DType::f16:
-      return 2e-3;
-    default:
-      return 1e-5;
-  }
-}
-
-// max_rel_error with the relative measure floored at the output type's
-// smallest normal magnitude: below it f16 (2^-14 ≈ 6.1e-5) has subnormals with
-// fewer mantissa bits, whose rounding error is bounded absolutely (2^-25), not
-// relatively.  bf16 and f32 have f32's exponent range, so 1e-6 suffices.
-double rel_error(DType out, const std::vector<double>& got, const std::vector<double>& want) {
-  return max_rel_error(got, want, out == DType::f16 ? 6.103515625e-05 : 1e-6);
-}
 
 const DType kActivations[] = {DType::f32, DType::bf16, DType::f16};
 
@@ -101,7 +67,8 @@ TEST(OpAddMul, BroadcastingMatchesFloat64) {
         EXPECT_EQ(y.dtype(), t);
         // a + b may cancel to a tiny result; its relative error is still one
         // rounding of the exact sum, which max_rel_error measures.
-        EXPECT_LT(rel_error(t, y.to_doubles(), binary_f64(a, b, multiply)), tolerance(t))
+        EXPECT_LT(dtype_rel_error(t, y.to_doubles(), binary_f64(a, b, multiply)),
+                  dtype_tolerance(t))
             << (multiply ? "mul " : "add ") << dtype_name(t) << " b " << moert::dims_str(bs);
       }
 }
@@ -165,8 +132,8 @@ TEST(OpSigmoidSilu, RandomMatchesFloat64) {
       Tensor yl = run_op("silu", {x}).at(0);
       EXPECT_EQ(ys.dtype(), t);
       EXPECT_EQ(yl.shape(), shape);
-      EXPECT_LT(rel_error(t, ys.to_doubles(), sig), tolerance(t)) << dtype_name(t);
-      EXPECT_LT(rel_error(t, yl.to_doubles(), silu), tolerance(t)) << dtype_name(t);
+      EXPECT_LT(dtype_rel_error(t, ys.to_doubles(), sig), dtype_tolerance(t)) << dtype_name(t);
+      EXPECT_LT(dtype_rel_error(t, yl.to_doubles(), silu), dtype_tolerance(t)) << dtype_name(t);
     }
 }
 
@@ -203,7 +170,7 @@ TEST(OpSwiglu, TwoInputsMatchFloat64) {
     Tensor y = run_op("swiglu", {gate, up}).at(0);
     EXPECT_EQ(y.shape(), gate.shape());
     EXPECT_EQ(y.dtype(), t);
-    EXPECT_LT(rel_error(t, y.to_doubles(), want), tolerance(t)) << dtype_name(t);
+    EXPECT_LT(dtype_rel_error(t, y.to_doubles(), want), dtype_tolerance(t)) << dtype_name(t);
   }
 }
 
@@ -222,7 +189,7 @@ TEST(OpSwiglu, OneInputSplitsLastAxisInHalves) {
       std::vector<int64_t> out_shape = shape;
       out_shape.back() /= 2;
       EXPECT_EQ(y.shape(), out_shape);
-      EXPECT_LT(rel_error(t, y.to_doubles(), want), tolerance(t)) << dtype_name(t);
+      EXPECT_LT(dtype_rel_error(t, y.to_doubles(), want), dtype_tolerance(t)) << dtype_name(t);
     }
 }
 

@@ -18,47 +18,18 @@
 
 namespace {
 
-using moert::Attributes;
 using moert::Dim;
 using moert::DType;
 using moert::Shape;
 using moert::Tensor;
 using moert::ValueInfo;
+using moert::testing::dtype_rel_error;
+using moert::testing::expect_error;
+using moert::testing::infer;
 using moert::testing::max_rel_error;
 using moert::testing::random_ints;
 using moert::testing::random_tensor;
 using moert::testing::run_op;
-
-// Expects fn() to throw moert::Error whose message contains every one of
-// `parts`.
-template <typename F>
-void expect_error(F fn, const std::vector<std::string>& parts) {
-  try {
-    fn();
-    ADD_FAILURE() << "no moert::Error thrown; expected one mentioning '" << parts.at(0) << "'";
-  } catch (const moert::Error& e) {
-    const std::string msg = e.what();
-    for (const std::string& p : parts)
-      EXPECT_NE(msg.find(p), std::string::npos) << "message: " << msg << "\nlacks: " << p;
-  }
-}
-
-// Output infos of op on inputs that may have symbolic shapes.
-std::vector<ValueInfo> infer(const std::string& op, const std::vector<ValueInfo>& inputs,
-                             const Attributes& attrs = {}) {
-  moert::Node node{op, "test_node", attrs, {}, {}};
-  std::vector<const ValueInfo*> ptrs;
-  for (const ValueInfo& v : inputs) ptrs.push_back(&v);
-  return moert::OpRegistry::global().infer(node, ptrs);
-}
-
-// max_rel_error with the relative measure floored at the output type's
-// smallest normal magnitude: below it f16 (2^-14 ≈ 6.1e-5) has subnormals with
-// fewer mantissa bits, whose rounding error is bounded absolutely (2^-25), not
-// relatively.  bf16 and f32 have f32's exponent range, so 1e-6 suffices.
-double rel_error(DType out, const std::vector<double>& got, const std::vector<double>& want) {
-  return max_rel_error(got, want, out == DType::f16 ? 6.103515625e-05 : 1e-6);
-}
 
 // ---------------------------------------------------------------- embedding
 
@@ -209,7 +180,7 @@ TEST(OpRmsNorm, RandomMatchesFloat64) {
     Tensor y = run_op("rms_norm", {x, w}, {{"eps", 1e-5}}).at(0);
     EXPECT_EQ(y.dtype(), c.x);
     EXPECT_EQ(y.shape(), c.shape);
-    EXPECT_LT(rel_error(c.x, y.to_doubles(), rms_norm_f64(x, w, 1e-5)), c.tol)
+    EXPECT_LT(dtype_rel_error(c.x, y.to_doubles(), rms_norm_f64(x, w, 1e-5)), c.tol)
         << dtype_name(c.x) << " x, " << dtype_name(c.w) << " weight";
   }
 }

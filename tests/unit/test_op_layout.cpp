@@ -20,27 +20,11 @@ using moert::DType;
 using moert::Shape;
 using moert::Tensor;
 using moert::ValueInfo;
+using moert::testing::expect_error;
+using moert::testing::infer;
 using moert::testing::random_tensor;
 using moert::testing::run_op;
 using Ints = std::vector<int64_t>;
-
-template <typename F>
-void expect_error(F fn, const std::vector<std::string>& parts) {
-  try {
-    fn();
-    ADD_FAILURE() << "no moert::Error thrown; expected one mentioning '" << parts.at(0) << "'";
-  } catch (const moert::Error& e) {
-    const std::string msg = e.what();
-    for (const std::string& p : parts)
-      EXPECT_NE(msg.find(p), std::string::npos) << "message: " << msg << "\nlacks: " << p;
-  }
-}
-
-std::vector<ValueInfo> infer(const std::string& op, const std::vector<const ValueInfo*>& inputs,
-                             const Attributes& attrs = {}) {
-  moert::Node node{op, "test_node", attrs, {}, {}};
-  return moert::OpRegistry::global().infer(node, inputs);
-}
 
 // An i64 tensor whose values are distinct and not representable in double,
 // so that any copy through double (or a wrong index) changes them.

@@ -27,46 +27,13 @@ using moert::DType;
 using moert::Shape;
 using moert::Tensor;
 using moert::ValueInfo;
+using moert::testing::dtype_rel_error;
+using moert::testing::dtype_tolerance;
+using moert::testing::expect_error;
+using moert::testing::infer;
 using moert::testing::max_rel_error;
 using moert::testing::random_tensor;
 using moert::testing::run_op;
-
-template <typename F>
-void expect_error(F fn, const std::vector<std::string>& parts) {
-  try {
-    fn();
-    ADD_FAILURE() << "no moert::Error thrown; expected one mentioning '" << parts.at(0) << "'";
-  } catch (const moert::Error& e) {
-    const std::string msg = e.what();
-    for (const std::string& p : parts)
-      EXPECT_NE(msg.find(p), std::string::npos) << "message: " << msg << "\nlacks: " << p;
-  }
-}
-
-std::vector<ValueInfo> infer(const std::string& op, const std::vector<const ValueInfo*>& inputs,
-                             const Attributes& attrs = {}) {
-  moert::Node node{op, "test_node", attrs, {}, {}};
-  return moert::OpRegistry::global().infer(node, inputs);
-}
-
-double tolerance(DType out) {
-  switch (out) {
-    case DType::bf16:
-      return 1e-2;
-    case DType::f16:
-      return 2e-3;
-    default:
-      return 1e-5;
-  }
-}
-
-// max_rel_error with the relative measure floored at the output type's
-// smallest normal magnitude: below it f16 (2^-14 ≈ 6.1e-5) has subnormals with
-// fewer mantissa bits, whose rounding error is bounded absolutely (2^-25), not
-// relatively.  bf16 and f32 have f32's exponent range, so 1e-6 suffices.
-double rel_error(DType out, const std::vector<double>& got, const std::vector<double>& want) {
-  return max_rel_error(got, want, out == DType::f16 ? 6.103515625e-05 : 1e-6);
-}
 
 // ------------------------------------------------------------------ linear
 
@@ -105,7 +72,7 @@ TEST(OpLinear, FloatWeightsMatchFloat64) {
     EXPECT_EQ(y.dtype(), c.x);
     std::vector<double> expect = linear_f64(x.to_doubles(), w.to_doubles(),
                                             c.bias ? b.to_doubles() : std::vector<double>{}, n, k);
-    EXPECT_LT(rel_error(c.x, y.to_doubles(), expect), tolerance(c.x))
+    EXPECT_LT(dtype_rel_error(c.x, y.to_doubles(), expect), dtype_tolerance(c.x))
         << dtype_name(c.x) << " x, " << dtype_name(c.w) << " weight";
   }
 }
@@ -169,7 +136,7 @@ TEST(OpLinear, Fp8BlockScaledWeightsMatchOwnDequantisation) {
     std::vector<double> expect =
         linear_f64(x.to_doubles(), dequantize_f64(w, scale, c.block[0], c.block[1]),
                    c.bias ? b.to_doubles() : std::vector<double>{}, n, k);
-    EXPECT_LT(rel_error(c.x, y.to_doubles(), expect), tolerance(c.x))
+    EXPECT_LT(dtype_rel_error(c.x, y.to_doubles(), expect), dtype_tolerance(c.x))
         << "block " << c.block[0] << "x" << c.block[1];
   }
 }
@@ -296,7 +263,8 @@ TEST(OpMatmul, RandomMatchesFloat64) {
     want.back() = c.transpose_b ? c.b_shape[c.b_shape.size() - 2] : c.b_shape.back();
     EXPECT_EQ(y.shape(), want);
     EXPECT_EQ(y.dtype(), c.a);
-    EXPECT_LT(rel_error(c.a, y.to_doubles(), matmul_f64(a, b, c.transpose_b)), tolerance(c.a))
+    EXPECT_LT(dtype_rel_error(c.a, y.to_doubles(), matmul_f64(a, b, c.transpose_b)),
+              dtype_tolerance(c.a))
         << moert::dims_str(c.a_shape) << " x " << moert::dims_str(c.b_shape);
   }
 }

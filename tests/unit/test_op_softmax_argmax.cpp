@@ -18,52 +18,18 @@
 
 namespace {
 
-using moert::Attributes;
 using moert::Dim;
 using moert::DType;
 using moert::Shape;
 using moert::Tensor;
 using moert::ValueInfo;
+using moert::testing::dtype_rel_error;
+using moert::testing::dtype_tolerance;
+using moert::testing::expect_error;
+using moert::testing::infer;
 using moert::testing::max_rel_error;
 using moert::testing::random_tensor;
 using moert::testing::run_op;
-
-template <typename F>
-void expect_error(F fn, const std::vector<std::string>& parts) {
-  try {
-    fn();
-    ADD_FAILURE() << "no moert::Error thrown; expected one mentioning '" << parts.at(0) << "'";
-  } catch (const moert::Error& e) {
-    const std::string msg = e.what();
-    for (const std::string& p : parts)
-      EXPECT_NE(msg.find(p), std::string::npos) << "message: " << msg << "\nlacks: " << p;
-  }
-}
-
-std::vector<ValueInfo> infer(const std::string& op, const std::vector<const ValueInfo*>& inputs,
-                             const Attributes& attrs = {}) {
-  moert::Node node{op, "test_node", attrs, {}, {}};
-  return moert::OpRegistry::global().infer(node, inputs);
-}
-
-double tolerance(DType out) {
-  switch (out) {
-    case DType::bf16:
-      return 1e-2;
-    case DType::f16:
-      return 2e-3;
-    default:
-      return 1e-5;
-  }
-}
-
-// max_rel_error with the relative measure floored at the output type's
-// smallest normal magnitude: below it f16 (2^-14 ≈ 6.1e-5) has subnormals with
-// fewer mantissa bits, whose rounding error is bounded absolutely (2^-25), not
-// relatively.  bf16 and f32 have f32's exponent range, so 1e-6 suffices.
-double rel_error(DType out, const std::vector<double>& got, const std::vector<double>& want) {
-  return max_rel_error(got, want, out == DType::f16 ? 6.103515625e-05 : 1e-6);
-}
 
 // ----------------------------------------------------------------- softmax
 
@@ -92,7 +58,8 @@ TEST(OpSoftmax, RandomMatchesFloat64) {
     Tensor y = run_op("softmax", {x}).at(0);
     EXPECT_EQ(y.shape(), c.shape);
     EXPECT_EQ(y.dtype(), c.t);
-    EXPECT_LT(rel_error(c.t, y.to_doubles(), softmax_f64(x)), tolerance(c.t)) << dtype_name(c.t);
+    EXPECT_LT(dtype_rel_error(c.t, y.to_doubles(), softmax_f64(x)), dtype_tolerance(c.t))
+        << dtype_name(c.t);
   }
 }
 
