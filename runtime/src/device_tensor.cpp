@@ -1,5 +1,6 @@
 #include "moert/device_tensor.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "moert/error.h"
