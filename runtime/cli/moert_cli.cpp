@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -110,25 +111,21 @@ int run(int argc, char** argv) {
   if (!model->executor().fallbacks().empty()) std::printf("%s", model->executor().placement_report().c_str());
 
   const int64_t vocab = model->info().vocab_size;
-  std::vector<float> rows;
-  Sampler sampler(gen.sampling);
-  Session s = model->session();
-  t0 = std::chrono::steady_clock::now();
-  Tensor logits = s.append(prompt);
-  double prefill_ms = ms_since(t0);
-  std::vector<double> decode_ms;
+  std::vector<float> rows;  // every logit row, for --logits-out
+  TokenGenerator gen_steps = model->generator(prompt, gen);
+  std::vector<double> step_ms;
   std::vector<int32_t> out;
-  while (static_cast<int64_t>(out.size()) < gen.max_new_tokens) {
-    const float* p = logits.data_as<float>();
-    rows.insert(rows.end(), p, p + logits.numel());
-    int32_t next = sampler.sample(p + (logits.dim(0) - 1) * vocab, vocab);
-    out.push_back(next);
-    if (std::find(gen.stop_tokens.begin(), gen.stop_tokens.end(), next) != gen.stop_tokens.end()) break;
-    if (static_cast<int64_t>(out.size()) >= gen.max_new_tokens || s.position() >= model->info().max_context) break;
+  while (true) {
     t0 = std::chrono::steady_clock::now();
-    logits = s.append({next});
-    decode_ms.push_back(ms_since(t0));
+    std::optional<int32_t> next = gen_steps.next();
+    if (!next) break;
+    step_ms.push_back(ms_since(t0));
+    out.push_back(*next);
+    const Tensor& logits = gen_steps.last_logits();
+    rows.insert(rows.end(), logits.data_as<float>(), logits.data_as<float>() + logits.numel());
   }
+  double prefill_ms = step_ms.empty() ? 0 : step_ms.front();
+  std::vector<double> decode_ms(step_ms.begin() + (step_ms.empty() ? 0 : 1), step_ms.end());
   std::printf("tokens:");
   for (int32_t t : out) std::printf(" %d", t);
   std::printf("\n");
@@ -137,13 +134,7 @@ int run(int argc, char** argv) {
   std::printf("load %.1f ms; prefill %zu tokens %.2f ms (%.1f tok/s); decode %zu steps, %.3f ms/token p50 on %s\n",
               load_ms, prompt.size(), prefill_ms, prompt.size() / (prefill_ms / 1000.0), decode_ms.size(), p50,
               load.device.c_str());
-  if (!logits_out.empty()) {
-    if (out.empty()) {  // no decode: still write the prompt's rows
-      const float* p = logits.data_as<float>();
-      rows.insert(rows.end(), p, p + logits.numel());
-    }
-    write_npy(logits_out, rows, static_cast<int64_t>(rows.size()) / vocab, vocab);
-  }
+  if (!logits_out.empty()) write_npy(logits_out, rows, static_cast<int64_t>(rows.size()) / vocab, vocab);
   return 0;
 }
 

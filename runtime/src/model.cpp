@@ -109,26 +109,45 @@ Tensor Session::append(const std::vector<int32_t>& tokens) {
 
 Tensor Model::forward(const std::vector<int32_t>& tokens) { return session().append(tokens); }
 
+TokenGenerator::TokenGenerator(Model* model, std::vector<int32_t> prompt, GenerateOptions options)
+    : model_(model), prompt_(std::move(prompt)), options_(std::move(options)), sampler_(options_.sampling) {
+  check(!prompt_.empty(), "generate: the prompt is empty");
+  check(options_.max_new_tokens >= 0, "generate: max_new_tokens must be >= 0");
+}
+
+std::optional<int32_t> TokenGenerator::next() {
+  if (done_) return std::nullopt;
+  if (!session_) {
+    session_.emplace(model_->session());
+    if (options_.max_new_tokens == 0) {
+      done_ = true;
+      return std::nullopt;
+    }
+    logits_ = session_->append(prompt_);
+  } else {
+    logits_ = session_->append({last_});
+  }
+  const int64_t vocab = model_->info().vocab_size;
+  last_ = sampler_.sample(logits_.data_as<float>() + (logits_.dim(0) - 1) * vocab, vocab);
+  ++produced_;
+  const auto& stop = options_.stop_tokens;
+  if (std::find(stop.begin(), stop.end(), last_) != stop.end() || produced_ >= options_.max_new_tokens ||
+      session_->position() + 1 > model_->info().max_context)
+    done_ = true;
+  return last_;
+}
+
+TokenGenerator Model::generator(const std::vector<int32_t>& prompt, const GenerateOptions& options) {
+  return TokenGenerator(this, prompt, options);
+}
+
 std::vector<int32_t> Model::generate(const std::vector<int32_t>& prompt, const GenerateOptions& options,
                                      const std::function<bool(int32_t)>& on_token) {
-  check(!prompt.empty(), "generate: the prompt is empty");
-  check(options.max_new_tokens >= 0, "generate: max_new_tokens must be >= 0");
-  Sampler sampler(options.sampling);
-  Session s = session();
+  TokenGenerator g = generator(prompt, options);
   std::vector<int32_t> out;
-  if (options.max_new_tokens == 0) return out;
-  Tensor logits = s.append(prompt);
-  const int64_t vocab = info_.vocab_size;
-  while (true) {
-    const float* last = logits.data_as<float>() + (logits.dim(0) - 1) * vocab;
-    int32_t next = sampler.sample(last, vocab);
-    out.push_back(next);
-    bool stop = std::find(options.stop_tokens.begin(), options.stop_tokens.end(), next) !=
-                options.stop_tokens.end();
-    if (on_token && !on_token(next)) stop = true;
-    if (stop || static_cast<int64_t>(out.size()) >= options.max_new_tokens) break;
-    if (s.position() + 1 > info_.max_context) break;
-    logits = s.append({next});
+  while (std::optional<int32_t> t = g.next()) {
+    out.push_back(*t);
+    if (on_token && !on_token(*t)) break;
   }
   return out;
 }

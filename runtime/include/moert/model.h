@@ -67,6 +67,32 @@ struct GenerateOptions {
   std::vector<int32_t> stop_tokens;  // generation ends after producing one
 };
 
+// Pull-based generation: each next() runs one step (the prompt's prefill on
+// the first call, one cached decode step after) and returns the sampled
+// token, or nothing once generation has ended (max_new_tokens reached, a stop
+// token produced — it is returned first — or the context full).
+class TokenGenerator {
+ public:
+  std::optional<int32_t> next();
+  // The logits of the last step: the prompt's rows after the first call, then
+  // one row per decode step.
+  const Tensor& last_logits() const { return logits_; }
+  const Session& session() const { return *session_; }
+
+ private:
+  friend class Model;
+  TokenGenerator(Model* model, std::vector<int32_t> prompt, GenerateOptions options);
+  Model* model_;
+  std::vector<int32_t> prompt_;
+  GenerateOptions options_;
+  Sampler sampler_;
+  std::optional<Session> session_;
+  Tensor logits_;
+  int32_t last_ = 0;
+  int64_t produced_ = 0;
+  bool done_ = false;
+};
+
 class Model {
  public:
   // Reads config.json, picks the architecture builder, maps the weights and
@@ -86,6 +112,8 @@ class Model {
   // and may return false to stop.
   std::vector<int32_t> generate(const std::vector<int32_t>& prompt, const GenerateOptions& options,
                                 const std::function<bool(int32_t)>& on_token = nullptr);
+  // The same generation, one token per next() (starts a new session).
+  TokenGenerator generator(const std::vector<int32_t>& prompt, const GenerateOptions& options);
 
  private:
   friend class Session;

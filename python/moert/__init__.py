@@ -1,0 +1,55 @@
+"""moert: an inference runtime for Mixture-of-Experts language models.
+
+    import moert
+    print(moert.backends())
+    model = moert.load("path/to/checkpoint", backend="reference")
+    logits = model.forward([1, 2, 3])          # numpy float32 [3, vocab]
+    session = model.session()                  # KV-cached sequence
+    session.append([1, 2, 3])
+    next_logits = session.append([4])          # [1, vocab]
+    tokens = model.generate([1, 2, 3], max_new_tokens=16)
+    for token in model.stream([1, 2, 3], temperature=0.8, seed=7):
+        print(token)
+
+Errors from the runtime raise moert.Error (a RuntimeError) with the
+runtime's message.
+"""
+
+import pkgutil
+
+# The compiled module may live in another directory named moert/ on sys.path
+# (a build tree's python/moert/ beside this source package).
+__path__ = pkgutil.extend_path(__path__, __name__)
+
+try:
+    from . import _moert
+except ImportError as exc:  # pragma: no cover - depends on the installation
+    raise ImportError(
+        "moert: the compiled module moert._moert was not found or could not "
+        "be loaded (" + str(exc) + "). Build the project and put "
+        "<build>/python on PYTHONPATH, or install the package with "
+        "'pip install <moert checkout>'.") from exc
+
+from ._moert import (  # noqa: E402
+    Error,
+    Model,
+    Session,
+    TokenStream,
+    __version__,
+    backends,
+    load,
+    plugin_failures,
+    supported_model_types,
+)
+
+__all__ = [
+    "Error",
+    "Model",
+    "Session",
+    "TokenStream",
+    "__version__",
+    "backends",
+    "load",
+    "plugin_failures",
+    "supported_model_types",
+]

@@ -1,0 +1,449 @@
+// moert._moert: the Python bindings of the runtime (moert/model.h,
+// moert/backend_registry.h).  The package python/moert/ re-exports it.
+//
+// Threading: forward, append, generate and each step of a stream release the
+// GIL while the model runs; a model runs one call at a time (a mutex per
+// model), since it holds one KV cache.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "moert/backend_registry.h"
+#include "moert/dtype.h"
+#include "moert/error.h"
+#include "moert/model.h"
+#include "moert/sampler.h"
+#include "moert/tensor.h"
+
+namespace py = pybind11;
+
+namespace {
+
+// A loaded model shared by its Python object, its sessions and its streams.
+struct ModelHandle {
+  std::unique_ptr<moert::Model> model;
+  std::mutex mutex;  // one call on the model at a time
+
+  int64_t vocab() const { return model->info().vocab_size; }
+};
+
+std::string out_of_vocab(long long id, size_t position, int64_t vocab) {
+  return "token id " + std::to_string(id) + " at position " + std::to_string(position) +
+         " is outside the vocabulary [0, " + std::to_string(vocab) + ")";
+}
+
+// Token ids from a list/tuple/iterable of ints or a 1-D NumPy integer array.
+// Ids beyond int32 are refused here with the runtime's message; the others
+// are checked by the runtime itself.
+std::vector<int32_t> token_ids(const py::handle& obj, int64_t vocab) {
+  std::vector<long long> wide;
+  if (py::isinstance<py::array>(obj)) {
+    auto arr = py::reinterpret_borrow<py::array>(obj);
+    const char kind = arr.dtype().kind();
+    if (kind != 'i' && kind != 'u')
+      throw py::type_error("token ids must be integers, got a NumPy array of dtype " +
+                           py::str(arr.dtype()).cast<std::string>());
+    if (arr.ndim() != 1)
+      throw py::value_error("token ids must be a 1-D array, got " + std::to_string(arr.ndim()) +
+                            " dimensions");
+    auto as_i64 = py::array_t<int64_t, py::array::c_style | py::array::forcecast>::ensure(arr);
+    const int64_t* p = as_i64.data();
+    wide.assign(p, p + as_i64.size());
+  } else {
+    if (py::isinstance<py::str>(obj) || py::isinstance<py::bytes>(obj))
+      throw py::type_error("token ids must be a sequence of ints, got a string");
+    for (const py::handle& item : py::iter(obj)) {
+      if (py::isinstance<py::bool_>(item) || py::isinstance<py::float_>(item))
+        throw py::type_error("token ids must be ints, got " +
+                             py::str(py::type::of(item).attr("__name__")).cast<std::string>());
+      PyObject* index = PyNumber_Index(item.ptr());
+      if (!index) throw py::error_already_set();
+      int overflow = 0;
+      long long v = PyLong_AsLongLongAndOverflow(index, &overflow);
+      Py_DECREF(index);
+      if (v == -1 && PyErr_Occurred()) throw py::error_already_set();
+      if (overflow != 0) v = overflow > 0 ? LLONG_MAX : LLONG_MIN;
+      wide.push_back(v);
+    }
+  }
+  std::vector<int32_t> ids(wide.size());
+  for (size_t i = 0; i < wide.size(); ++i) {
+    if (wide[i] < INT32_MIN || wide[i] > INT32_MAX)
+      throw moert::Error(out_of_vocab(wide[i], i, vocab));
+    ids[i] = static_cast<int32_t>(wide[i]);
+  }
+  return ids;
+}
+
+// Copies f32 logits [rows, vocab] (any float dtype) into `dst`.
+void copy_logits(const moert::Tensor& logits, float* dst, size_t rows, int64_t vocab) {
+  moert::check(
+      logits.rank() == 2 && logits.dim(0) == static_cast<int64_t>(rows) && logits.dim(1) == vocab,
+      "unexpected logits " + logits.describe());
+  if (logits.dtype() == moert::DType::f32) {
+    std::memcpy(dst, logits.data(), logits.nbytes());
+  } else {
+    const size_t n = static_cast<size_t>(logits.numel());
+    for (size_t i = 0; i < n; ++i) dst[i] = static_cast<float>(logits.at(i));
+  }
+}
+
+// Runs `run` (returning logits for `rows` tokens) without the GIL, under the
+// model's mutex, and returns a fresh float32 array [rows, vocab].
+template <typename Run>
+py::array_t<float> logits_array(ModelHandle& h, size_t rows, Run&& run) {
+  const int64_t vocab = h.vocab();
+  py::array_t<float> out({static_cast<py::ssize_t>(rows), static_cast<py::ssize_t>(vocab)});
+  float* dst = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    std::lock_guard<std::mutex> lock(h.mutex);
+    moert::Tensor logits = run();
+    copy_logits(logits, dst, rows, vocab);
+  }
+  return out;
+}
+
+moert::GenerateOptions generate_options(int64_t max_new_tokens, double temperature, int64_t top_k,
+                                        double top_p, uint64_t seed,
+                                        const std::vector<int32_t>& stop) {
+  moert::GenerateOptions o;
+  o.max_new_tokens = max_new_tokens;
+  o.sampling.temperature = temperature;
+  o.sampling.top_k = top_k;
+  o.sampling.top_p = top_p;
+  o.sampling.seed = seed;
+  o.stop_tokens = stop;
+  return o;
+}
+
+class PySession {
+ public:
+  PySession(std::shared_ptr<ModelHandle> handle, moert::Session session)
+      : handle_(std::move(handle)), session_(session) {}
+
+  py::array_t<float> append(const py::handle& tokens) {
+    std::vector<int32_t> ids = token_ids(tokens, handle_->vocab());
+    return logits_array(*handle_, ids.size(), [&] { return session_.append(ids); });
+  }
+  int64_t position() const { return session_.position(); }
+
+ private:
+  std::shared_ptr<ModelHandle> handle_;
+  moert::Session session_;
+};
+
+// Model::generate one token at a time: the same sampler, the same stopping
+// rules, so the tokens equal generate()'s.  Each step runs when the next
+// token is asked for.
+// Python iterator over moert::TokenGenerator, holding the model's lock
+// while a step runs and releasing the GIL.
+class TokenStream {
+ public:
+  TokenStream(std::shared_ptr<ModelHandle> handle, const std::vector<int32_t>& prompt,
+              const moert::GenerateOptions& options)
+      : handle_(std::move(handle)), generator_(make(*handle_, prompt, options)) {}
+
+  // The next token, or nothing when generation has ended.
+  std::optional<int32_t> next() {
+    py::gil_scoped_release release;
+    std::lock_guard<std::mutex> lock(handle_->mutex);
+    return generator_.next();
+  }
+
+ private:
+  static moert::TokenGenerator make(ModelHandle& h, const std::vector<int32_t>& prompt,
+                                    const moert::GenerateOptions& options) {
+    std::lock_guard<std::mutex> lock(h.mutex);
+    return h.model->generator(prompt, options);
+  }
+  std::shared_ptr<ModelHandle> handle_;
+  moert::TokenGenerator generator_;
+};
+
+class PyModel {
+ public:
+  explicit PyModel(std::unique_ptr<moert::Model> model) : handle_(std::make_shared<ModelHandle>()) {
+    handle_->model = std::move(model);
+  }
+
+  py::dict info() const {
+    const moert::ModelInfo& i = handle_->model->info();
+    py::dict d;
+    d["architecture"] = i.architecture;
+    d["model_type"] = i.model_type;
+    d["vocab_size"] = i.vocab_size;
+    d["hidden_size"] = i.hidden_size;
+    d["num_layers"] = i.num_layers;
+    d["num_experts"] = i.num_experts;
+    d["experts_per_token"] = i.experts_per_token;
+    d["max_context"] = i.max_context;
+    d["weight_dtype"] = i.weight_dtype;
+    return d;
+  }
+
+  py::array_t<float> forward(const py::handle& tokens) {
+    std::vector<int32_t> ids = token_ids(tokens, handle_->vocab());
+    return logits_array(*handle_, ids.size(), [&] { return handle_->model->forward(ids); });
+  }
+
+  PySession session() {
+    std::lock_guard<std::mutex> lock(handle_->mutex);
+    return PySession(handle_, handle_->model->session());
+  }
+
+  std::vector<int32_t> generate(const py::handle& prompt, int64_t max_new_tokens,
+                                double temperature, int64_t top_k, double top_p, uint64_t seed,
+                                const py::handle& stop) {
+    std::vector<int32_t> ids = token_ids(prompt, handle_->vocab());
+    moert::GenerateOptions o = generate_options(max_new_tokens, temperature, top_k, top_p, seed,
+                                                token_ids(stop, handle_->vocab()));
+    py::gil_scoped_release release;
+    std::lock_guard<std::mutex> lock(handle_->mutex);
+    return handle_->model->generate(ids, o);
+  }
+
+  TokenStream stream(const py::handle& prompt, int64_t max_new_tokens, double temperature,
+                     int64_t top_k, double top_p, uint64_t seed, const py::handle& stop) {
+    std::vector<int32_t> ids = token_ids(prompt, handle_->vocab());
+    return TokenStream(handle_, std::move(ids),
+                       generate_options(max_new_tokens, temperature, top_k, top_p, seed,
+                                        token_ids(stop, handle_->vocab())));
+  }
+
+  py::list fallbacks() const {
+    py::list out;
+    for (const moert::Fallback& f : handle_->model->executor().fallbacks()) {
+      py::dict d;
+      d["node"] = f.node;
+      d["op"] = f.op;
+      d["reason"] = f.reason;
+      out.append(d);
+    }
+    return out;
+  }
+
+  std::string placement_report() const { return handle_->model->executor().placement_report(); }
+
+  std::string repr() const {
+    const moert::ModelInfo& i = handle_->model->info();
+    return "<moert.Model " + i.architecture + " (" + i.model_type + "), " +
+           std::to_string(i.num_layers) + " layers, vocab " + std::to_string(i.vocab_size) +
+           ", max_context " + std::to_string(i.max_context) + ">";
+  }
+
+ private:
+  std::shared_ptr<ModelHandle> handle_;
+};
+
+py::list backends() {
+  py::list out;
+  for (const auto& b : moert::BackendRegistry::global().backends()) {
+    py::list devices;
+    for (int32_t d = 0; d < b->device_count(); ++d) {
+      moert::DeviceInfo info = b->device_info(d);
+      py::dict dev;
+      dev["name"] = info.name;
+      dev["kind"] = moert::device_kind_name(info.kind);
+      dev["total_memory"] = info.total_memory;
+      dev["free_memory"] = info.free_memory;
+      devices.append(dev);
+    }
+    py::dict e;
+    e["name"] = b->name();
+    e["available"] = b->available();
+    e["reason"] = b->unavailable_reason();
+    e["path"] = b->path();
+    e["devices"] = devices;
+    out.append(e);
+  }
+  return out;
+}
+
+py::list plugin_failures() {
+  py::list out;
+  for (const moert::PluginLoadFailure& f : moert::BackendRegistry::global().failures()) {
+    py::dict d;
+    d["path"] = f.path;
+    d["reason"] = f.reason;
+    out.append(d);
+  }
+  return out;
+}
+
+PyModel load(const std::string& path, const std::string& backend, const std::string& dtype,
+             int64_t max_context, bool strict) {
+  moert::LoadOptions o;
+  o.device = backend;
+  std::optional<moert::DType> t = moert::dtype_from_name(dtype);
+  moert::check(t.has_value(), "load: unknown dtype '" + dtype + "' (expected f32, bf16 or f16)");
+  o.dtype = *t;
+  o.max_context = max_context;
+  o.strict = strict;
+  std::unique_ptr<moert::Model> model;
+  {
+    py::gil_scoped_release release;
+    model = moert::Model::load(path, o);
+  }
+  return PyModel(std::move(model));
+}
+
+constexpr const char* kSamplingArgs = R"doc(
+    max_new_tokens: how many tokens to generate at most.
+    temperature: 0 picks the most likely token (greedy, lowest id on ties);
+        otherwise logits are divided by it before sampling.
+    top_k: sample among the k most likely tokens only (0: no limit).
+    top_p: nucleus sampling, the smallest set of tokens whose probability
+        reaches top_p (1.0: no limit).
+    seed: seed of the sampler's random generator; the same seed gives the
+        same tokens.
+    stop: token ids that end generation; the stop token is included in the
+        result.
+)doc";
+
+}  // namespace
+
+PYBIND11_MODULE(_moert, m) {
+  m.doc() = "moert: an inference runtime for Mixture-of-Experts language models.";
+  m.attr("__version__") = MOERT_VERSION;
+
+  auto& error = py::register_exception<moert::Error>(m, "Error", PyExc_RuntimeError);
+  error.attr("__doc__") =
+      "An error reported by the moert runtime (bad checkpoint, unknown backend, token out of "
+      "range, context overflow ...); str(e) is the runtime's message.";
+
+  m.def("backends", &backends, R"doc(The backends the runtime found.
+
+Returns a list of dicts, one per backend (the built-in "reference" first):
+    name: the backend's name, as used in load(..., backend=name).
+    available: whether it has a usable device.
+    reason: why it is unavailable ("" when available).
+    path: the plugin file, or "(built-in)".
+    devices: a list of dicts {name, kind, total_memory, free_memory}
+        (memory in bytes; kind is "cpu", "gpu", ...).
+
+Plugins are searched in the directory holding libmoert, then in the
+directories or files listed in MOERT_BACKEND_PATH (colon-separated).)doc");
+
+  m.def("plugin_failures", &plugin_failures, R"doc(Plugin files that could not be loaded.
+
+Returns a list of dicts {path, reason}: no entry point, another ABI major
+version, a duplicate name ...  The other plugins still load.)doc");
+
+  m.def("load", &load, py::arg("path"), py::arg("backend") = "reference", py::arg("dtype") = "f32",
+        py::arg("max_context") = 0, py::arg("strict") = false,
+        R"doc(Loads a Hugging Face checkpoint directory and returns a Model.
+
+Args:
+    path: directory with config.json and model.safetensors (or the shards
+        listed in model.safetensors.index.json).
+    backend: device to run on: "reference", "cpu", "cuda:1", ...
+        (see backends()).
+    dtype: activation dtype, "f32", "bf16" or "f16"; weights stay as stored.
+    max_context: KV cache positions; 0 means min(max_position_embeddings,
+        4096).
+    strict: when True, an op the backend cannot run is an error instead of
+        a fallback to the reference backend.
+
+Raises:
+    moert.Error: naming the file, tensor or parameter at fault (an unknown
+        backend lists the available ones; an unknown model_type lists the
+        supported ones).)doc");
+
+  m.def("supported_model_types", &moert::supported_model_types,
+        "The model_type values (config.json) that load() understands.");
+
+  py::class_<PySession>(m, "Session", R"doc(One sequence with its KV cache, from Model.session().
+
+A model runs one sequence at a time: a newer session (or Model.forward,
+generate, stream) replaces this one, and appending to it then raises
+moert.Error.)doc")
+      .def("append", &PySession::append, py::arg("token_ids"),
+           R"doc(Appends tokens to the sequence and returns their logits.
+
+Args:
+    token_ids: a list (or 1-D NumPy integer array) of token ids.
+
+Returns:
+    numpy.ndarray of float32, shape [len(token_ids), vocab_size].
+
+Raises:
+    moert.Error: a token id outside the vocabulary, or a context overflow
+        (position + len(token_ids) > max_context; the cache is untouched).)doc")
+      .def_property_readonly("position", &PySession::position,
+                             "Number of tokens in the sequence so far (cached in the KV cache).")
+      .def("__repr__", [](const PySession& s) {
+        return "<moert.Session position " + std::to_string(s.position()) + ">";
+      });
+
+  py::class_<TokenStream>(m, "TokenStream", R"doc(Iterator over the tokens of Model.stream().
+
+Each step runs the model when the next token is asked for; the tokens equal
+those of Model.generate() with the same arguments.)doc")
+      .def("__iter__", [](py::object self) { return self; })
+      .def(
+          "__next__",
+          [](TokenStream& s) {
+            std::optional<int32_t> t = s.next();
+            if (!t) throw py::stop_iteration();
+            return *t;
+          },
+          "The next generated token id.");
+
+  const std::string generate_doc =
+      std::string(R"doc(Generates tokens after a prompt; returns the new token ids (a list of int).
+
+Args:
+    prompt_ids: the prompt, a non-empty list or 1-D NumPy array of token ids.)doc") +
+      kSamplingArgs + R"doc(
+Generation also ends when the KV cache is full (max_context).)doc";
+  const std::string stream_doc =
+      std::string(
+          R"doc(Like generate(), but returns an iterator yielding each token as it is produced.
+
+Args:
+    prompt_ids: the prompt, a non-empty list or 1-D NumPy array of token ids.)doc") +
+      kSamplingArgs;
+
+  py::class_<PyModel>(m, "Model", R"doc(A checkpoint loaded on a device, from moert.load().
+
+Holds one KV-cached sequence: forward, session, generate and stream each
+start a new one.)doc")
+      .def_property_readonly("info", &PyModel::info,
+                             R"doc(What was read from config.json, as a dict:
+architecture, model_type, vocab_size, hidden_size, num_layers, num_experts
+(0 for dense models), experts_per_token, max_context (KV cache capacity of
+this load) and weight_dtype ("bf16", or a mix such as "fp8 e4m3 61%, ...").)doc")
+      .def("forward", &PyModel::forward, py::arg("token_ids"),
+           R"doc(Logits of every position of a fresh sequence.
+
+Args:
+    token_ids: a list (or 1-D NumPy integer array) of token ids.
+
+Returns:
+    numpy.ndarray of float32, shape [len(token_ids), vocab_size].)doc")
+      .def("session", &PyModel::session,
+           "Starts a new sequence (an empty KV cache) and returns its Session.")
+      .def("generate", &PyModel::generate, py::arg("prompt_ids"), py::arg("max_new_tokens") = 16,
+           py::arg("temperature") = 0.0, py::arg("top_k") = 0, py::arg("top_p") = 1.0,
+           py::arg("seed") = 0, py::arg("stop") = py::tuple(), generate_doc.c_str())
+      .def("stream", &PyModel::stream, py::arg("prompt_ids"), py::arg("max_new_tokens") = 16,
+           py::arg("temperature") = 0.0, py::arg("top_k") = 0, py::arg("top_p") = 1.0,
+           py::arg("seed") = 0, py::arg("stop") = py::tuple(), stream_doc.c_str())
+      .def_property_readonly("fallbacks", &PyModel::fallbacks,
+                             R"doc(Nodes that run on the reference backend instead of the chosen
+device: a list of dicts {node, op, reason}.)doc")
+      .def("placement_report", &PyModel::placement_report,
+           "A readable summary of placement, partitions, fallbacks and memory.")
+      .def("__repr__", &PyModel::repr);
+}
