@@ -48,7 +48,8 @@ int32_t argmax_last_row(const Tensor& logits) {
 double percentile(std::vector<double> v, double q) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
-  return v[static_cast<size_t>(std::min<double>(v.size() - 1, std::floor(q * (v.size() - 1) + 0.5)))];
+  return v[static_cast<size_t>(
+      std::min<double>(v.size() - 1, std::floor(q * (v.size() - 1) + 0.5)))];
 }
 
 // Runs prompt + greedy decoding.  With `forced` (the reference's tokens) the
@@ -87,7 +88,8 @@ Result run_device(const ModelSource& source, const std::string& device,
     int32_t next = forced ? forced->tokens[static_cast<size_t>(step)] : argmax_last_row(logits);
     r.tokens.push_back(next);
     auto t1 = clock::now();
-    logits = exe.run({ints({next}), ints({static_cast<int32_t>(past)})}, SymbolValues::of(1, past))[0];
+    logits =
+        exe.run({ints({next}), ints({static_cast<int32_t>(past)})}, SymbolValues::of(1, past))[0];
     r.decode_ms.push_back(std::chrono::duration<double, std::milli>(clock::now() - t1).count());
     r.logits.push_back(logits);
     ++past;
@@ -96,7 +98,8 @@ Result run_device(const ModelSource& source, const std::string& device,
     for (size_t s = 0; s < r.logits.size(); ++s) {
       std::vector<double> a = r.logits[s].to_doubles(), b = forced->logits[s].to_doubles();
       for (size_t i = 0; i < a.size(); ++i)
-        r.max_abs_diff = std::max(r.max_abs_diff, std::isnan(a[i]) ? INFINITY : std::fabs(a[i] - b[i]));
+        r.max_abs_diff =
+            std::max(r.max_abs_diff, std::isnan(a[i]) ? INFINITY : std::fabs(a[i] - b[i]));
     }
   }
   return r;
@@ -110,12 +113,17 @@ int main(int argc, char** argv) {
   ModelSource source;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
-    if (a == "--prompt" && i + 1 < argc) prompt_len = std::atoi(argv[++i]);
-    else if (a == "--new" && i + 1 < argc) new_tokens = std::atoi(argv[++i]);
-    else if (a == "--device" && i + 1 < argc) devices.push_back(argv[++i]);
-    else if (a == "--model" && i + 1 < argc) source.directory = argv[++i];
+    if (a == "--prompt" && i + 1 < argc)
+      prompt_len = std::atoi(argv[++i]);
+    else if (a == "--new" && i + 1 < argc)
+      new_tokens = std::atoi(argv[++i]);
+    else if (a == "--device" && i + 1 < argc)
+      devices.push_back(argv[++i]);
+    else if (a == "--model" && i + 1 < argc)
+      source.directory = argv[++i];
     else {
-      std::fprintf(stderr, "usage: %s [--model DIR] [--prompt N] [--new M] [--device NAME]...\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--model DIR] [--prompt N] [--new M] [--device NAME]...\n",
+                   argv[0]);
       return 2;
     }
   }
@@ -125,7 +133,8 @@ int main(int argc, char** argv) {
     if (devices.empty())
       for (const auto& b : registry.backends())
         if (b->available())
-          for (int32_t d = 0; d < b->device_count(); ++d) devices.push_back(b->name() + ":" + std::to_string(d));
+          for (int32_t d = 0; d < b->device_count(); ++d)
+            devices.push_back(b->name() + ":" + std::to_string(d));
 
     demo::TinyMoeConfig config;
     Graph g;
@@ -133,22 +142,27 @@ int main(int argc, char** argv) {
     if (source.directory.empty()) {
       g = demo::build_tiny_moe(config);
       source.graph = &g;
-      std::printf("Model: random in-memory MoE, %lld layers, hidden %lld, %lld experts (top-%lld), vocab %lld",
-                  static_cast<long long>(config.layers), static_cast<long long>(config.hidden),
-                  static_cast<long long>(config.experts), static_cast<long long>(config.top_k),
-                  static_cast<long long>(config.vocab));
+      std::printf(
+          "Model: random in-memory MoE, %lld layers, hidden %lld, %lld experts (top-%lld), vocab "
+          "%lld",
+          static_cast<long long>(config.layers), static_cast<long long>(config.hidden),
+          static_cast<long long>(config.experts), static_cast<long long>(config.top_k),
+          static_cast<long long>(config.vocab));
     } else {
       ModelInfo info = Model::load(source.directory, {})->info();
       vocab = info.vocab_size;
-      std::printf("Model: %s (%s) from %s, %lld layers, hidden %lld, %lld experts (top-%lld), vocab %lld, weights %s",
-                  info.architecture.c_str(), info.model_type.c_str(), source.directory.c_str(),
-                  static_cast<long long>(info.num_layers), static_cast<long long>(info.hidden_size),
-                  static_cast<long long>(info.num_experts), static_cast<long long>(info.experts_per_token),
-                  static_cast<long long>(info.vocab_size), info.weight_dtype.c_str());
+      std::printf(
+          "Model: %s (%s) from %s, %lld layers, hidden %lld, %lld experts (top-%lld), vocab %lld, "
+          "weights %s",
+          info.architecture.c_str(), info.model_type.c_str(), source.directory.c_str(),
+          static_cast<long long>(info.num_layers), static_cast<long long>(info.hidden_size),
+          static_cast<long long>(info.num_experts), static_cast<long long>(info.experts_per_token),
+          static_cast<long long>(info.vocab_size), info.weight_dtype.c_str());
     }
     std::printf("; prompt %d tokens, then %d greedy decode steps\n\n", prompt_len, new_tokens);
     std::vector<int32_t> prompt(static_cast<size_t>(prompt_len));
-    for (int i = 0; i < prompt_len; ++i) prompt[static_cast<size_t>(i)] = static_cast<int32_t>((i * 37 + 11) % vocab);
+    for (int i = 0; i < prompt_len; ++i)
+      prompt[static_cast<size_t>(i)] = static_cast<int32_t>((i * 37 + 11) % vocab);
 
     Result reference = run_device(source, "reference", prompt, new_tokens, nullptr);
     std::printf("%-14s %12s %12s %14s %14s %10s %16s\n", "device", "prefill ms", "prefill t/s",
@@ -157,9 +171,10 @@ int main(int argc, char** argv) {
     for (const std::string& device : devices) {
       try {
         Result r = run_device(source, device, prompt, new_tokens, &reference);
-        std::printf("%-14s %12.3f %12.1f %14.3f %14.3f %10zu %16.3g\n", r.device.c_str(), r.prefill_ms,
-                    prompt_len / (r.prefill_ms / 1000.0), percentile(r.decode_ms, 0.5),
-                    percentile(r.decode_ms, 0.95), r.fallbacks, r.max_abs_diff);
+        std::printf("%-14s %12.3f %12.1f %14.3f %14.3f %10zu %16.3g\n", r.device.c_str(),
+                    r.prefill_ms, prompt_len / (r.prefill_ms / 1000.0),
+                    percentile(r.decode_ms, 0.5), percentile(r.decode_ms, 0.95), r.fallbacks,
+                    r.max_abs_diff);
         if (!(r.max_abs_diff <= 1e-3)) all_ok = false;
       } catch (const Error& e) {
         std::printf("%-14s failed: %s\n", device.c_str(), e.what());

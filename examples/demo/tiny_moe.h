@@ -47,7 +47,8 @@ inline Graph build_tiny_moe(const TinyMoeConfig& c, uint32_t seed = 42) {
   Graph g;
   ValueId ids = g.add_input("ids", DType::i32, Shape{Dim::tokens()});
   ValueId pos = g.add_input("positions", DType::i32, Shape{Dim::tokens()});
-  ValueId x = g.add("embedding", "embed", {g.add_constant("embed_tokens", weight({c.vocab, H}, 1.0)), ids});
+  ValueId x =
+      g.add("embedding", "embed", {g.add_constant("embed_tokens", weight({c.vocab, H}, 1.0)), ids});
   for (int64_t l = 0; l < c.layers; ++l) {
     const std::string p = "layers." + std::to_string(l) + ".";
     auto cst = [&](const std::string& n, Tensor t) { return g.add_constant(p + n, std::move(t)); };
@@ -81,9 +82,10 @@ inline Graph build_tiny_moe(const TinyMoeConfig& c, uint32_t seed = 42) {
     x = g.add("add", p + "moe_residual", {x, m});
   }
   x = g.add("rms_norm", "final_norm", {x, g.add_constant("norm", norm_weight(H))}, {{"eps", 1e-5}});
-  ValueId logits = g.add("linear", "lm_head",
-                         {x, g.add_constant("lm_head", weight({c.vocab, H}, 1.0 / std::sqrt(double(H))))},
-                         {{"dtype", std::string("f32")}});
+  ValueId logits =
+      g.add("linear", "lm_head",
+            {x, g.add_constant("lm_head", weight({c.vocab, H}, 1.0 / std::sqrt(double(H))))},
+            {{"dtype", std::string("f32")}});
   g.mark_output(logits);
   return g;
 }

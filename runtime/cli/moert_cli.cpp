@@ -42,9 +42,10 @@ std::vector<int32_t> parse_ids(const std::string& s, const char* flag) {
 }
 
 // NumPy .npy (format 1.0) of a float32 matrix.
-void write_npy(const std::string& path, const std::vector<float>& data, int64_t rows, int64_t cols) {
-  std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': (" + std::to_string(rows) +
-                       ", " + std::to_string(cols) + "), }";
+void write_npy(const std::string& path, const std::vector<float>& data, int64_t rows,
+               int64_t cols) {
+  std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': (" +
+                       std::to_string(rows) + ", " + std::to_string(cols) + "), }";
   size_t total = 10 + header.size() + 1;
   header += std::string((64 - total % 64) % 64, ' ') + "\n";
   std::ofstream out(path, std::ios::binary);
@@ -53,7 +54,8 @@ void write_npy(const std::string& path, const std::vector<float>& data, int64_t 
   uint16_t len = static_cast<uint16_t>(header.size());
   out.write(reinterpret_cast<const char*>(&len), 2);
   out << header;
-  out.write(reinterpret_cast<const char*>(data.data()), static_cast<std::streamsize>(data.size() * sizeof(float)));
+  out.write(reinterpret_cast<const char*>(data.data()),
+            static_cast<std::streamsize>(data.size() * sizeof(float)));
   check(out.good(), path + ": write failed");
 }
 
@@ -63,12 +65,13 @@ double ms_since(std::chrono::steady_clock::time_point t0) {
 
 void print_info(const ModelInfo& i) {
   std::printf("model: %s (%s), %lld layers, hidden %lld, vocab %lld", i.architecture.c_str(),
-              i.model_type.c_str(), static_cast<long long>(i.num_layers), static_cast<long long>(i.hidden_size),
-              static_cast<long long>(i.vocab_size));
+              i.model_type.c_str(), static_cast<long long>(i.num_layers),
+              static_cast<long long>(i.hidden_size), static_cast<long long>(i.vocab_size));
   if (i.num_experts > 0)
     std::printf(", %lld experts (top-%lld)", static_cast<long long>(i.num_experts),
                 static_cast<long long>(i.experts_per_token));
-  std::printf(", weights %s, max context %lld\n", i.weight_dtype.c_str(), static_cast<long long>(i.max_context));
+  std::printf(", weights %s, max context %lld\n", i.weight_dtype.c_str(),
+              static_cast<long long>(i.max_context));
 }
 
 int run(int argc, char** argv) {
@@ -84,17 +87,28 @@ int run(int argc, char** argv) {
       if (i + 1 >= argc) throw Error(a + " needs a value");
       return argv[++i];
     };
-    if (a == "--backend") load.device = value();
-    else if (a == "--prompt-ids") prompt = parse_ids(value(), "--prompt-ids");
-    else if (a == "--max-new-tokens") gen.max_new_tokens = std::stoll(value());
-    else if (a == "--temperature") gen.sampling.temperature = std::stod(value());
-    else if (a == "--top-k") gen.sampling.top_k = std::stoll(value());
-    else if (a == "--top-p") gen.sampling.top_p = std::stod(value());
-    else if (a == "--seed") gen.sampling.seed = std::stoull(value());
-    else if (a == "--stop") gen.stop_tokens = parse_ids(value(), "--stop");
-    else if (a == "--max-context") load.max_context = std::stoll(value());
-    else if (a == "--strict") load.strict = true;
-    else if (a == "--logits-out") logits_out = value();
+    if (a == "--backend")
+      load.device = value();
+    else if (a == "--prompt-ids")
+      prompt = parse_ids(value(), "--prompt-ids");
+    else if (a == "--max-new-tokens")
+      gen.max_new_tokens = std::stoll(value());
+    else if (a == "--temperature")
+      gen.sampling.temperature = std::stod(value());
+    else if (a == "--top-k")
+      gen.sampling.top_k = std::stoll(value());
+    else if (a == "--top-p")
+      gen.sampling.top_p = std::stod(value());
+    else if (a == "--seed")
+      gen.sampling.seed = std::stoull(value());
+    else if (a == "--stop")
+      gen.stop_tokens = parse_ids(value(), "--stop");
+    else if (a == "--max-context")
+      load.max_context = std::stoll(value());
+    else if (a == "--strict")
+      load.strict = true;
+    else if (a == "--logits-out")
+      logits_out = value();
     else if (a == "--dtype") {
       std::string d = value();
       auto t = dtype_from_name(d);
@@ -108,7 +122,8 @@ int run(int argc, char** argv) {
   std::unique_ptr<Model> model = Model::load(dir, load);
   double load_ms = ms_since(t0);
   print_info(model->info());
-  if (!model->executor().fallbacks().empty()) std::printf("%s", model->executor().placement_report().c_str());
+  if (!model->executor().fallbacks().empty())
+    std::printf("%s", model->executor().placement_report().c_str());
 
   const int64_t vocab = model->info().vocab_size;
   std::vector<float> rows;  // every logit row, for --logits-out
@@ -131,10 +146,13 @@ int run(int argc, char** argv) {
   std::printf("\n");
   std::sort(decode_ms.begin(), decode_ms.end());
   double p50 = decode_ms.empty() ? 0 : decode_ms[decode_ms.size() / 2];
-  std::printf("load %.1f ms; prefill %zu tokens %.2f ms (%.1f tok/s); decode %zu steps, %.3f ms/token p50 on %s\n",
-              load_ms, prompt.size(), prefill_ms, prompt.size() / (prefill_ms / 1000.0), decode_ms.size(), p50,
-              load.device.c_str());
-  if (!logits_out.empty()) write_npy(logits_out, rows, static_cast<int64_t>(rows.size()) / vocab, vocab);
+  std::printf(
+      "load %.1f ms; prefill %zu tokens %.2f ms (%.1f tok/s); decode %zu steps, %.3f ms/token p50 "
+      "on %s\n",
+      load_ms, prompt.size(), prefill_ms, prompt.size() / (prefill_ms / 1000.0), decode_ms.size(),
+      p50, load.device.c_str());
+  if (!logits_out.empty())
+    write_npy(logits_out, rows, static_cast<int64_t>(rows.size()) / vocab, vocab);
   return 0;
 }
 
@@ -151,10 +169,11 @@ int info(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   if (argc < 2 || (std::strcmp(argv[1], "run") != 0 && std::strcmp(argv[1], "info") != 0)) {
-    std::fprintf(stderr, "usage: moert info [MODEL_DIR]\n       moert run MODEL_DIR [--backend NAME] "
-                         "[--prompt-ids 1,2,3] [--max-new-tokens N] [--temperature T] [--top-k K]\n"
-                         "                 [--top-p P] [--seed S] [--stop IDS] [--dtype f32|bf16|f16] "
-                         "[--max-context N] [--strict] [--logits-out FILE.npy]\n");
+    std::fprintf(stderr,
+                 "usage: moert info [MODEL_DIR]\n       moert run MODEL_DIR [--backend NAME] "
+                 "[--prompt-ids 1,2,3] [--max-new-tokens N] [--temperature T] [--top-k K]\n"
+                 "                 [--top-p P] [--seed S] [--stop IDS] [--dtype f32|bf16|f16] "
+                 "[--max-context N] [--strict] [--logits-out FILE.npy]\n");
     return 2;
   }
   try {

@@ -17,9 +17,9 @@ uint32_t AbiGraph::add_tensor(const Graph& graph, ValueId id) {
   t->struct_size = sizeof(moert_tensor_desc);
   t->name = keep(v.name);
   t->dtype = static_cast<moert_dtype>(v.dtype);
-  check(v.shape.rank() <= MOERT_MAX_RANK,
-        "value '" + v.name + "' has rank " + std::to_string(v.shape.rank()) + ", at most " +
-            std::to_string(MOERT_MAX_RANK) + " is supported");
+  check(v.shape.rank() <= MOERT_MAX_RANK, "value '" + v.name + "' has rank " +
+                                              std::to_string(v.shape.rank()) + ", at most " +
+                                              std::to_string(MOERT_MAX_RANK) + " is supported");
   t->rank = static_cast<uint32_t>(v.shape.rank());
   for (size_t i = 0; i < v.shape.rank(); ++i) t->dims[i] = {v.shape[i].fixed, v.shape[i].symbols};
   switch (v.kind) {
@@ -28,8 +28,12 @@ uint32_t AbiGraph::add_tensor(const Graph& graph, ValueId id) {
       t->data = v.data.data();
       t->data_bytes = v.data.nbytes();
       break;
-    case ValueKind::state: t->kind = MOERT_TENSOR_STATE; break;
-    default: t->kind = MOERT_TENSOR_ACTIVATION; break;
+    case ValueKind::state:
+      t->kind = MOERT_TENSOR_STATE;
+      break;
+    default:
+      t->kind = MOERT_TENSOR_ACTIVATION;
+      break;
   }
   uint32_t index = static_cast<uint32_t>(tensors_.size());
   tensors_.push_back(t.get());
@@ -47,7 +51,8 @@ AbiGraph::AbiGraph(const Graph& graph, const std::vector<size_t>& node_indices) 
     d->op = keep(node.op);
     d->name = keep(node.name);
     std::vector<uint32_t>& ins = indices_.emplace_back();
-    for (ValueId in : node.inputs) ins.push_back(in == kNoValue ? MOERT_NO_TENSOR : add_tensor(graph, in));
+    for (ValueId in : node.inputs)
+      ins.push_back(in == kNoValue ? MOERT_NO_TENSOR : add_tensor(graph, in));
     std::vector<uint32_t>& outs = indices_.emplace_back();
     for (ValueId out : node.outputs) outs.push_back(add_tensor(graph, out));
     d->inputs = ins.data();
@@ -62,9 +67,15 @@ AbiGraph::AbiGraph(const Graph& graph, const std::vector<size_t>& node_indices) 
       a->name = keep(name);
       a->type = static_cast<moert_attr_type>(attr_type(value));
       switch (attr_type(value)) {
-        case AttrType::integer: a->i = std::get<int64_t>(value); break;
-        case AttrType::real: a->f = std::get<double>(value); break;
-        case AttrType::string: a->s = keep(std::get<std::string>(value)); break;
+        case AttrType::integer:
+          a->i = std::get<int64_t>(value);
+          break;
+        case AttrType::real:
+          a->f = std::get<double>(value);
+          break;
+        case AttrType::string:
+          a->s = keep(std::get<std::string>(value));
+          break;
         case AttrType::integers:
           a->ints = ints_.emplace_back(std::get<std::vector<int64_t>>(value)).data();
           a->count = ints_.back().size();
@@ -95,10 +106,18 @@ Attributes attributes_from_abi(const moert_node_desc& node) {
   for (size_t i = 0; i < node.num_attrs; ++i) {
     const moert_attr& a = *node.attrs[i];
     switch (a.type) {
-      case MOERT_ATTR_INT: attrs.set(a.name, a.i); break;
-      case MOERT_ATTR_FLOAT: attrs.set(a.name, a.f); break;
-      case MOERT_ATTR_STRING: attrs.set(a.name, std::string(a.s ? a.s : "")); break;
-      case MOERT_ATTR_INTS: attrs.set(a.name, std::vector<int64_t>(a.ints, a.ints + a.count)); break;
+      case MOERT_ATTR_INT:
+        attrs.set(a.name, a.i);
+        break;
+      case MOERT_ATTR_FLOAT:
+        attrs.set(a.name, a.f);
+        break;
+      case MOERT_ATTR_STRING:
+        attrs.set(a.name, std::string(a.s ? a.s : ""));
+        break;
+      case MOERT_ATTR_INTS:
+        attrs.set(a.name, std::vector<int64_t>(a.ints, a.ints + a.count));
+        break;
       case MOERT_ATTR_FLOATS:
         attrs.set(a.name, std::vector<double>(a.floats, a.floats + a.count));
         break;

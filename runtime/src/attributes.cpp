@@ -10,11 +10,16 @@ AttrType attr_type(const AttrValue& v) { return static_cast<AttrType>(v.index())
 
 std::string attr_type_name(AttrType t) {
   switch (t) {
-    case AttrType::integer: return "int";
-    case AttrType::real: return "float";
-    case AttrType::string: return "string";
-    case AttrType::integers: return "ints";
-    case AttrType::reals: return "floats";
+    case AttrType::integer:
+      return "int";
+    case AttrType::real:
+      return "float";
+    case AttrType::string:
+      return "string";
+    case AttrType::integers:
+      return "ints";
+    case AttrType::reals:
+      return "floats";
   }
   return "?";
 }
@@ -23,9 +28,15 @@ std::string attr_value_str(const AttrValue& v) {
   std::ostringstream os;
   os.precision(9);
   switch (attr_type(v)) {
-    case AttrType::integer: os << std::get<int64_t>(v); break;
-    case AttrType::real: os << std::get<double>(v); break;
-    case AttrType::string: os << '"' << std::get<std::string>(v) << '"'; break;
+    case AttrType::integer:
+      os << std::get<int64_t>(v);
+      break;
+    case AttrType::real:
+      os << std::get<double>(v);
+      break;
+    case AttrType::string:
+      os << '"' << std::get<std::string>(v) << '"';
+      break;
     case AttrType::integers: {
       os << '[';
       const auto& xs = std::get<std::vector<int64_t>>(v);

@@ -30,15 +30,24 @@ size_t dtype_size(DType t) {
 
 std::string_view dtype_name(DType t) {
   switch (t) {
-    case DType::f32: return "f32";
-    case DType::f16: return "f16";
-    case DType::bf16: return "bf16";
-    case DType::f8_e4m3: return "f8_e4m3";
-    case DType::i8: return "i8";
-    case DType::u8: return "u8";
-    case DType::i32: return "i32";
-    case DType::i64: return "i64";
-    case DType::boolean: return "bool";
+    case DType::f32:
+      return "f32";
+    case DType::f16:
+      return "f16";
+    case DType::bf16:
+      return "bf16";
+    case DType::f8_e4m3:
+      return "f8_e4m3";
+    case DType::i8:
+      return "i8";
+    case DType::u8:
+      return "u8";
+    case DType::i32:
+      return "i32";
+    case DType::i64:
+      return "i64";
+    case DType::boolean:
+      return "bool";
   }
   return "?";
 }
@@ -58,12 +67,12 @@ namespace {
 
 // A binary floating-point format narrower than f32.
 struct NarrowFormat {
-  int mantissa_bits;       // stored fraction bits
-  int exponent_bias;       // min normal exponent is 1 - bias
+  int mantissa_bits;  // stored fraction bits
+  int exponent_bias;  // min normal exponent is 1 - bias
   int exponent_bits;
-  bool saturate;           // e4m3fn: no infinity, clamp to the largest finite
+  bool saturate;  // e4m3fn: no infinity, clamp to the largest finite
   double max_finite;
-  uint32_t quiet_nan;      // canonical NaN pattern without the sign
+  uint32_t quiet_nan;  // canonical NaN pattern without the sign
 };
 
 constexpr NarrowFormat kF16{10, 15, 5, false, 65504.0, 0x7E00};
@@ -95,7 +104,8 @@ uint32_t encode(double v, const NarrowFormat& f) {
   int re;
   double m = std::frexp(r, &re);
   uint32_t exp_field = static_cast<uint32_t>(re - 1 + f.exponent_bias);
-  uint32_t man = static_cast<uint32_t>(std::ldexp(m, f.mantissa_bits + 1)) - (1u << f.mantissa_bits);
+  uint32_t man =
+      static_cast<uint32_t>(std::ldexp(m, f.mantissa_bits + 1)) - (1u << f.mantissa_bits);
   return sign | (exp_field << f.mantissa_bits) | man;
 }
 
@@ -132,15 +142,24 @@ float e4m3_to_f32(uint8_t bits) { return static_cast<float>(decode(bits, kE4M3))
 
 double load_element(DType t, const void* data, size_t i) {
   switch (t) {
-    case DType::f32: return static_cast<const float*>(data)[i];
-    case DType::f16: return f16_to_f32(static_cast<const uint16_t*>(data)[i]);
-    case DType::bf16: return bf16_to_f32(static_cast<const uint16_t*>(data)[i]);
-    case DType::f8_e4m3: return e4m3_to_f32(static_cast<const uint8_t*>(data)[i]);
-    case DType::i8: return static_cast<const int8_t*>(data)[i];
-    case DType::u8: return static_cast<const uint8_t*>(data)[i];
-    case DType::i32: return static_cast<const int32_t*>(data)[i];
-    case DType::i64: return static_cast<double>(static_cast<const int64_t*>(data)[i]);
-    case DType::boolean: return static_cast<const uint8_t*>(data)[i] ? 1.0 : 0.0;
+    case DType::f32:
+      return static_cast<const float*>(data)[i];
+    case DType::f16:
+      return f16_to_f32(static_cast<const uint16_t*>(data)[i]);
+    case DType::bf16:
+      return bf16_to_f32(static_cast<const uint16_t*>(data)[i]);
+    case DType::f8_e4m3:
+      return e4m3_to_f32(static_cast<const uint8_t*>(data)[i]);
+    case DType::i8:
+      return static_cast<const int8_t*>(data)[i];
+    case DType::u8:
+      return static_cast<const uint8_t*>(data)[i];
+    case DType::i32:
+      return static_cast<const int32_t*>(data)[i];
+    case DType::i64:
+      return static_cast<double>(static_cast<const int64_t*>(data)[i]);
+    case DType::boolean:
+      return static_cast<const uint8_t*>(data)[i] ? 1.0 : 0.0;
   }
   throw Error("load_element: unknown dtype");
 }
@@ -172,15 +191,33 @@ I saturate_int(double v) {
 void store_element(DType t, void* data, size_t i, double v) {
   switch (t) {
     // Narrow floats round once, directly from the double (no double rounding).
-    case DType::f32: static_cast<float*>(data)[i] = to_f32(v); return;
-    case DType::f16: static_cast<uint16_t*>(data)[i] = static_cast<uint16_t>(encode(v, kF16)); return;
-    case DType::bf16: static_cast<uint16_t*>(data)[i] = static_cast<uint16_t>(encode(v, kBF16)); return;
-    case DType::f8_e4m3: static_cast<uint8_t*>(data)[i] = static_cast<uint8_t>(encode(v, kE4M3)); return;
-    case DType::i8: static_cast<int8_t*>(data)[i] = saturate_int<int8_t>(v); return;
-    case DType::u8: static_cast<uint8_t*>(data)[i] = saturate_int<uint8_t>(v); return;
-    case DType::i32: static_cast<int32_t*>(data)[i] = saturate_int<int32_t>(v); return;
-    case DType::i64: static_cast<int64_t*>(data)[i] = saturate_int<int64_t>(v); return;
-    case DType::boolean: static_cast<uint8_t*>(data)[i] = (v != 0.0 && !std::isnan(v)) ? 1 : 0; return;
+    case DType::f32:
+      static_cast<float*>(data)[i] = to_f32(v);
+      return;
+    case DType::f16:
+      static_cast<uint16_t*>(data)[i] = static_cast<uint16_t>(encode(v, kF16));
+      return;
+    case DType::bf16:
+      static_cast<uint16_t*>(data)[i] = static_cast<uint16_t>(encode(v, kBF16));
+      return;
+    case DType::f8_e4m3:
+      static_cast<uint8_t*>(data)[i] = static_cast<uint8_t>(encode(v, kE4M3));
+      return;
+    case DType::i8:
+      static_cast<int8_t*>(data)[i] = saturate_int<int8_t>(v);
+      return;
+    case DType::u8:
+      static_cast<uint8_t*>(data)[i] = saturate_int<uint8_t>(v);
+      return;
+    case DType::i32:
+      static_cast<int32_t*>(data)[i] = saturate_int<int32_t>(v);
+      return;
+    case DType::i64:
+      static_cast<int64_t*>(data)[i] = saturate_int<int64_t>(v);
+      return;
+    case DType::boolean:
+      static_cast<uint8_t*>(data)[i] = (v != 0.0 && !std::isnan(v)) ? 1 : 0;
+      return;
   }
   throw Error("store_element: unknown dtype");
 }

@@ -61,8 +61,8 @@ struct Executor::Impl {
     uint64_t bytes = 0;
   };
   struct Plan {
-    std::vector<uint64_t> offsets;      // per instance
-    std::vector<uint64_t> slot_peak;    // per slot
+    std::vector<uint64_t> offsets;    // per instance
+    std::vector<uint64_t> slot_peak;  // per slot
     uint64_t naive = 0;
   };
 
@@ -109,8 +109,10 @@ struct Executor::Impl {
     for (size_t i = 0; i < all.size(); ++i) {
       moert_error err = new_error();
       int32_t supported = 0;
-      moert_status s = ref.backend->api().supports_node(ref.device, abi.desc(), i, &supported, &err);
-      check_status(s, err, "backend '" + ref.backend->name() + "' checking node '" + g.node(i).name + "'");
+      moert_status s =
+          ref.backend->api().supports_node(ref.device, abi.desc(), i, &supported, &err);
+      check_status(s, err,
+                   "backend '" + ref.backend->name() + "' checking node '" + g.node(i).name + "'");
       ok[i] = supported != 0;
       if (!ok[i] && reasons)
         (*reasons)[i] = err.message[0] ? err.message : "op '" + g.node(i).op + "' not supported";
@@ -129,7 +131,8 @@ struct Executor::Impl {
       ValueId id = static_cast<ValueId>(i);
       if (v.kind == ValueKind::input) remap[i] = g.add_input(v.name, v.dtype, v.shape);
       if (v.kind == ValueKind::constant) remap[i] = g.add_constant(v.name, v.data);
-      if (v.kind == ValueKind::state) remap[i] = g.add_state(v.name, v.dtype, v.shape.static_dims());
+      if (v.kind == ValueKind::state)
+        remap[i] = g.add_state(v.name, v.dtype, v.shape.static_dims());
       (void)id;
     }
     for (size_t n : source.topological_order()) {
@@ -146,7 +149,8 @@ struct Executor::Impl {
       } else {
         outs = g.add_node(copy.op, copy.name, copy.inputs, copy.attrs);
       }
-      for (size_t i = 0; i < outs.size(); ++i) remap[static_cast<size_t>(node.outputs[i])] = outs[i];
+      for (size_t i = 0; i < outs.size(); ++i)
+        remap[static_cast<size_t>(node.outputs[i])] = outs[i];
     }
     for (ValueId out : source.outputs()) g.mark_output(remap[static_cast<size_t>(out)]);
     return g;
@@ -172,16 +176,19 @@ struct Executor::Impl {
     }
     if (options.strict && !fallbacks.empty()) {
       std::string msg = "strict placement on " + target.str() + ": " +
-                        std::to_string(fallbacks.size()) + " node(s) would fall back to the reference backend:";
+                        std::to_string(fallbacks.size()) +
+                        " node(s) would fall back to the reference backend:";
       for (const Fallback& f : fallbacks) msg += "\n  " + f.node + " (" + f.op + "): " + f.reason;
       throw Error(msg);
     }
     for (size_t k = 0; k < order.size(); ++k) {
       int slot = node_slot[order[k]];
-      if (partitions.empty() || partitions.back().slot != slot) partitions.push_back({slot, {}, {}, nullptr, {}});
+      if (partitions.empty() || partitions.back().slot != slot)
+        partitions.push_back({slot, {}, {}, nullptr, {}});
       partitions.back().nodes.push_back(order[k]);
     }
-    for (const Partition& p : partitions) partition_infos.push_back({slot_name(p.slot), p.nodes.size()});
+    for (const Partition& p : partitions)
+      partition_infos.push_back({slot_name(p.slot), p.nodes.size()});
   }
 
   // Lifetimes: node at position k of `order` runs at time 2k+2; graph inputs
@@ -243,9 +250,9 @@ struct Executor::Impl {
     }
     for (ValueId out : graph.outputs()) {
       const Value& v = graph.value(out);
-      check(v.kind == ValueKind::intermediate,
-            "graph output '" + v.name + "' must be computed by a node (it is a " +
-                std::string(value_kind_name(v.kind)) + ")");
+      check(v.kind == ValueKind::intermediate, "graph output '" + v.name +
+                                                   "' must be computed by a node (it is a " +
+                                                   std::string(value_kind_name(v.kind)) + ")");
       instances[instance_of.at({out, node_slot[static_cast<size_t>(v.producer)]})].last = end;
     }
   }
@@ -277,9 +284,11 @@ struct Executor::Impl {
       sb.bytes = static_cast<uint64_t>(num_elements(v.shape.static_dims())) * dtype_size(v.dtype);
       moert_error err = new_error();
       const DeviceRef& ref = slots[static_cast<size_t>(sb.slot)].ref;
-      check_status(ref.backend->api().buffer_alloc(ref.device, std::max<uint64_t>(sb.bytes, 1), &sb.buffer, &err),
-                   err, "allocating " + std::to_string(sb.bytes) + " bytes for state '" + v.name +
-                            "' on " + ref.str());
+      check_status(ref.backend->api().buffer_alloc(ref.device, std::max<uint64_t>(sb.bytes, 1),
+                                                   &sb.buffer, &err),
+                   err,
+                   "allocating " + std::to_string(sb.bytes) + " bytes for state '" + v.name +
+                       "' on " + ref.str());
       states[id] = sb;
       zero_state(id);
     }
@@ -327,7 +336,8 @@ struct Executor::Impl {
       std::vector<size_t> which;
       for (size_t i = 0; i < instances.size(); ++i) {
         if (instances[i].slot != static_cast<int>(slot)) continue;
-        requests.push_back({instances[i].first, instances[i].last, instance_bytes(instances[i], bucket)});
+        requests.push_back(
+            {instances[i].first, instances[i].last, instance_bytes(instances[i], bucket)});
         which.push_back(i);
       }
       MemoryPlan mp = plan_memory(requests);
@@ -346,9 +356,11 @@ struct Executor::Impl {
       slot.arena = nullptr;
       slot.capacity = 0;
       moert_error err = new_error();
-      check_status(api(static_cast<int>(s)).buffer_alloc(slot.ref.device, plan.slot_peak[s], &slot.arena, &err),
-                   err, "allocating the " + std::to_string(plan.slot_peak[s]) +
-                            "-byte activation arena on " + slot.ref.str());
+      check_status(api(static_cast<int>(s))
+                       .buffer_alloc(slot.ref.device, plan.slot_peak[s], &slot.arena, &err),
+                   err,
+                   "allocating the " + std::to_string(plan.slot_peak[s]) +
+                       "-byte activation arena on " + slot.ref.str());
       slot.capacity = plan.slot_peak[s];
     }
   }
@@ -363,16 +375,18 @@ struct Executor::Impl {
     for (size_t i = 0; i < inputs.size(); ++i) {
       const Value& v = graph.value(input_ids[i]);
       std::vector<int64_t> want = v.shape.resolve(symbols);
-      check(inputs[i].defined() && inputs[i].on_host(), "input '" + v.name + "' must be a host tensor");
+      check(inputs[i].defined() && inputs[i].on_host(),
+            "input '" + v.name + "' must be a host tensor");
       check(inputs[i].dtype() == v.dtype && inputs[i].shape() == want,
             "input '" + v.name + "' must be " + std::string(dtype_name(v.dtype)) + dims_str(want) +
-                " (T=" + std::to_string(symbols.tokens()) + ", P=" + std::to_string(symbols.past()) +
-                "), got " + inputs[i].describe());
+                " (T=" + std::to_string(symbols.tokens()) +
+                ", P=" + std::to_string(symbols.past()) + "), got " + inputs[i].describe());
     }
     if (capacity > 0 && symbols.past() + symbols.tokens() > capacity)
       throw Error("context overflow: " + std::to_string(symbols.past()) + " cached + " +
-                  std::to_string(symbols.tokens()) + " new tokens exceed the KV cache capacity of " +
-                  std::to_string(capacity) + " positions");
+                  std::to_string(symbols.tokens()) +
+                  " new tokens exceed the KV cache capacity of " + std::to_string(capacity) +
+                  " positions");
     const Plan& plan = plan_for(symbols);
     ensure_arenas(plan);
     last_plan = &plan;
@@ -386,10 +400,12 @@ struct Executor::Impl {
         if (it == instance_of.end()) continue;
         moert_buffer_view bv = view(it->second);
         moert_error err = new_error();
-        check_status(api(static_cast<int>(slot)).buffer_write(bv.buffer, bv.offset, inputs[i].data(),
-                                                              inputs[i].nbytes(), &err),
-                     err, "writing input '" + graph.value(input_ids[i]).name + "' to " +
-                              slot_name(static_cast<int>(slot)));
+        check_status(
+            api(static_cast<int>(slot))
+                .buffer_write(bv.buffer, bv.offset, inputs[i].data(), inputs[i].nbytes(), &err),
+            err,
+            "writing input '" + graph.value(input_ids[i]).name + "' to " +
+                slot_name(static_cast<int>(slot)));
       }
     }
     std::vector<char> staging;
@@ -401,10 +417,18 @@ struct Executor::Impl {
         moert_buffer_view s = view(src), d = view(dst);
         moert_error err = new_error();
         const std::string what = "copying '" + graph.value(instances[src].value).name + "' from " +
-                                 slot_name(instances[src].slot) + " to " + slot_name(instances[dst].slot);
-        check_status(api(instances[src].slot).synchronize(slots[static_cast<size_t>(instances[src].slot)].ref.device, &err), err, what);
-        check_status(api(instances[src].slot).buffer_read(s.buffer, s.offset, staging.data(), bytes, &err), err, what);
-        check_status(api(instances[dst].slot).buffer_write(d.buffer, d.offset, staging.data(), bytes, &err), err, what);
+                                 slot_name(instances[src].slot) + " to " +
+                                 slot_name(instances[dst].slot);
+        check_status(
+            api(instances[src].slot)
+                .synchronize(slots[static_cast<size_t>(instances[src].slot)].ref.device, &err),
+            err, what);
+        check_status(
+            api(instances[src].slot).buffer_read(s.buffer, s.offset, staging.data(), bytes, &err),
+            err, what);
+        check_status(
+            api(instances[dst].slot).buffer_write(d.buffer, d.offset, staging.data(), bytes, &err),
+            err, what);
       }
       const std::vector<ValueId>& tensors = part.abi->tensor_values();
       std::vector<moert_buffer_view> views(tensors.size(), moert_buffer_view{nullptr, 0});
@@ -479,13 +503,15 @@ std::string Executor::placement_report() const {
   std::ostringstream os;
   os << "placement on " << impl_->slot_name(0) << ": " << impl_->graph.num_nodes() << " nodes in "
      << impl_->partitions.size() << " partition(s)";
-  for (const PartitionInfo& p : impl_->partition_infos) os << " [" << p.device << ": " << p.num_nodes << "]";
+  for (const PartitionInfo& p : impl_->partition_infos)
+    os << " [" << p.device << ": " << p.num_nodes << "]";
   os << "\n";
   if (impl_->fallbacks.empty()) {
     os << "no fallbacks\n";
   } else {
     os << impl_->fallbacks.size() << " node(s) fell back to the reference backend:\n";
-    for (const Fallback& f : impl_->fallbacks) os << "  " << f.node << " (" << f.op << "): " << f.reason << "\n";
+    for (const Fallback& f : impl_->fallbacks)
+      os << "  " << f.node << " (" << f.op << "): " << f.reason << "\n";
   }
   return os.str();
 }
@@ -501,10 +527,13 @@ Tensor Executor::read_state(const std::string& name) const {
   const Value& v = impl_->graph.value(id);
   Tensor t = Tensor::empty(v.dtype, v.shape.static_dims());
   moert_error err = new_error();
-  check_status(impl_->api(it->second.slot).synchronize(impl_->slots[static_cast<size_t>(it->second.slot)].ref.device, &err),
-               err, "reading state '" + name + "'");
-  check_status(impl_->api(it->second.slot).buffer_read(it->second.buffer, 0, t.data(), t.nbytes(), &err), err,
-               "reading state '" + name + "'");
+  check_status(
+      impl_->api(it->second.slot)
+          .synchronize(impl_->slots[static_cast<size_t>(it->second.slot)].ref.device, &err),
+      err, "reading state '" + name + "'");
+  check_status(
+      impl_->api(it->second.slot).buffer_read(it->second.buffer, 0, t.data(), t.nbytes(), &err),
+      err, "reading state '" + name + "'");
   return t;
 }
 

@@ -10,10 +10,14 @@ namespace moert {
 
 std::string_view value_kind_name(ValueKind k) {
   switch (k) {
-    case ValueKind::input: return "input";
-    case ValueKind::constant: return "constant";
-    case ValueKind::state: return "state";
-    case ValueKind::intermediate: return "intermediate";
+    case ValueKind::input:
+      return "input";
+    case ValueKind::constant:
+      return "constant";
+    case ValueKind::state:
+      return "state";
+    case ValueKind::intermediate:
+      return "intermediate";
   }
   return "?";
 }
@@ -75,7 +79,8 @@ std::vector<ValueId> Graph::add_node(const std::string& op, const std::string& n
   int32_t index = static_cast<int32_t>(nodes_.size());
   for (size_t i = 0; i < outs.size(); ++i) {
     std::string vname = outs.size() == 1 ? name : name + "." + def.outputs.at(i);
-    ids.push_back(new_value({vname, outs[i].dtype, outs[i].shape, ValueKind::intermediate, {}, index}));
+    ids.push_back(
+        new_value({vname, outs[i].dtype, outs[i].shape, ValueKind::intermediate, {}, index}));
   }
   node.outputs = ids;
   nodes_.push_back(std::move(node));
@@ -149,7 +154,8 @@ std::vector<size_t> Graph::topological_order() const {
   if (order.size() != n) {
     for (size_t i = 0; i < n; ++i)
       if (pending[i] != 0)
-        throw Error("graph has a cycle through node '" + nodes_[i].name + "' (" + nodes_[i].op + ")");
+        throw Error("graph has a cycle through node '" + nodes_[i].name + "' (" + nodes_[i].op +
+                    ")");
   }
   return order;
 }
@@ -160,8 +166,7 @@ void Graph::validate() const {
   for (size_t i = 0; i < values_.size(); ++i) {
     const Value& v = values_[i];
     if (v.kind == ValueKind::constant) {
-      if (!v.data.defined())
-        throw Error("constant '" + v.name + "' has no data");
+      if (!v.data.defined()) throw Error("constant '" + v.name + "' has no data");
       if (Shape::of(v.data.shape()) != v.shape || v.data.dtype() != v.dtype)
         throw Error("constant '" + v.name + "' is declared " + std::string(dtype_name(v.dtype)) +
                     v.shape.str() + " but holds " + v.data.describe());
@@ -242,8 +247,8 @@ std::string Graph::dump() const {
   for (size_t i = 0; i < values_.size(); ++i) {
     const Value& v = values_[i];
     if (v.kind == ValueKind::intermediate) continue;
-    os << "  " << value_kind_name(v.kind) << " %" << v.name << " : " << vtype(static_cast<ValueId>(i))
-       << "\n";
+    os << "  " << value_kind_name(v.kind) << " %" << v.name << " : "
+       << vtype(static_cast<ValueId>(i)) << "\n";
   }
   for (size_t n : topological_order()) {
     const Node& node = nodes_[n];

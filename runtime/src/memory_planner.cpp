@@ -11,9 +11,8 @@ MemoryPlan plan_memory(const std::vector<BufferRequest>& requests, uint64_t alig
   plan.offsets.assign(requests.size(), 0);
   std::vector<size_t> order(requests.size());
   std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
-    return requests[a].bytes > requests[b].bytes;
-  });
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return requests[a].bytes > requests[b].bytes; });
   struct Placed {
     uint64_t begin, end;
     size_t request;

@@ -2,8 +2,8 @@
 
 #include <algorithm>
 #include <cstring>
-#include <map>
 #include <filesystem>
+#include <map>
 
 #include "models/architecture.h"
 #include "models/decoder_builder.h"
@@ -32,7 +32,9 @@ std::string weight_dtype_of(const Checkpoint& c) {
   std::vector<std::pair<uint64_t, DType>> order;
   for (const auto& [d, b] : bytes) order.emplace_back(b, d);
   std::sort(order.rbegin(), order.rend());
-  auto name = [](DType d) { return d == DType::f8_e4m3 ? std::string("fp8 e4m3") : std::string(dtype_name(d)); };
+  auto name = [](DType d) {
+    return d == DType::f8_e4m3 ? std::string("fp8 e4m3") : std::string(dtype_name(d));
+  };
   if (order.size() == 1) return name(order[0].second);
   std::string out;
   for (const auto& [b, d] : order) {
@@ -51,12 +53,14 @@ std::unique_ptr<Model> Model::load(const std::string& directory, const LoadOptio
   HfConfig config = HfConfig::read((fs::path(directory) / "config.json").string());
   ArchSpec arch = arch_from_config(config);
   Checkpoint checkpoint = Checkpoint::open(directory);
-  check(options.dtype == DType::f32 || options.dtype == DType::bf16 || options.dtype == DType::f16,
-        "load option dtype must be f32, bf16 or f16, got " + std::string(dtype_name(options.dtype)));
+  check(
+      options.dtype == DType::f32 || options.dtype == DType::bf16 || options.dtype == DType::f16,
+      "load option dtype must be f32, bf16 or f16, got " + std::string(dtype_name(options.dtype)));
   BuildOptions build;
   build.activation_dtype = options.dtype;
-  build.max_context = options.max_context > 0 ? options.max_context
-                                              : std::min<int64_t>(arch.max_position_embeddings, 4096);
+  build.max_context = options.max_context > 0
+                          ? options.max_context
+                          : std::min<int64_t>(arch.max_position_embeddings, 4096);
   check(options.max_context <= 0 || options.max_context <= arch.max_position_embeddings ||
             arch.rope.scaling != "none",
         "max_context " + std::to_string(options.max_context) + " exceeds max_position_embeddings " +
@@ -101,8 +105,10 @@ Tensor Session::append(const std::vector<int32_t>& tokens) {
         "context overflow: " + std::to_string(position_) + " cached + " + std::to_string(t) +
             " new tokens exceed max_context " + std::to_string(model_->info_.max_context));
   std::vector<int32_t> positions(tokens.size());
-  for (size_t i = 0; i < positions.size(); ++i) positions[i] = static_cast<int32_t>(position_ + static_cast<int64_t>(i));
-  Tensor logits = model_->executor_->run({ints(tokens), ints(positions)}, SymbolValues::of(t, position_))[0];
+  for (size_t i = 0; i < positions.size(); ++i)
+    positions[i] = static_cast<int32_t>(position_ + static_cast<int64_t>(i));
+  Tensor logits =
+      model_->executor_->run({ints(tokens), ints(positions)}, SymbolValues::of(t, position_))[0];
   position_ += t;
   return logits;
 }
@@ -110,7 +116,10 @@ Tensor Session::append(const std::vector<int32_t>& tokens) {
 Tensor Model::forward(const std::vector<int32_t>& tokens) { return session().append(tokens); }
 
 TokenGenerator::TokenGenerator(Model* model, std::vector<int32_t> prompt, GenerateOptions options)
-    : model_(model), prompt_(std::move(prompt)), options_(std::move(options)), sampler_(options_.sampling) {
+    : model_(model),
+      prompt_(std::move(prompt)),
+      options_(std::move(options)),
+      sampler_(options_.sampling) {
   check(!prompt_.empty(), "generate: the prompt is empty");
   check(options_.max_new_tokens >= 0, "generate: max_new_tokens must be >= 0");
 }
@@ -131,17 +140,19 @@ std::optional<int32_t> TokenGenerator::next() {
   last_ = sampler_.sample(logits_.data_as<float>() + (logits_.dim(0) - 1) * vocab, vocab);
   ++produced_;
   const auto& stop = options_.stop_tokens;
-  if (std::find(stop.begin(), stop.end(), last_) != stop.end() || produced_ >= options_.max_new_tokens ||
-      session_->position() + 1 > model_->info().max_context)
+  if (std::find(stop.begin(), stop.end(), last_) != stop.end() ||
+      produced_ >= options_.max_new_tokens || session_->position() + 1 > model_->info().max_context)
     done_ = true;
   return last_;
 }
 
-TokenGenerator Model::generator(const std::vector<int32_t>& prompt, const GenerateOptions& options) {
+TokenGenerator Model::generator(const std::vector<int32_t>& prompt,
+                                const GenerateOptions& options) {
   return TokenGenerator(this, prompt, options);
 }
 
-std::vector<int32_t> Model::generate(const std::vector<int32_t>& prompt, const GenerateOptions& options,
+std::vector<int32_t> Model::generate(const std::vector<int32_t>& prompt,
+                                     const GenerateOptions& options,
                                      const std::function<bool(int32_t)>& on_token) {
   TokenGenerator g = generator(prompt, options);
   std::vector<int32_t> out;

@@ -83,9 +83,9 @@ std::vector<ValueInfo> OpRegistry::infer(const Node& node,
     if (!s.optional) ++required;
   if (inputs.size() > def->inputs.size() || inputs.size() < required)
     throw Error(where() + "takes " +
-                (required == def->inputs.size() ? std::to_string(required)
-                                                 : std::to_string(required) + " to " +
-                                                       std::to_string(def->inputs.size())) +
+                (required == def->inputs.size()
+                     ? std::to_string(required)
+                     : std::to_string(required) + " to " + std::to_string(def->inputs.size())) +
                 " inputs, got " + std::to_string(inputs.size()));
   for (size_t i = 0; i < inputs.size(); ++i)
     if (!inputs[i] && !def->inputs[i].optional)
@@ -120,8 +120,8 @@ std::vector<ValueInfo> OpRegistry::infer(const Node& node,
     throw Error(where() + msg);
   }
   if (outs.size() != def->outputs.size())
-    throw Error(where() + "inference gave " + std::to_string(outs.size()) + " outputs, schema has " +
-                std::to_string(def->outputs.size()));
+    throw Error(where() + "inference gave " + std::to_string(outs.size()) +
+                " outputs, schema has " + std::to_string(def->outputs.size()));
   return outs;
 }
 

@@ -27,7 +27,7 @@ struct moert_executable_impl {
     moert::DType dtype;
     moert::Shape shape;
     moert_tensor_kind kind;
-    const void* constant = nullptr;  // CONSTANT: data (copied or persistent)
+    const void* constant = nullptr;                    // CONSTANT: data (copied or persistent)
     std::shared_ptr<std::vector<unsigned char>> copy;  // when not persistent
   };
   std::vector<Tensor> tensors;
@@ -48,15 +48,19 @@ void ref_shutdown() {}
 int32_t ref_device_count() { return 1; }
 
 moert_status ref_device_info(int32_t device, moert_device_info* info, moert_error* err) {
-  if (device != 0) return fail(err, MOERT_ERR_INVALID_ARGUMENT, "no device " + std::to_string(device));
+  if (device != 0)
+    return fail(err, MOERT_ERR_INVALID_ARGUMENT, "no device " + std::to_string(device));
   size_t size = info->struct_size;
   std::memset(info, 0, size);
   info->struct_size = size;
   std::snprintf(info->name, sizeof(info->name), "host (reference kernels)");
   info->kind = MOERT_DEVICE_CPU;
-  long pages = sysconf(_SC_PHYS_PAGES), avail = sysconf(_SC_AVPHYS_PAGES), page = sysconf(_SC_PAGESIZE);
-  info->total_memory = pages > 0 && page > 0 ? static_cast<uint64_t>(pages) * static_cast<uint64_t>(page) : 0;
-  info->free_memory = avail > 0 && page > 0 ? static_cast<uint64_t>(avail) * static_cast<uint64_t>(page) : 0;
+  long pages = sysconf(_SC_PHYS_PAGES), avail = sysconf(_SC_AVPHYS_PAGES),
+       page = sysconf(_SC_PAGESIZE);
+  info->total_memory =
+      pages > 0 && page > 0 ? static_cast<uint64_t>(pages) * static_cast<uint64_t>(page) : 0;
+  info->free_memory =
+      avail > 0 && page > 0 ? static_cast<uint64_t>(avail) * static_cast<uint64_t>(page) : 0;
   return MOERT_OK;
 }
 
@@ -118,15 +122,18 @@ Node node_from_abi(const moert_graph_desc& g, size_t n) {
   const moert_node_desc& d = *g.nodes[n];
   Node node{d.op, d.name ? d.name : "", attributes_from_abi(d), {}, {}};
   for (size_t i = 0; i < d.num_inputs; ++i)
-    node.inputs.push_back(d.inputs[i] == MOERT_NO_TENSOR ? kNoValue : static_cast<ValueId>(d.inputs[i]));
-  for (size_t i = 0; i < d.num_outputs; ++i) node.outputs.push_back(static_cast<ValueId>(d.outputs[i]));
+    node.inputs.push_back(d.inputs[i] == MOERT_NO_TENSOR ? kNoValue
+                                                         : static_cast<ValueId>(d.inputs[i]));
+  for (size_t i = 0; i < d.num_outputs; ++i)
+    node.outputs.push_back(static_cast<ValueId>(d.outputs[i]));
   return node;
 }
 
 moert_status ref_supports_node(int32_t, const moert_graph_desc* g, size_t node_index,
                                int32_t* supported, moert_error* err) {
   *supported = 0;
-  if (node_index >= g->num_nodes) return fail(err, MOERT_ERR_INVALID_ARGUMENT, "node index out of range");
+  if (node_index >= g->num_nodes)
+    return fail(err, MOERT_ERR_INVALID_ARGUMENT, "node index out of range");
   const char* op = g->nodes[node_index]->op;
   if (OpRegistry::global().find(op)) {
     *supported = 1;
@@ -144,7 +151,8 @@ moert_status ref_prepare(int32_t, const moert_graph_desc* g, moert_executable* o
                    (g->flags & MOERT_GRAPH_CONSTANTS_PERSIST);
     for (size_t i = 0; i < g->num_tensors; ++i) {
       const moert_tensor_desc& t = *g->tensors[i];
-      moert_executable_impl::Tensor rt{static_cast<DType>(t.dtype), shape_from_abi(t), t.kind, nullptr, nullptr};
+      moert_executable_impl::Tensor rt{static_cast<DType>(t.dtype), shape_from_abi(t), t.kind,
+                                       nullptr, nullptr};
       if (t.kind == MOERT_TENSOR_CONSTANT) {
         if (persist) {
           rt.constant = t.data;
@@ -196,7 +204,8 @@ moert_status ref_execute(moert_executable exe, const moert_execute_args* args, m
     for (size_t n = 0; n < exe->nodes.size(); ++n) {
       const Node& node = exe->nodes[n];
       KernelContext ctx{node, {}, {}, symbols};
-      for (ValueId in : node.inputs) ctx.inputs.push_back(in == kNoValue ? TensorView{} : view_of(in));
+      for (ValueId in : node.inputs)
+        ctx.inputs.push_back(in == kNoValue ? TensorView{} : view_of(in));
       for (ValueId o : node.outputs) ctx.outputs.push_back(view_of(o));
       exe->ops[n]->reference(ctx);
     }

@@ -28,7 +28,8 @@ int32_t Sampler::sample(const float* logits, int64_t vocab) {
   // Candidates by descending logit (ties: lower id first), cut to top_k.
   std::vector<int32_t> ids(static_cast<size_t>(vocab));
   std::iota(ids.begin(), ids.end(), 0);
-  std::stable_sort(ids.begin(), ids.end(), [&](int32_t a, int32_t b) { return logits[a] > logits[b]; });
+  std::stable_sort(ids.begin(), ids.end(),
+                   [&](int32_t a, int32_t b) { return logits[a] > logits[b]; });
   if (options_.top_k > 0 && options_.top_k < vocab) ids.resize(static_cast<size_t>(options_.top_k));
   std::vector<double> p(ids.size());
   const double top = logits[ids[0]];

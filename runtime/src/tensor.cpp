@@ -59,9 +59,9 @@ Tensor::Tensor(DType dtype, std::vector<int64_t> shape, std::shared_ptr<Storage>
     : dtype_(dtype), shape_(std::move(shape)), storage_(std::move(storage)), offset_(byte_offset) {
   for (int64_t d : shape_) check(d >= 0, "negative dimension in tensor shape " + dims_str(shape_));
   check(storage_ != nullptr, "tensor without storage");
-  check(offset_ + nbytes() <= storage_->bytes(),
-        "tensor " + describe() + " does not fit its storage of " +
-            std::to_string(storage_->bytes()) + " bytes");
+  check(offset_ + nbytes() <= storage_->bytes(), "tensor " + describe() +
+                                                     " does not fit its storage of " +
+                                                     std::to_string(storage_->bytes()) + " bytes");
 }
 
 Tensor Tensor::empty(DType dtype, std::vector<int64_t> shape) {
@@ -120,8 +120,7 @@ Tensor Tensor::slice0(int64_t begin, int64_t count) const {
 }
 
 Tensor Tensor::reshape(std::vector<int64_t> shape) const {
-  check(num_elements(shape) == numel(),
-        "cannot reshape " + describe() + " to " + dims_str(shape));
+  check(num_elements(shape) == numel(), "cannot reshape " + describe() + " to " + dims_str(shape));
   return Tensor(dtype_, std::move(shape), storage_, offset_);
 }
 

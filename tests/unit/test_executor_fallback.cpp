@@ -38,7 +38,8 @@ Tensor ints(const std::vector<int32_t>& v) {
 // Prefill of 5 tokens, then 3 decode steps: the logits of every call.
 std::vector<Tensor> run_sequence(Executor& exe) {
   std::vector<Tensor> out;
-  out.push_back(exe.run({ints({3, 141, 59, 26, 5}), ints({0, 1, 2, 3, 4})}, SymbolValues::of(5, 0))[0]);
+  out.push_back(
+      exe.run({ints({3, 141, 59, 26, 5}), ints({0, 1, 2, 3, 4})}, SymbolValues::of(5, 0))[0]);
   int32_t next[] = {35, 89, 79};
   for (int32_t s = 0; s < 3; ++s)
     out.push_back(exe.run({ints({next[s]}), ints({5 + s})}, SymbolValues::of(1, 5 + s))[0]);

@@ -8,9 +8,8 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <random>
-
 #include <nlohmann/json.hpp>
+#include <random>
 
 #include "moert/error.h"
 #include "moert/model.h"
@@ -27,15 +26,22 @@ constexpr int64_t kVocab = 97, kHidden = 32, kInter = 48, kLayers = 2, kHeads = 
 // Writes config.json and model.safetensors (f32, random) for a tiny Llama.
 void write_checkpoint(const fs::path& dir) {
   fs::create_directories(dir);
-  nlohmann::json config = {{"architectures", {"LlamaForCausalLM"}}, {"model_type", "llama"},
-                           {"vocab_size", kVocab},                {"hidden_size", kHidden},
-                           {"intermediate_size", kInter},         {"num_hidden_layers", kLayers},
-                           {"num_attention_heads", kHeads},       {"num_key_value_heads", kKvHeads},
-                           {"rms_norm_eps", 1e-5},                {"rope_theta", 10000.0},
-                           {"max_position_embeddings", 64},       {"tie_word_embeddings", false}};
+  nlohmann::json config = {{"architectures", {"LlamaForCausalLM"}},
+                           {"model_type", "llama"},
+                           {"vocab_size", kVocab},
+                           {"hidden_size", kHidden},
+                           {"intermediate_size", kInter},
+                           {"num_hidden_layers", kLayers},
+                           {"num_attention_heads", kHeads},
+                           {"num_key_value_heads", kKvHeads},
+                           {"rms_norm_eps", 1e-5},
+                           {"rope_theta", 10000.0},
+                           {"max_position_embeddings", 64},
+                           {"tie_word_embeddings", false}};
   std::ofstream(dir / "config.json") << config.dump();
   std::vector<std::pair<std::string, std::vector<int64_t>>> tensors = {
-      {"model.embed_tokens.weight", {kVocab, kHidden}}, {"model.norm.weight", {kHidden}},
+      {"model.embed_tokens.weight", {kVocab, kHidden}},
+      {"model.norm.weight", {kHidden}},
       {"lm_head.weight", {kVocab, kHidden}}};
   const int64_t hd = kHidden / kHeads;
   for (int64_t l = 0; l < kLayers; ++l) {
@@ -70,7 +76,8 @@ void write_checkpoint(const fs::path& dir) {
   uint64_t len = h.size();
   out.write(reinterpret_cast<const char*>(&len), 8);
   out << h;
-  out.write(reinterpret_cast<const char*>(data.data()), static_cast<std::streamsize>(data.size() * 4));
+  out.write(reinterpret_cast<const char*>(data.data()),
+            static_cast<std::streamsize>(data.size() * 4));
 }
 
 class ModelTest : public ::testing::Test {
@@ -122,7 +129,8 @@ TEST_F(ModelTest, SessionAppendEqualsForwardRows) {
   got.insert(got.end(), gb.begin(), gb.end());
   got.insert(got.end(), gc.begin(), gc.end());
   ASSERT_EQ(got.size(), want.size());
-  for (size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], want[i], 1e-4 * (1 + std::fabs(want[i]))) << i;
+  for (size_t i = 0; i < got.size(); ++i)
+    EXPECT_NEAR(got[i], want[i], 1e-4 * (1 + std::fabs(want[i]))) << i;
 }
 
 TEST_F(ModelTest, GreedyGenerateIsTheArgmaxChain) {
@@ -177,7 +185,8 @@ TEST_F(ModelTest, ContextOverflowAndBadTokensLeaveTheSessionUsable) {
     s.append({7, 8, 9});
     FAIL();
   } catch (const moert::Error& e) {
-    EXPECT_THAT(e.what(), HasSubstr("context overflow: 6 cached + 3 new tokens exceed max_context 8"));
+    EXPECT_THAT(e.what(),
+                HasSubstr("context overflow: 6 cached + 3 new tokens exceed max_context 8"));
   }
   try {
     s.append({kVocab});

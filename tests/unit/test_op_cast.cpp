@@ -55,6 +55,8 @@ TEST(OpCast, UnknownDtypeIsAnError) {
     run_op("cast", {x}, Attributes{{"dtype", std::string("f64")}}, {}, "to_f64");
     FAIL() << "expected an error";
   } catch (const moert::Error& e) {
-    EXPECT_THAT(e.what(), ::testing::HasSubstr("node 'to_f64' (cast): attribute 'dtype' is 'f64', not a dtype name"));
+    EXPECT_THAT(
+        e.what(),
+        ::testing::HasSubstr("node 'to_f64' (cast): attribute 'dtype' is 'f64', not a dtype name"));
   }
 }

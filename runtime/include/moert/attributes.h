@@ -9,7 +9,8 @@
 
 namespace moert {
 
-using AttrValue = std::variant<int64_t, double, std::string, std::vector<int64_t>, std::vector<double>>;
+using AttrValue =
+    std::variant<int64_t, double, std::string, std::vector<int64_t>, std::vector<double>>;
 
 enum class AttrType { integer, real, string, integers, reals };
 
@@ -36,7 +37,8 @@ class Attributes {
   std::string get_string(const std::string& name) const;
   std::string get_string(const std::string& name, const std::string& fallback) const;
   std::vector<int64_t> get_ints(const std::string& name) const;
-  std::vector<int64_t> get_ints(const std::string& name, const std::vector<int64_t>& fallback) const;
+  std::vector<int64_t> get_ints(const std::string& name,
+                                const std::vector<int64_t>& fallback) const;
   std::vector<double> get_floats(const std::string& name) const;
 
   bool operator==(const Attributes& o) const { return map_ == o.map_; }

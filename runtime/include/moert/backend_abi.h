@@ -190,7 +190,7 @@ typedef enum moert_device_kind {
 
 typedef struct moert_device_info {
   size_t struct_size;
-  char name[128];        /* e.g. "NVIDIA H200" */
+  char name[128]; /* e.g. "NVIDIA H200" */
   moert_device_kind kind;
   uint64_t total_memory; /* bytes; 0 if unknown */
   uint64_t free_memory;  /* bytes; 0 if unknown */
@@ -238,8 +238,7 @@ typedef struct moert_backend_api {
   int32_t (*device_count)(void);
   moert_status (*device_info)(int32_t device, moert_device_info* info, moert_error* err);
 
-  moert_status (*buffer_alloc)(int32_t device, uint64_t bytes, moert_buffer* out,
-                               moert_error* err);
+  moert_status (*buffer_alloc)(int32_t device, uint64_t bytes, moert_buffer* out, moert_error* err);
   void (*buffer_free)(moert_buffer buffer);
   moert_status (*buffer_write)(moert_buffer dst, uint64_t offset, const void* src, uint64_t bytes,
                                moert_error* err);
@@ -270,7 +269,7 @@ typedef struct moert_backend_api {
  * return NULL if it cannot serve that runtime (the runtime then reports the
  * plugin as incompatible).  The returned table lives until unload. */
 typedef const moert_backend_api* (*moert_backend_entry_fn)(uint32_t runtime_abi_major,
-                                                          uint32_t runtime_abi_minor);
+                                                           uint32_t runtime_abi_minor);
 
 #ifdef __cplusplus
 }

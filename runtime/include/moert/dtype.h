@@ -28,9 +28,9 @@ enum class DType : uint8_t {
   boolean = MOERT_DTYPE_BOOL,
 };
 
-inline constexpr DType kAllDTypes[] = {DType::f32, DType::f16, DType::bf16,
-                                       DType::f8_e4m3, DType::i8, DType::u8,
-                                       DType::i32, DType::i64, DType::boolean};
+inline constexpr DType kAllDTypes[] = {DType::f32,     DType::f16, DType::bf16,
+                                       DType::f8_e4m3, DType::i8,  DType::u8,
+                                       DType::i32,     DType::i64, DType::boolean};
 
 size_t dtype_size(DType t);
 std::string_view dtype_name(DType t);  // "f32", "bf16", "f8_e4m3", "bool" …

@@ -31,7 +31,7 @@ struct ExecutorOptions {
 };
 
 struct Fallback {
-  std::string node;    // node name
+  std::string node;  // node name
   std::string op;
   std::string reason;  // what the backend said, or "op not supported"
 };

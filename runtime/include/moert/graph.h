@@ -34,7 +34,7 @@ struct Value {
   DType dtype = DType::f32;
   Shape shape;
   ValueKind kind = ValueKind::intermediate;
-  Tensor data;          // constants only: the host tensor
+  Tensor data;            // constants only: the host tensor
   int32_t producer = -1;  // index of the node defining an intermediate
 };
 
@@ -82,7 +82,7 @@ class Graph {
   const Node& node(size_t index) const { return nodes_.at(index); }
   const std::vector<Value>& values() const { return values_; }
   const std::vector<Node>& nodes() const { return nodes_; }
-  std::vector<ValueId> inputs() const;  // values of kind input, in creation order
+  std::vector<ValueId> inputs() const;          // values of kind input, in creation order
   ValueId find(const std::string& name) const;  // kNoValue if none
 
   // Re-checks the whole graph: value ids in range, each value defined once,

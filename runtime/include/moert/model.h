@@ -36,10 +36,10 @@ struct ModelInfo {
   int64_t vocab_size = 0;
   int64_t hidden_size = 0;
   int64_t num_layers = 0;
-  int64_t num_experts = 0;         // 0 for dense models
+  int64_t num_experts = 0;  // 0 for dense models
   int64_t experts_per_token = 0;
-  int64_t max_context = 0;         // KV cache capacity of this load
-  std::string weight_dtype;        // "bf16", or a mix: "fp8 e4m3 61%, bf16 37%, f32 2%"
+  int64_t max_context = 0;   // KV cache capacity of this load
+  std::string weight_dtype;  // "bf16", or a mix: "fp8 e4m3 61%, bf16 37%, f32 2%"
 };
 
 class Model;
@@ -63,7 +63,7 @@ class Session {
 
 struct GenerateOptions {
   int64_t max_new_tokens = 16;
-  SamplingOptions sampling;         // temperature 0 = greedy
+  SamplingOptions sampling;          // temperature 0 = greedy
   std::vector<int32_t> stop_tokens;  // generation ends after producing one
 };
 

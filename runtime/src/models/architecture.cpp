@@ -10,10 +10,14 @@ namespace moert {
 namespace {
 
 const std::map<std::string, std::string> kArchitectureToType = {
-    {"MixtralForCausalLM", "mixtral"},         {"Qwen2MoeForCausalLM", "qwen2_moe"},
-    {"Qwen3MoeForCausalLM", "qwen3_moe"},      {"OlmoeForCausalLM", "olmoe"},
-    {"DeepseekV2ForCausalLM", "deepseek_v2"},  {"DeepseekV3ForCausalLM", "deepseek_v3"},
-    {"LlamaForCausalLM", "llama"},             {"MistralForCausalLM", "mistral"},
+    {"MixtralForCausalLM", "mixtral"},
+    {"Qwen2MoeForCausalLM", "qwen2_moe"},
+    {"Qwen3MoeForCausalLM", "qwen3_moe"},
+    {"OlmoeForCausalLM", "olmoe"},
+    {"DeepseekV2ForCausalLM", "deepseek_v2"},
+    {"DeepseekV3ForCausalLM", "deepseek_v3"},
+    {"LlamaForCausalLM", "llama"},
+    {"MistralForCausalLM", "mistral"},
     {"Qwen2ForCausalLM", "qwen2"},
 };
 
@@ -65,7 +69,8 @@ void read_rope_scaling(const HfConfig& c, ArchSpec& a) {
     a.rope.beta_slow = num("beta_slow", 1);
     a.rope.mscale = num("mscale", 1);
     a.rope.mscale_all_dim = num("mscale_all_dim", 0);
-    if (rs->contains("truncate") && (*rs)["truncate"].is_boolean()) a.rope.truncate = (*rs)["truncate"].get<bool>();
+    if (rs->contains("truncate") && (*rs)["truncate"].is_boolean())
+      a.rope.truncate = (*rs)["truncate"].get<bool>();
     if (rs->contains("attention_factor") && (*rs)["attention_factor"].is_number())
       a.rope.attention_factor = (*rs)["attention_factor"].get<double>();
   } else {
@@ -215,8 +220,8 @@ ArchSpec deepseek(const HfConfig& c, bool v3) {
 }  // namespace
 
 std::vector<std::string> supported_model_types() {
-  return {"deepseek_v2", "deepseek_v3", "llama", "mistral", "mixtral", "olmoe", "qwen2", "qwen2_moe",
-          "qwen3_moe"};
+  return {"deepseek_v2", "deepseek_v3", "llama",     "mistral",  "mixtral",
+          "olmoe",       "qwen2",       "qwen2_moe", "qwen3_moe"};
 }
 
 ArchSpec arch_from_config(const HfConfig& c) {
@@ -228,22 +233,31 @@ ArchSpec arch_from_config(const HfConfig& c) {
   if (type.empty()) {
     auto it = kArchitectureToType.find(arch);
     if (it == kArchitectureToType.end())
-      throw Error(c.path() + ": unknown architecture '" + arch + "' and no model_type; supported: " +
-                  supported_list());
+      throw Error(c.path() + ": unknown architecture '" + arch +
+                  "' and no model_type; supported: " + supported_list());
     type = it->second;
   }
   ArchSpec a;
-  if (type == "mixtral") a = mixtral(c);
-  else if (type == "qwen2_moe") a = qwen2_moe(c);
-  else if (type == "qwen3_moe") a = qwen3_moe(c);
-  else if (type == "olmoe") a = olmoe(c);
-  else if (type == "deepseek_v2") a = deepseek(c, false);
-  else if (type == "deepseek_v3") a = deepseek(c, true);
-  else if (type == "llama" || type == "mistral") a = llama_like(c, false);
-  else if (type == "qwen2") a = llama_like(c, true);
+  if (type == "mixtral")
+    a = mixtral(c);
+  else if (type == "qwen2_moe")
+    a = qwen2_moe(c);
+  else if (type == "qwen3_moe")
+    a = qwen3_moe(c);
+  else if (type == "olmoe")
+    a = olmoe(c);
+  else if (type == "deepseek_v2")
+    a = deepseek(c, false);
+  else if (type == "deepseek_v3")
+    a = deepseek(c, true);
+  else if (type == "llama" || type == "mistral")
+    a = llama_like(c, false);
+  else if (type == "qwen2")
+    a = llama_like(c, true);
   else
     throw Error(c.path() + ": unknown model_type '" + type + "'" +
-                (arch.empty() ? "" : " (architecture " + arch + ")") + "; supported: " + supported_list());
+                (arch.empty() ? "" : " (architecture " + arch + ")") +
+                "; supported: " + supported_list());
   a.model_type = type;
   a.architecture = arch;
   if (a.rope.rotary_dim == 0) a.rope.rotary_dim = a.head_dim;

@@ -65,9 +65,9 @@ struct ArchSpec {
   bool shared_expert_gate = false;  // Qwen2-MoE's sigmoid gate
 
   // Checkpoint names that differ between families.
-  std::string moe_prefix = "mlp";                 // "block_sparse_moe" for Mixtral
+  std::string moe_prefix = "mlp";  // "block_sparse_moe" for Mixtral
   std::string expert_gate = "gate_proj", expert_up = "up_proj", expert_down = "down_proj";
-  std::string shared_prefix = "shared_expert";    // "shared_experts" for DeepSeek
+  std::string shared_prefix = "shared_expert";  // "shared_experts" for DeepSeek
 };
 
 // Reads config.json into an ArchSpec, dispatching on model_type (or, when

@@ -34,7 +34,8 @@ void release_pages(const Tensor& t) {
 
 class Builder {
  public:
-  Builder(const ArchSpec& a, const Checkpoint& c, const BuildOptions& o) : a_(a), ckpt_(c), opt_(o) {}
+  Builder(const ArchSpec& a, const Checkpoint& c, const BuildOptions& o)
+      : a_(a), ckpt_(c), opt_(o) {}
 
   Graph build();
 
@@ -43,8 +44,8 @@ class Builder {
   Tensor fetch(const std::string& name, const Ints& shape) {
     Tensor t = ckpt_.get(name);
     if (t.shape() != shape)
-      throw Error(ckpt_.directory() + ": tensor '" + name + "' (in " + ckpt_.file_of(name) + ") is " +
-                  t.describe() + " but config.json implies shape " + dims_str(shape));
+      throw Error(ckpt_.directory() + ": tensor '" + name + "' (in " + ckpt_.file_of(name) +
+                  ") is " + t.describe() + " but config.json implies shape " + dims_str(shape));
     return t;
   }
   ValueId constant(const std::string& name, const Ints& shape) {
@@ -60,7 +61,8 @@ class Builder {
     Tensor s = fetch(name, scale_shape(out, in));
     if (s.dtype() == DType::f32) return s;
     Tensor f = Tensor::empty(DType::f32, s.shape());
-    for (int64_t i = 0; i < s.numel(); ++i) f.data_as<float>()[i] = static_cast<float>(s.at(static_cast<size_t>(i)));
+    for (int64_t i = 0; i < s.numel(); ++i)
+      f.data_as<float>()[i] = static_cast<float>(s.at(static_cast<size_t>(i)));
     return f;
   }
   LinearWeights linear(const std::string& prefix, int64_t out, int64_t in, bool bias) {
@@ -68,7 +70,8 @@ class Builder {
     Tensor t = fetch(prefix + ".weight", {out, in});
     w.weight = g_.add_constant(prefix + ".weight", t);
     if (t.dtype() == DType::f8_e4m3)
-      w.scale = g_.add_constant(prefix + ".weight_scale_inv", fetch_scale(prefix + ".weight", out, in));
+      w.scale =
+          g_.add_constant(prefix + ".weight_scale_inv", fetch_scale(prefix + ".weight", out, in));
     if (bias) w.bias = constant(prefix + ".bias", {out});
     return w;
   }
@@ -76,7 +79,8 @@ class Builder {
     return g_.add("linear", name, {x, w.weight, w.bias, w.scale}, std::move(attrs));
   }
   // Per-expert [out, in] tensors stacked into [E, out, in], with their scales.
-  LinearWeights stacked(const std::string& layer, const std::string& proj, int64_t out, int64_t in) {
+  LinearWeights stacked(const std::string& layer, const std::string& proj, int64_t out,
+                        int64_t in) {
     const std::string base = layer + a_.moe_prefix + ".experts.";
     auto name = [&](int64_t e) { return base + std::to_string(e) + "." + proj + ".weight"; };
     Tensor first = fetch(name(0), {out, in});
@@ -111,7 +115,8 @@ class Builder {
     } else if (r.scaling == "yarn") {
       at.set("scaling", std::string("yarn"));
       at.set("factor", r.factor);
-      at.set("original_max_position_embeddings", static_cast<int64_t>(r.original_max_position_embeddings));
+      at.set("original_max_position_embeddings",
+             static_cast<int64_t>(r.original_max_position_embeddings));
       at.set("beta_fast", r.beta_fast);
       at.set("beta_slow", r.beta_slow);
       at.set("mscale", r.mscale);
@@ -153,15 +158,19 @@ ValueId Builder::gqa_attention(const std::string& p, ValueId h) {
   ValueId k = apply(attn + "k_proj", h, linear(attn + "k_proj", nkv * hd, a_.hidden, a_.qkv_bias));
   ValueId v = apply(attn + "v_proj", h, linear(attn + "v_proj", nkv * hd, a_.hidden, a_.qkv_bias));
   if (a_.qk_norm == QkNorm::full_width) {
-    q = g_.add("rms_norm", attn + "q_norm", {q, constant(attn + "q_norm.weight", {nh * hd})}, eps(a_.rms_eps));
-    k = g_.add("rms_norm", attn + "k_norm", {k, constant(attn + "k_norm.weight", {nkv * hd})}, eps(a_.rms_eps));
+    q = g_.add("rms_norm", attn + "q_norm", {q, constant(attn + "q_norm.weight", {nh * hd})},
+               eps(a_.rms_eps));
+    k = g_.add("rms_norm", attn + "k_norm", {k, constant(attn + "k_norm.weight", {nkv * hd})},
+               eps(a_.rms_eps));
   }
   q = reshape(attn + "q_heads", q, {0, nh, hd});
   k = reshape(attn + "k_heads", k, {0, nkv, hd});
   v = reshape(attn + "v_heads", v, {0, nkv, hd});
   if (a_.qk_norm == QkNorm::per_head) {
-    q = g_.add("rms_norm", attn + "q_norm", {q, constant(attn + "q_norm.weight", {hd})}, eps(a_.rms_eps));
-    k = g_.add("rms_norm", attn + "k_norm", {k, constant(attn + "k_norm.weight", {hd})}, eps(a_.rms_eps));
+    q = g_.add("rms_norm", attn + "q_norm", {q, constant(attn + "q_norm.weight", {hd})},
+               eps(a_.rms_eps));
+    k = g_.add("rms_norm", attn + "k_norm", {k, constant(attn + "k_norm.weight", {hd})},
+               eps(a_.rms_eps));
   }
   q = g_.add("rope", attn + "q_rope", {q, positions_}, rope_attrs());
   k = g_.add("rope", attn + "k_rope", {k, positions_}, rope_attrs());
@@ -182,22 +191,26 @@ ValueId Builder::mla_attention(const std::string& p, ValueId h) {
   ValueId q;
   if (a_.q_lora_rank > 0) {
     q = apply(attn + "q_a_proj", h, linear(attn + "q_a_proj", a_.q_lora_rank, a_.hidden, false));
-    q = g_.add("rms_norm", attn + "q_a_layernorm", {q, constant(attn + "q_a_layernorm.weight", {a_.q_lora_rank})},
-               eps(1e-6));
+    q = g_.add("rms_norm", attn + "q_a_layernorm",
+               {q, constant(attn + "q_a_layernorm.weight", {a_.q_lora_rank})}, eps(1e-6));
     q = apply(attn + "q_b_proj", q, linear(attn + "q_b_proj", nh * dq, a_.q_lora_rank, false));
   } else {
     q = apply(attn + "q_proj", h, linear(attn + "q_proj", nh * dq, a_.hidden, false));
   }
   q = reshape(attn + "q_heads", q, {0, nh, dq});
   ValueId q_nope = slice(attn + "q_nope", q, 2, 0, dn);
-  ValueId q_pe = g_.add("rope", attn + "q_rope", {slice(attn + "q_pe", q, 2, dn, dr), positions_}, rope_attrs());
-  ValueId c = apply(attn + "kv_a_proj_with_mqa", h, linear(attn + "kv_a_proj_with_mqa", r + dr, a_.hidden, false));
+  ValueId q_pe = g_.add("rope", attn + "q_rope", {slice(attn + "q_pe", q, 2, dn, dr), positions_},
+                        rope_attrs());
+  ValueId c = apply(attn + "kv_a_proj_with_mqa", h,
+                    linear(attn + "kv_a_proj_with_mqa", r + dr, a_.hidden, false));
   ValueId c_kv = slice(attn + "c_kv", c, 1, 0, r);
   ValueId k_pe = reshape(attn + "k_pe_head", slice(attn + "k_pe", c, 1, r, dr), {0, 1, dr});
   k_pe = g_.add("rope", attn + "k_rope", {k_pe, positions_}, rope_attrs());
   k_pe = g_.add("repeat", attn + "k_pe_heads", {k_pe}, {{"axis", int64_t{1}}, {"times", nh}});
-  c_kv = g_.add("rms_norm", attn + "kv_a_layernorm", {c_kv, constant(attn + "kv_a_layernorm.weight", {r})}, eps(1e-6));
-  ValueId kv = apply(attn + "kv_b_proj", c_kv, linear(attn + "kv_b_proj", nh * (dn + dv), r, false));
+  c_kv = g_.add("rms_norm", attn + "kv_a_layernorm",
+                {c_kv, constant(attn + "kv_a_layernorm.weight", {r})}, eps(1e-6));
+  ValueId kv =
+      apply(attn + "kv_b_proj", c_kv, linear(attn + "kv_b_proj", nh * (dn + dv), r, false));
   kv = reshape(attn + "kv_heads", kv, {0, nh, dn + dv});
   ValueId k_nope = slice(attn + "k_nope", kv, 2, 0, dn);
   ValueId v = slice(attn + "v", kv, 2, dn, dv);
@@ -223,20 +236,26 @@ ValueId Builder::moe(const std::string& layer, ValueId h) {
   LinearWeights router = linear(block + "gate", E, H, false);
   ValueId logits = apply(block + "router_logits", h, router, {{"dtype", std::string("f32")}});
   const RouterSpec& rs = a_.router;
-  Attributes ra{{"top_k", rs.top_k},          {"scoring", rs.scoring},
-                {"topk_method", rs.method},   {"n_group", rs.n_group},
-                {"topk_group", rs.topk_group}, {"normalize", int64_t{rs.normalize ? 1 : 0}},
-                {"normalize_eps", rs.normalize_eps}, {"scaling_factor", rs.scaling}};
+  Attributes ra{{"top_k", rs.top_k},
+                {"scoring", rs.scoring},
+                {"topk_method", rs.method},
+                {"n_group", rs.n_group},
+                {"topk_group", rs.topk_group},
+                {"normalize", int64_t{rs.normalize ? 1 : 0}},
+                {"normalize_eps", rs.normalize_eps},
+                {"scaling_factor", rs.scaling}};
   ValueId bias = rs.has_bias ? constant(block + "gate.e_score_correction_bias", {E}) : kNoValue;
   std::vector<ValueId> route = g_.add_node("router", block + "router", {logits, bias}, ra);
-  LinearWeights gate = stacked(layer, a_.expert_gate, I, H), up = stacked(layer, a_.expert_up, I, H),
+  LinearWeights gate = stacked(layer, a_.expert_gate, I, H),
+                up = stacked(layer, a_.expert_up, I, H),
                 down = stacked(layer, a_.expert_down, H, I);
-  std::vector<ValueId> in = {h, route[0], route[1], gate.weight, up.weight, down.weight,
-                             gate.scale, up.scale, down.scale};
+  std::vector<ValueId> in = {h,           route[0],   route[1], gate.weight, up.weight,
+                             down.weight, gate.scale, up.scale, down.scale};
   if (a_.shared_intermediate > 0) {
     const std::string sp = block + a_.shared_prefix + ".";
     const int64_t Is = a_.shared_intermediate;
-    LinearWeights sg = linear(sp + "gate_proj", Is, H, false), su = linear(sp + "up_proj", Is, H, false),
+    LinearWeights sg = linear(sp + "gate_proj", Is, H, false),
+                  su = linear(sp + "up_proj", Is, H, false),
                   sd = linear(sp + "down_proj", H, Is, false);
     in.insert(in.end(), {sg.weight, su.weight, sd.weight, sg.scale, su.scale, sd.scale});
     if (a_.shared_expert_gate) in.push_back(constant(block + "shared_expert_gate.weight", {1, H}));
@@ -259,11 +278,13 @@ Graph Builder::build() {
     x = g_.add("add", p + "attn_residual", {x, attn});
     h = g_.add("rms_norm", p + "post_attention_layernorm",
                {x, constant(p + "post_attention_layernorm.weight", {a_.hidden})}, eps(a_.rms_eps));
-    ValueId ffn = a_.layer_is_moe[static_cast<size_t>(l)] ? moe(p, h)
-                                                          : dense_mlp(p + "mlp.", h, a_.dense_intermediate);
+    ValueId ffn = a_.layer_is_moe[static_cast<size_t>(l)]
+                      ? moe(p, h)
+                      : dense_mlp(p + "mlp.", h, a_.dense_intermediate);
     x = g_.add("add", p + "ffn_residual", {x, ffn});
   }
-  x = g_.add("rms_norm", "model.norm", {x, constant("model.norm.weight", {a_.hidden})}, eps(a_.rms_eps));
+  x = g_.add("rms_norm", "model.norm", {x, constant("model.norm.weight", {a_.hidden})},
+             eps(a_.rms_eps));
   std::string head = "lm_head.weight";
   if (!ckpt_.has(head) && a_.tie_embeddings) head = "model.embed_tokens.weight";
   LinearWeights lm;
@@ -274,7 +295,8 @@ Graph Builder::build() {
 
 }  // namespace
 
-Graph build_decoder(const ArchSpec& arch, const Checkpoint& checkpoint, const BuildOptions& options) {
+Graph build_decoder(const ArchSpec& arch, const Checkpoint& checkpoint,
+                    const BuildOptions& options) {
   check(options.max_context > 0, "build_decoder: max_context must be positive");
   return Builder(arch, checkpoint, options).build();
 }

@@ -18,6 +18,7 @@ struct BuildOptions {
 // Graph inputs: ids i32[T], positions i32[T]; output: logits f32[T, vocab].
 // Missing or wrongly shaped tensors throw moert::Error naming the tensor, the
 // shape expected from config.json and the checkpoint directory.
-Graph build_decoder(const ArchSpec& arch, const Checkpoint& checkpoint, const BuildOptions& options);
+Graph build_decoder(const ArchSpec& arch, const Checkpoint& checkpoint,
+                    const BuildOptions& options);
 
 }  // namespace moert

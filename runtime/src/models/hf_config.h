@@ -12,7 +12,8 @@ namespace moert {
 
 class HfConfig {
  public:
-  HfConfig(nlohmann::json json, std::string path) : json_(std::move(json)), path_(std::move(path)) {}
+  HfConfig(nlohmann::json json, std::string path)
+      : json_(std::move(json)), path_(std::move(path)) {}
   static HfConfig read(const std::string& path);
 
   const std::string& path() const { return path_; }
