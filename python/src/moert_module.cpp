@@ -192,6 +192,18 @@ class PyModel {
     return d;
   }
 
+  py::dict summary() const {
+    const moert::ModelSummary s = handle_->model->summary();
+    py::dict d;
+    d["total_params"] = s.total_params;
+    d["active_params"] = s.active_params;
+    d["weight_bytes"] = s.weight_bytes;
+    d["bytes_per_token"] = s.bytes_per_token;
+    d["kv_bytes_per_token"] = s.kv_bytes_per_token;
+    d["text"] = s.str();
+    return d;
+  }
+
   py::array_t<float> forward(const py::handle& tokens) {
     std::vector<int32_t> ids = token_ids(tokens, handle_->vocab());
     return logits_array(*handle_, ids.size(), [&] { return handle_->model->forward(ids); });
@@ -419,6 +431,10 @@ Args:
 
 Holds one KV-cached sequence: forward, session, generate and stream each
 start a new one.)doc")
+      .def("summary", &PyModel::summary,
+           "What sparsity buys: total and active parameters per decoded token, weight bytes "
+           "stored and read per decoded token, KV-cache bytes per position; 'text' is a "
+           "readable rendering.")
       .def_property_readonly("info", &PyModel::info,
                              R"doc(What was read from config.json, as a dict:
 architecture, model_type, vocab_size, hidden_size, num_layers, num_experts

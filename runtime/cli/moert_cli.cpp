@@ -161,6 +161,7 @@ int info(int argc, char** argv) {
   if (argc >= 1) {
     std::unique_ptr<Model> model = Model::load(argv[0], {});
     print_info(model->info());
+    std::printf("%s", model->summary().str().c_str());
   }
   return 0;
 }

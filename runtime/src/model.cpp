@@ -115,6 +115,61 @@ Tensor Session::append(const std::vector<int32_t>& tokens) {
 
 Tensor Model::forward(const std::vector<int32_t>& tokens) { return session().append(tokens); }
 
+ModelSummary Model::summary() const {
+  ModelSummary s;
+  const bool tied = graph_.find("lm_head.weight") == kNoValue;
+  const double active_experts =
+      info_.num_experts > 0
+          ? static_cast<double>(info_.experts_per_token) / static_cast<double>(info_.num_experts)
+          : 1.0;
+  for (const Value& v : graph_.values()) {
+    if (v.kind == ValueKind::state) {
+      // A KV cache [capacity, heads, dim]: bytes per position.
+      s.kv_bytes_per_token += static_cast<uint64_t>(num_elements(v.shape.static_dims())) *
+                              dtype_size(v.dtype) / static_cast<uint64_t>(v.shape[0].fixed);
+      continue;
+    }
+    if (v.kind != ValueKind::constant) continue;
+    const bool scale = v.name.size() > 10 && v.name.ends_with("_scale_inv");
+    const int64_t n = v.data.numel();
+    const uint64_t bytes = v.data.nbytes();
+    // Experts are stacked [E, out, in] (the builder names them "...experts.*...").
+    double fraction = v.name.find(".experts.*.") != std::string::npos ? active_experts : 1.0;
+    if (v.name == "model.embed_tokens.weight" && !tied)
+      fraction = 1.0 / static_cast<double>(v.data.dim(0));
+    if (!scale) {
+      s.total_params += n;
+      s.active_params += static_cast<int64_t>(static_cast<double>(n) * fraction + 0.5);
+    }
+    s.weight_bytes += bytes;
+    s.bytes_per_token += static_cast<uint64_t>(static_cast<double>(bytes) * fraction + 0.5);
+  }
+  return s;
+}
+
+std::string ModelSummary::str() const {
+  auto millions = [](double v) {
+    char b[64];
+    std::snprintf(b, sizeof b, "%.2f M", v / 1e6);
+    return std::string(b);
+  };
+  auto mb = [](double v) {
+    char b[64];
+    std::snprintf(b, sizeof b, "%.2f MB", v / 1e6);
+    return std::string(b);
+  };
+  char pct[32];
+  std::snprintf(pct, sizeof pct, "%.1f%%",
+                total_params
+                    ? 100.0 * static_cast<double>(active_params) / static_cast<double>(total_params)
+                    : 0.0);
+  return "parameters: " + millions(static_cast<double>(total_params)) + " total, " +
+         millions(static_cast<double>(active_params)) + " active per token (" + pct + ")\n" +
+         "weights: " + mb(static_cast<double>(weight_bytes)) + " stored, " +
+         mb(static_cast<double>(bytes_per_token)) + " read per decoded token\n" +
+         "KV cache: " + std::to_string(kv_bytes_per_token) + " bytes per position\n";
+}
+
 TokenGenerator::TokenGenerator(Model* model, std::vector<int32_t> prompt, GenerateOptions options)
     : model_(model),
       prompt_(std::move(prompt)),

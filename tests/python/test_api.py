@@ -254,3 +254,15 @@ def test_docstrings():
         assert obj.__doc__ and len(obj.__doc__) > 20, obj
     assert "max_new_tokens" in moert.Model.generate.__doc__
     assert "seed" in moert.Model.stream.__doc__
+
+
+def test_summary_counts_active_experts(tmp_path):
+    """Mixtral top-2 of 4 experts: active parameters are below the total, and
+    the stored weight bytes equal the checkpoint's tensor bytes."""
+    d = tmp_path / "mixtral"
+    make_checkpoint.make_checkpoint("mixtral", str(d), dtype="f32", seed=12)
+    s = moert.load(str(d)).summary()
+    assert 0 < s["active_params"] < s["total_params"]
+    assert s["weight_bytes"] == 4 * s["total_params"]
+    assert s["bytes_per_token"] == 4 * s["active_params"]
+    assert "active per token" in s["text"]

@@ -235,3 +235,20 @@ TEST_F(ModelTest, LoadErrorsNameTheProblem) {
     EXPECT_THAT(e.what(), HasSubstr("no-such-device"));
   }
 }
+
+TEST_F(ModelTest, SummaryCountsActiveParametersAndBytes) {
+  auto m = Model::load(dir_.string());
+  moert::ModelSummary s = m->summary();
+  const int64_t hd = kHidden / kHeads;
+  const int64_t per_layer = 2 * kHidden + (kHeads * hd + 2 * kKvHeads * hd) * kHidden +
+                            kHidden * kHeads * hd + 3 * kInter * kHidden;
+  const int64_t total = 2 * kVocab * kHidden + kHidden + kLayers * per_layer;
+  EXPECT_EQ(s.total_params, total);
+  // Dense model: everything is active but the embedding rows not looked up.
+  EXPECT_EQ(s.active_params, total - (kVocab - 1) * kHidden);
+  EXPECT_EQ(s.weight_bytes, static_cast<uint64_t>(total) * 4);
+  EXPECT_EQ(s.bytes_per_token, static_cast<uint64_t>(s.active_params) * 4);
+  // K and V, f32, per layer per position.
+  EXPECT_EQ(s.kv_bytes_per_token, static_cast<uint64_t>(kLayers * 2 * kKvHeads * hd * 4));
+  EXPECT_THAT(s.str(), HasSubstr("active per token"));
+}

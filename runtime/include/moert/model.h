@@ -42,6 +42,16 @@ struct ModelInfo {
   std::string weight_dtype;  // "bf16", or a mix: "fp8 e4m3 61%, bf16 37%, f32 2%"
 };
 
+// What sparsity buys: parameters and bytes touched per decoded token.
+struct ModelSummary {
+  int64_t total_params = 0;      // every weight element (block scales excluded)
+  int64_t active_params = 0;     // per decoded token: all but unchosen experts, one embedding row
+  uint64_t weight_bytes = 0;     // the weights as stored, scales included
+  uint64_t bytes_per_token = 0;  // weight bytes a decode step must read
+  uint64_t kv_bytes_per_token = 0;  // KV cache bytes each position occupies
+  std::string str() const;          // a few readable lines
+};
+
 class Model;
 
 // One sequence with its KV cache.  Only one session of a model is live at a
@@ -102,6 +112,7 @@ class Model {
   static std::unique_ptr<Model> load(const std::string& directory, const LoadOptions& options = {});
 
   const ModelInfo& info() const { return info_; }
+  ModelSummary summary() const;
   const Graph& graph() const { return graph_; }
   Executor& executor() { return *executor_; }
 
