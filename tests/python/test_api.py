@@ -266,3 +266,26 @@ def test_summary_counts_active_experts(tmp_path):
     assert s["weight_bytes"] == 4 * s["total_params"]
     assert s["bytes_per_token"] == 4 * s["active_params"]
     assert "active per token" in s["text"]
+
+
+def test_command_line(tmp_path):
+    """python -m moert: make-test-model, info with the summary, run, and an
+    error message with a non-zero exit."""
+    import subprocess
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    d = tmp_path / "olmoe"
+    def moert_cli(*args):
+        return subprocess.run([sys.executable, "-m", "moert", *args], capture_output=True, text=True,
+                              env=env, timeout=300)
+    r = moert_cli("make-test-model", "olmoe", str(d), "--dtype", "bf16")
+    assert r.returncode == 0, r.stderr
+    r = moert_cli("info", str(d))
+    assert r.returncode == 0, r.stderr
+    assert "reference" in r.stdout and "active per token" in r.stdout
+    r = moert_cli("run", str(d), "--prompt-ids", "1,2,3", "--max-new-tokens", "4")
+    assert r.returncode == 0, r.stderr
+    assert len(r.stdout.splitlines()[0].split()) == 5  # "tokens:" and 4 ids
+    r = moert_cli("run", str(d), "--backend", "no-such-backend")
+    assert r.returncode == 1
+    assert "unknown backend 'no-such-backend'" in r.stderr
