@@ -42,7 +42,11 @@ from ._moert import (  # noqa: E402
     supported_model_types,
 )
 
+from .compare import Report, compare  # noqa: E402
+
 __all__ = [
+    "Report",
+    "compare",
     "Error",
     "Model",
     "Session",

@@ -247,6 +247,25 @@ class PyModel {
 
   std::string placement_report() const { return handle_->model->executor().placement_report(); }
 
+  void to(const std::string& backend, bool strict) {
+    py::gil_scoped_release release;
+    std::lock_guard<std::mutex> lock(handle_->mutex);
+    handle_->model->to(backend, strict);
+  }
+
+  std::string device() const { return handle_->model->device(); }
+
+  py::dict memory() const {
+    const moert::MemoryReport r = handle_->model->executor().memory();
+    py::dict arenas;
+    for (const auto& [device, bytes] : r.arena_bytes) arenas[py::str(device)] = bytes;
+    py::dict d;
+    d["arena_bytes"] = arenas;
+    d["naive_bytes"] = r.naive_bytes;
+    d["state_bytes"] = r.state_bytes;
+    return d;
+  }
+
   std::string repr() const {
     const moert::ModelInfo& i = handle_->model->info();
     return "<moert.Model " + i.architecture + " (" + i.model_type + "), " +
@@ -459,6 +478,19 @@ Returns:
       .def_property_readonly("fallbacks", &PyModel::fallbacks,
                              R"doc(Nodes that run on the reference backend instead of the chosen
 device: a list of dicts {node, op, reason}.)doc")
+      .def(
+          "to",
+          [](py::object self, const std::string& backend, bool strict) {
+            self.cast<PyModel&>().to(backend, strict);
+            return self;
+          },
+          py::arg("backend"), py::arg("strict") = false,
+          "Moves the model to another backend without re-reading the checkpoint and returns "
+          "it. The current sequence ends. On error (moert.Error) the model stays where it was.")
+      .def_property_readonly("device", &PyModel::device, "The device the model runs on.")
+      .def("memory", &PyModel::memory,
+           "Device memory of the last run: arena_bytes per device (activations, after the "
+           "liveness planner), naive_bytes (without reuse) and state_bytes (KV caches).")
       .def("placement_report", &PyModel::placement_report,
            "A readable summary of placement, partitions, fallbacks and memory.")
       .def("__repr__", &PyModel::repr);

@@ -72,6 +72,7 @@ std::unique_ptr<Model> Model::load(const std::string& directory, const LoadOptio
   eo.device = options.device;
   eo.strict = options.strict;
   m->executor_ = std::make_unique<Executor>(m->graph_, eo);
+  m->device_ = options.device;
   ModelInfo& info = m->info_;
   info.architecture = arch.architecture;
   info.model_type = arch.model_type;
@@ -83,6 +84,16 @@ std::unique_ptr<Model> Model::load(const std::string& directory, const LoadOptio
   info.max_context = build.max_context;
   info.weight_dtype = weight_dtype_of(checkpoint);
   return m;
+}
+
+void Model::to(const std::string& device, bool strict) {
+  ExecutorOptions eo;
+  eo.device = device;
+  eo.strict = strict;
+  auto next = std::make_unique<Executor>(graph_, eo);  // throws before anything changes
+  executor_ = std::move(next);
+  device_ = device;
+  ++generation_;  // sessions on the old executor end
 }
 
 Session Model::session() {

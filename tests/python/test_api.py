@@ -289,3 +289,38 @@ def test_command_line(tmp_path):
     r = moert_cli("run", str(d), "--backend", "no-such-backend")
     assert r.returncode == 1
     assert "unknown backend 'no-such-backend'" in r.stderr
+
+
+def test_to_memory_and_compare(tmp_path):
+    """Model.to moves without reloading (same logits; a bad device leaves it
+    in place); memory() reports the planner's arena; compare() gives a row per
+    device that agrees with the reference and a row with the error for an
+    unknown one, printable and JSON-serialisable."""
+    import json
+    d = tmp_path / "mixtral"
+    make_checkpoint.make_checkpoint("mixtral", str(d), dtype="f32", seed=13)
+    model = moert.load(str(d))
+    before = model.forward([5, 6, 7])
+    with pytest.raises(moert.Error, match="unknown backend 'nowhere'"):
+        model.to("nowhere")
+    assert model.device == "reference"
+    assert model.to("reference:0") is model
+    assert np.array_equal(model.forward([5, 6, 7]), before)
+    mem = model.memory()
+    assert mem["arena_bytes"]["reference:0"] > 0
+    assert mem["arena_bytes"]["reference:0"] <= mem["naive_bytes"]
+    assert mem["state_bytes"] > 0
+
+    report = moert.compare(str(d), backends=["reference", "nowhere"], prompt_tokens=6, new_tokens=3,
+                           repeat=1)
+    ok, bad = report.rows
+    assert ok["agrees"] and ok["max_rel_error"] == 0.0
+    assert ok["prefill_tok_s"] > 0 and ok["decode_ms_p50"] > 0 and ok["peak_bytes"] > 0
+    assert "unknown backend 'nowhere'" in bad["error"]
+    text = str(report)
+    assert "prefill tok/s" in text and "failed: unknown backend" in text
+    assert json.loads(report.to_json())["rows"][0]["backend"] == "reference"
+    import importlib.util
+    if importlib.util.find_spec("matplotlib"):  # optional: plot only where installed
+        report.plot(str(tmp_path / "latency.png"))
+        assert (tmp_path / "latency.png").stat().st_size > 0

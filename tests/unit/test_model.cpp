@@ -252,3 +252,22 @@ TEST_F(ModelTest, SummaryCountsActiveParametersAndBytes) {
   EXPECT_EQ(s.kv_bytes_per_token, static_cast<uint64_t>(kLayers * 2 * kKvHeads * hd * 4));
   EXPECT_THAT(s.str(), HasSubstr("active per token"));
 }
+
+TEST_F(ModelTest, ToAnotherDeviceKeepsResultsAndFailsCleanly) {
+  auto m = Model::load(dir_.string());
+  Tensor before = m->forward({3, 1, 4, 1, 5});
+  moert::Session s = m->session();
+  s.append({3});
+  try {
+    m->to("no-such-device");
+    FAIL();
+  } catch (const moert::Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("no-such-device"));
+  }
+  EXPECT_EQ(m->device(), "reference");
+  EXPECT_NO_THROW(s.append({1})) << "a failed move must leave the model and its session usable";
+  m->to("reference:0");
+  EXPECT_EQ(m->device(), "reference:0");
+  EXPECT_THROW(s.append({4}), moert::Error) << "sessions end when the model moves";
+  EXPECT_EQ(m->forward({3, 1, 4, 1, 5}).to_doubles(), before.to_doubles());
+}

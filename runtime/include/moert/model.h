@@ -116,6 +116,12 @@ class Model {
   const Graph& graph() const { return graph_; }
   Executor& executor() { return *executor_; }
 
+  // Moves the model to another device without re-reading the checkpoint (the
+  // weights stay mapped; the new backend prepares them).  The current
+  // sequence ends.  On failure the model stays where it was.
+  void to(const std::string& device, bool strict = false);
+  const std::string& device() const { return device_; }
+
   Session session();
   // Logits of every position of a fresh sequence: [tokens.size(), vocab].
   Tensor forward(const std::vector<int32_t>& tokens);
@@ -132,6 +138,7 @@ class Model {
   ModelInfo info_;
   Graph graph_;
   std::unique_ptr<Executor> executor_;
+  std::string device_;
   uint64_t generation_ = 0;  // bumped by every new session
 };
 
