@@ -3,6 +3,8 @@
     moert info [MODEL]                      backends found, plugins that failed; a model's summary
     moert run MODEL [--backend NAME] [--prompt-ids 1,2,3] [--max-new-tokens N]
                     [--temperature T] [--top-k K] [--top-p P] [--seed S] [--stop IDS]
+    moert bench MODEL [--backend cpu,opencl,cuda] [--prompt-tokens N] [--new-tokens M]
+                      [--repeat R] [--dtype f32] [--json] [--plot FILE.png]
     moert make-test-model ARCH DIR [--dtype f32|bf16|fp8] [--shards N] [--seed S]
 """
 
@@ -65,6 +67,16 @@ def cmd_run(args):
     return 0
 
 
+def cmd_bench(args):
+    backends = [b for b in args.backend.split(",") if b] if args.backend else None
+    report = moert.compare(args.model, backends=backends, prompt_tokens=args.prompt_tokens,
+                           new_tokens=args.new_tokens, repeat=args.repeat, dtype=args.dtype)
+    print(report.to_json(indent=2) if args.json else report)
+    if args.plot:
+        report.plot(args.plot)
+    return 0 if all(r.get("agrees") for r in report.rows) else 1
+
+
 def cmd_make_test_model(args):
     try:
         from moert_reference import make_checkpoint
@@ -98,6 +110,16 @@ def main(argv=None):
     p.add_argument("--max-context", type=int, default=0)
     p.add_argument("--strict", action="store_true")
     p.set_defaults(func=cmd_run)
+    p = sub.add_parser("bench", help="compare latency across backends")
+    p.add_argument("model")
+    p.add_argument("--backend", default="", help="comma-separated devices (default: every available one)")
+    p.add_argument("--prompt-tokens", type=int, default=32)
+    p.add_argument("--new-tokens", type=int, default=16)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--dtype", default="f32")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--plot", default="")
+    p.set_defaults(func=cmd_bench)
     p = sub.add_parser("make-test-model", help="write a tiny random checkpoint in Hugging Face layout")
     p.add_argument("arch")
     p.add_argument("dir")

@@ -286,6 +286,9 @@ def test_command_line(tmp_path):
     r = moert_cli("run", str(d), "--prompt-ids", "1,2,3", "--max-new-tokens", "4")
     assert r.returncode == 0, r.stderr
     assert len(r.stdout.splitlines()[0].split()) == 5  # "tokens:" and 4 ids
+    r = moert_cli("bench", str(d), "--prompt-tokens", "4", "--new-tokens", "2", "--repeat", "1", "--json")
+    assert r.returncode == 0, r.stderr
+    assert '"agrees": true' in r.stdout
     r = moert_cli("run", str(d), "--backend", "no-such-backend")
     assert r.returncode == 1
     assert "unknown backend 'no-such-backend'" in r.stderr
