@@ -70,6 +70,7 @@ struct Executor::Impl {
   ExecutorOptions options;
   Graph graph;  // placed graph
   std::vector<size_t> order;
+  std::vector<ValueId> graph_inputs;  // scanned once, not on every decode step
   std::vector<int> node_slot;
   std::vector<Slot> slots;
   std::vector<Partition> partitions;
@@ -163,6 +164,7 @@ struct Executor::Impl {
     graph = target_is_reference ? source : decompose_unsupported(source, target);
     graph.validate();
     order = graph.topological_order();
+    graph_inputs = graph.inputs();
     node_slot.assign(graph.num_nodes(), 0);
     if (!target_is_reference) {
       std::vector<std::string> reasons;
@@ -369,7 +371,7 @@ struct Executor::Impl {
     check(symbols.tokens() >= 0 && symbols.past() >= 0,
           "negative token count or past length (T=" + std::to_string(symbols.tokens()) +
               ", P=" + std::to_string(symbols.past()) + ")");
-    std::vector<ValueId> input_ids = graph.inputs();
+    const std::vector<ValueId>& input_ids = graph_inputs;
     check(inputs.size() == input_ids.size(), "the graph takes " + std::to_string(input_ids.size()) +
                                                  " inputs, got " + std::to_string(inputs.size()));
     for (size_t i = 0; i < inputs.size(); ++i) {
