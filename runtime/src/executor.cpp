@@ -82,6 +82,8 @@ struct Executor::Impl {
   std::map<std::pair<int64_t, int64_t>, Plan> plans;
   const Plan* last_plan = nullptr;
   int64_t capacity = 0;
+  bool profiling = false;
+  std::vector<NodeTiming> timings;  // of the last profiled run
 
   Impl(BackendRegistry& r, ExecutorOptions o) : registry(r), options(std::move(o)) {}
 
@@ -350,6 +352,17 @@ struct Executor::Impl {
     return plans.emplace(key, std::move(plan)).first->second;
   }
 
+  void poison_arenas(const Plan& plan) {
+    for (size_t s = 0; s < slots.size(); ++s) {
+      if (!slots[s].arena || plan.slot_peak[s] == 0) continue;
+      std::vector<unsigned char> fill(plan.slot_peak[s], 0xFF);
+      moert_error err = new_error();
+      check_status(
+          api(static_cast<int>(s)).buffer_write(slots[s].arena, 0, fill.data(), fill.size(), &err),
+          err, "poisoning the activation arena of " + slots[s].ref.str());
+    }
+  }
+
   void ensure_arenas(const Plan& plan) {
     for (size_t s = 0; s < slots.size(); ++s) {
       Slot& slot = slots[s];
@@ -392,6 +405,8 @@ struct Executor::Impl {
     const Plan& plan = plan_for(symbols);
     ensure_arenas(plan);
     last_plan = &plan;
+    if (options.poison) poison_arenas(plan);
+    if (profiling) timings.clear();
     auto view = [&](size_t instance) {
       return moert_buffer_view{slots[static_cast<size_t>(instances[instance].slot)].arena,
                                plan.offsets[instance]};
@@ -446,9 +461,22 @@ struct Executor::Impl {
       args.num_symbols = symbols.values.size();
       args.views = views.data();
       args.num_views = views.size();
+      std::vector<double> node_seconds;
+      if (profiling) {
+        node_seconds.assign(part.nodes.size(), -1.0);
+        args.node_seconds = node_seconds.data();
+        args.num_node_seconds = node_seconds.size();
+      }
       moert_error err = new_error();
       check_status(api(part.slot).execute(part.exe, &args, &err), err,
                    "running partition " + std::to_string(p) + " on " + slot_name(part.slot));
+      if (profiling) {
+        // A plugin older than ABI 1.1 never reads the member: its nodes keep -1.
+        for (size_t n = 0; n < part.nodes.size(); ++n) {
+          const Node& node = graph.node(part.nodes[n]);
+          timings.push_back({node.name, node.op, slot_name(part.slot), node_seconds[n]});
+        }
+      }
     }
     for (size_t s = 0; s < slots.size(); ++s) {
       moert_error err = new_error();
@@ -489,6 +517,8 @@ const Graph& Executor::placed_graph() const { return impl_->graph; }
 const std::vector<Fallback>& Executor::fallbacks() const { return impl_->fallbacks; }
 const std::vector<PartitionInfo>& Executor::partitions() const { return impl_->partition_infos; }
 int64_t Executor::state_capacity() const { return impl_->capacity; }
+void Executor::set_profiling(bool enabled) { impl_->profiling = enabled; }
+const std::vector<NodeTiming>& Executor::profile() const { return impl_->timings; }
 
 MemoryReport Executor::memory() const {
   MemoryReport r;

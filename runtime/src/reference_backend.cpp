@@ -5,6 +5,7 @@
 // are checked against.
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -201,13 +202,20 @@ moert_status ref_execute(moert_executable exe, const moert_execute_args* args, m
       }
       return v;
     };
+    double* times = nullptr;
+    if (MOERT_ABI_HAS_MEMBER(args, moert_execute_args, num_node_seconds) && args->node_seconds &&
+        args->num_node_seconds >= exe->nodes.size())
+      times = args->node_seconds;
     for (size_t n = 0; n < exe->nodes.size(); ++n) {
+      const auto start = std::chrono::steady_clock::now();
       const Node& node = exe->nodes[n];
       KernelContext ctx{node, {}, {}, symbols};
       for (ValueId in : node.inputs)
         ctx.inputs.push_back(in == kNoValue ? TensorView{} : view_of(in));
       for (ValueId o : node.outputs) ctx.outputs.push_back(view_of(o));
       exe->ops[n]->reference(ctx);
+      if (times)
+        times[n] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     }
     return MOERT_OK;
   } catch (const std::exception& e) {

@@ -80,7 +80,8 @@ void run_binary(const moert::Backend& backend, const char* op, float (*expected)
   moert::check_status(api.prepare(0, &graph, &exe, &err), err, "prepare");
   const int64_t symbols[MOERT_NUM_SYMBOLS] = {tokens, 0};
   const moert_buffer_view views[3] = {{buffer, 0}, {buffer, bytes}, {buffer, 2 * bytes}};
-  moert_execute_args args{sizeof(moert_execute_args), symbols, MOERT_NUM_SYMBOLS, views, 3};
+  moert_execute_args args{
+      sizeof(moert_execute_args), symbols, MOERT_NUM_SYMBOLS, views, 3, nullptr, 0};
   err = make_error();
   moert::check_status(api.execute(exe, &args, &err), err, "execute");
   err = make_error();

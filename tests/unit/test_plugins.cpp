@@ -159,7 +159,8 @@ void check_add_through_abi(const Backend& backend, uint32_t seed) {
 
     const int64_t symbols[MOERT_NUM_SYMBOLS] = {tokens, 0};
     const moert_buffer_view views[3] = {{buffer, off_a}, {buffer, off_b}, {buffer, off_out}};
-    moert_execute_args args{sizeof(moert_execute_args), symbols, MOERT_NUM_SYMBOLS, views, 3};
+    moert_execute_args args{
+        sizeof(moert_execute_args), symbols, MOERT_NUM_SYMBOLS, views, 3, nullptr, 0};
     call("execute", api.execute, exe, static_cast<const moert_execute_args*>(&args));
     call("synchronize", api.synchronize, 0);
     call("read", api.buffer_read, buffer, off_out, static_cast<void*>(out.data()), bytes);
@@ -498,7 +499,8 @@ TEST(PluginAbi, ConstantsAreCopiedAtPrepare) {
        uint64_t{96});
   const int64_t symbols[MOERT_NUM_SYMBOLS] = {0, 0};
   const moert_buffer_view views[3] = {{in, 0}, {nullptr, 0}, {out, 0}};
-  moert_execute_args args{sizeof(moert_execute_args), symbols, MOERT_NUM_SYMBOLS, views, 3};
+  moert_execute_args args{
+      sizeof(moert_execute_args), symbols, MOERT_NUM_SYMBOLS, views, 3, nullptr, 0};
   call("execute", api.execute, exe, static_cast<const moert_execute_args*>(&args));
   call("synchronize", api.synchronize, 0);
   std::vector<float> result(24);

@@ -36,7 +36,7 @@ extern "C" {
 #endif
 
 #define MOERT_ABI_MAJOR 1
-#define MOERT_ABI_MINOR 0
+#define MOERT_ABI_MINOR 1
 
 /* The symbol every plugin exports (see moert_backend_entry_fn). */
 #define MOERT_BACKEND_ENTRY_SYMBOL "moert_backend_entry"
@@ -215,6 +215,13 @@ typedef struct moert_execute_args {
    * NULL buffer (the executable owns its constants). */
   const moert_buffer_view* views;
   size_t num_views;
+  /* Since 1.1, optional (may be NULL): per-node profiling.  When set, the
+   * plugin finishes each node before starting the next and writes its wall
+   * time in seconds to node_seconds[i] (i indexes the prepared graph's nodes).
+   * A plugin that does not profile leaves the array untouched, so the caller
+   * fills it with a negative value first. */
+  double* node_seconds;
+  size_t num_node_seconds;
 } moert_execute_args;
 
 /* The function table a plugin returns.  Members may be appended in later

@@ -28,6 +28,18 @@ struct ExecutorOptions {
   std::string device = "reference";  // "cpu", "cuda:1", "opencl", "reference"
   bool strict = false;               // a fallback to the reference backend is an error
   bool decompose = true;             // try an op's decomposition before falling back
+  // Fill every activation arena with 0xFF bytes (NaN in every float dtype,
+  // -1 in the integer ones) before each run, so an element a kernel forgets
+  // to write shows up.  For tests; costs a write of the arena per run.
+  bool poison = false;
+};
+
+// The time one node took in the last profiled run.
+struct NodeTiming {
+  std::string node;
+  std::string op;
+  std::string device;
+  double seconds = 0;  // negative when the backend does not time nodes
 };
 
 struct Fallback {
@@ -73,6 +85,12 @@ class Executor {
   const std::vector<PartitionInfo>& partitions() const;
   MemoryReport memory() const;
   std::string placement_report() const;  // readable summary of the above
+
+  // Per-node timing: while enabled, each run asks the backends to time every
+  // node (they then finish one node before starting the next, so a run is a
+  // little slower) and profile() returns the last run's times in run order.
+  void set_profiling(bool enabled);
+  const std::vector<NodeTiming>& profile() const;
 
   // Largest P + T the state values allow (their first dimension); 0 if none.
   int64_t state_capacity() const;
