@@ -188,3 +188,36 @@ TEST(Executor, InvalidGraphIsRejected) {
   g.mark_output(static_cast<moert::ValueId>(g.num_values() - 1));
   EXPECT_THAT(error_of([&] { Executor exe(g); }), HasSubstr("node 'broken' (silu)"));
 }
+
+TEST(Executor, ProfileTimesEveryNodeOfTheLastRun) {
+  std::mt19937 rng(7);
+  MlpGraph m(rng, 2);
+  Executor exe(m.g);
+  Tensor x = random_tensor(DType::f32, {9, 16}, rng);
+  exe.run({x}, SymbolValues::of(9));
+  EXPECT_TRUE(exe.profile().empty());  // off by default
+  exe.set_profiling(true);
+  exe.run({x}, SymbolValues::of(9));
+  const std::vector<moert::NodeTiming>& p = exe.profile();
+  ASSERT_EQ(p.size(), exe.placed_graph().num_nodes());
+  EXPECT_EQ(p[0].node, "l0.up");
+  EXPECT_EQ(p[0].op, "linear");
+  EXPECT_EQ(p[0].device, "reference:0");
+  for (const moert::NodeTiming& t : p) EXPECT_GE(t.seconds, 0.0) << t.node;
+  // The next run replaces the table rather than appending to it.
+  exe.run({x}, SymbolValues::of(9));
+  EXPECT_EQ(exe.profile().size(), p.size());
+}
+
+TEST(Executor, PoisonedArenaGivesTheSameResults) {
+  std::mt19937 rng(8);
+  MlpGraph m(rng, 2);
+  moert::ExecutorOptions o;
+  o.poison = true;
+  Executor poisoned(m.g, o);
+  Executor plain(m.g);
+  Tensor x = random_tensor(DType::f32, {4, 16}, rng);
+  const Tensor a = poisoned.run({x}, SymbolValues::of(4))[0];
+  const Tensor b = plain.run({x}, SymbolValues::of(4))[0];
+  EXPECT_EQ(max_rel_error(a.to_doubles(), b.to_doubles()), 0.0);
+}
