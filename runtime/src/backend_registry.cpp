@@ -305,7 +305,10 @@ Backend* BackendRegistry::load_plugin(const std::string& path) {
   };
 
   dlerror();  // clear any stale message
-  void* library = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+  // RTLD_NODELETE: a plugin's runtime libraries (OpenMP, oneDNN, an OpenCL
+  // driver) may keep worker threads alive past shutdown(); unmapping their
+  // code under those threads at exit would crash the process.
+  void* library = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
   if (library == nullptr) {
     const char* why = dlerror();
     return fail(std::string("dlopen failed: ") + (why ? why : "unknown error"));
