@@ -1,6 +1,10 @@
 // moert: the command-line front end.
 //
-//   moert info [MODEL_DIR]          backends found (and plugins that failed), a model's summary
+//   moert info [MODEL_DIR] [--no-roofline]
+//                                   backends found (and plugins that failed), a model's summary
+//                                   with the host CPU's decode roofline (weight bytes per token
+//                                   / measured read bandwidth; --no-roofline skips the ~1 s
+//                                   measurement)
 //   moert run MODEL_DIR [options]   prefill a prompt, decode, print tokens and timings
 //
 // run options: --backend NAME (default reference)  --prompt-ids 1,2,3  --max-new-tokens N
@@ -17,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "moert/bandwidth.h"
 #include "moert/error.h"
 #include "moert/model.h"
 
@@ -157,11 +162,33 @@ int run(int argc, char** argv) {
 }
 
 int info(int argc, char** argv) {
+  std::string model_dir;
+  bool roofline = true;
+  for (int i = 0; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--no-roofline") == 0)
+      roofline = false;
+    else if (argv[i][0] == '-' || !model_dir.empty())
+      throw Error(std::string("info: unexpected argument '") + argv[i] + "'");
+    else
+      model_dir = argv[i];
+  }
   std::printf("%s", BackendRegistry::global().describe().c_str());
-  if (argc >= 1) {
-    std::unique_ptr<Model> model = Model::load(argv[0], {});
+  if (!model_dir.empty()) {
+    std::unique_ptr<Model> model = Model::load(model_dir, {});
     print_info(model->info());
-    std::printf("%s", model->summary().str().c_str());
+    const ModelSummary summary = model->summary();
+    std::printf("%s", summary.str().c_str());
+    if (roofline) {
+      // A decode step reads its weights at least once: bytes per token over
+      // the host's read bandwidth bounds the CPU's time per token from below.
+      const double bw = measure_read_bandwidth().bytes_per_second;
+      const double seconds = bw > 0 ? static_cast<double>(summary.bytes_per_token) / bw : 0.0;
+      std::printf(
+          "decode roofline (host CPU): %.2f MB per token / %.1f GB/s measured read bandwidth = "
+          "%.4f ms/token (at most %.0f tok/s)\n",
+          static_cast<double>(summary.bytes_per_token) / 1e6, bw / 1e9, seconds * 1e3,
+          seconds > 0 ? 1.0 / seconds : 0.0);
+    }
   }
   return 0;
 }
@@ -171,7 +198,8 @@ int info(int argc, char** argv) {
 int main(int argc, char** argv) {
   if (argc < 2 || (std::strcmp(argv[1], "run") != 0 && std::strcmp(argv[1], "info") != 0)) {
     std::fprintf(stderr,
-                 "usage: moert info [MODEL_DIR]\n       moert run MODEL_DIR [--backend NAME] "
+                 "usage: moert info [MODEL_DIR] [--no-roofline]\n       moert run MODEL_DIR "
+                 "[--backend NAME] "
                  "[--prompt-ids 1,2,3] [--max-new-tokens N] [--temperature T] [--top-k K]\n"
                  "                 [--top-p P] [--seed S] [--stop IDS] [--dtype f32|bf16|f16] "
                  "[--max-context N] [--strict] [--logits-out FILE.npy]\n");

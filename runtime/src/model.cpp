@@ -1,12 +1,16 @@
 #include "moert/model.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <vector>
 
 #include "models/architecture.h"
 #include "models/decoder_builder.h"
+#include "models/random_weights.h"
 #include "moert/error.h"
 #include "moert/safetensors.h"
 
@@ -21,6 +25,8 @@ Tensor ints(const std::vector<int32_t>& v) {
 }
 
 // "bf16", or the mix by share of bytes: "fp8 e4m3 61%, bf16 37%, f32 2%".
+std::string dtype_mix(const std::map<DType, uint64_t>& bytes, uint64_t total);
+
 std::string weight_dtype_of(const Checkpoint& c) {
   std::map<DType, uint64_t> bytes;
   uint64_t total = 0;
@@ -29,6 +35,22 @@ std::string weight_dtype_of(const Checkpoint& c) {
     bytes[e.dtype] += e.end - e.begin;
     total += e.end - e.begin;
   }
+  return dtype_mix(bytes, total);
+}
+
+// The same for the constants of a graph (weights built in memory).
+std::string weight_dtype_of(const Graph& g) {
+  std::map<DType, uint64_t> bytes;
+  uint64_t total = 0;
+  for (const Value& v : g.values())
+    if (v.kind == ValueKind::constant) {
+      bytes[v.data.dtype()] += v.data.nbytes();
+      total += v.data.nbytes();
+    }
+  return dtype_mix(bytes, total);
+}
+
+std::string dtype_mix(const std::map<DType, uint64_t>& bytes, uint64_t total) {
   std::vector<std::pair<uint64_t, DType>> order;
   for (const auto& [d, b] : bytes) order.emplace_back(b, d);
   std::sort(order.rbegin(), order.rend());
@@ -43,6 +65,58 @@ std::string weight_dtype_of(const Checkpoint& c) {
     out += (out.empty() ? "" : ", ") + name(d) + " " + std::to_string(pct) + "%";
   }
   return out;
+}
+
+// Bytes of every constant (the weights) of a graph.
+uint64_t constant_bytes(const Graph& g) {
+  uint64_t n = 0;
+  for (const Value& v : g.values())
+    if (v.kind == ValueKind::constant) n += v.data.nbytes();
+  return n;
+}
+
+// Touches every page of the checkpoint's tensors, file by file in offset
+// order, so that the disk reads happen here, sequentially and measured,
+// instead of spread over the build.  Skipped (nothing reported) when the
+// checkpoint exceeds half of the physical memory: the build would then find
+// the first pages evicted again.
+void page_in(const Checkpoint& c, const LoadProgress& progress) {
+  std::vector<std::vector<const SafetensorsEntry*>> order;  // per file, by offset
+  uint64_t total = 0;
+  for (const auto& file : c.files()) {
+    std::vector<const SafetensorsEntry*>& entries = order.emplace_back();
+    for (const auto& [name, e] : file->entries()) {
+      entries.push_back(&e);
+      total += e.end - e.begin;
+    }
+    std::sort(
+        entries.begin(), entries.end(),
+        [](const SafetensorsEntry* a, const SafetensorsEntry* b) { return a->begin < b->begin; });
+  }
+  const long pages = sysconf(_SC_PHYS_PAGES);
+  const long page_size = sysconf(_SC_PAGESIZE);
+  if (pages > 0 && page_size > 0 &&
+      total > static_cast<uint64_t>(pages) * static_cast<uint64_t>(page_size) / 2)
+    return;
+  const uint64_t stride = page_size > 0 ? static_cast<uint64_t>(page_size) : 4096;
+  const uint64_t step = std::max<uint64_t>(total / 256, 1);  // at most ~256 reports
+  uint64_t done = 0, reported = 0;
+  progress("read", 0, total);
+  for (size_t f = 0; f < order.size(); ++f) {
+    for (const SafetensorsEntry* e : order[f]) {
+      const Tensor t = c.files()[f]->tensor(e->name);
+      // Volatile reads: performed although their values are not used.
+      const auto* p = static_cast<const volatile unsigned char*>(t.data());
+      const uint64_t n = e->end - e->begin;
+      for (uint64_t off = 0; off < n; off += stride) (void)p[off];
+      done += n;
+      if (done - reported >= step && done < total) {
+        progress("read", done, total);
+        reported = done;
+      }
+    }
+  }
+  progress("read", total, total);
 }
 
 }  // namespace
@@ -66,12 +140,21 @@ std::unique_ptr<Model> Model::load(const std::string& directory, const LoadOptio
         "max_context " + std::to_string(options.max_context) + " exceeds max_position_embeddings " +
             std::to_string(arch.max_position_embeddings) + " of " + config.path());
 
+  const LoadProgress& progress = options.progress;
+  const uint64_t checkpoint_bytes = checkpoint.total_bytes();
+  if (progress) page_in(checkpoint, progress);
+
   std::unique_ptr<Model> m(new Model());
+  if (progress) progress("build", 0, checkpoint_bytes);
   m->graph_ = build_decoder(arch, checkpoint, build);
+  if (progress) progress("build", checkpoint_bytes, checkpoint_bytes);
   ExecutorOptions eo;
   eo.device = options.device;
   eo.strict = options.strict;
+  const uint64_t weights = progress ? constant_bytes(m->graph_) : 0;
+  if (progress) progress("prepare", 0, weights);
   m->executor_ = std::make_unique<Executor>(m->graph_, eo);
+  if (progress) progress("prepare", weights, weights);
   m->device_ = options.device;
   ModelInfo& info = m->info_;
   info.architecture = arch.architecture;
@@ -86,11 +169,70 @@ std::unique_ptr<Model> Model::load(const std::string& directory, const LoadOptio
   return m;
 }
 
-void Model::to(const std::string& device, bool strict) {
+std::unique_ptr<Model> Model::random(const std::string& config_json, const RandomWeights& weights,
+                                     const LoadOptions& options) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(config_json);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(weights.name + ": invalid JSON: " + e.what());
+  }
+  check(j.is_object(), weights.name + ": the config must be a JSON object");
+  HfConfig config(std::move(j), weights.name);
+  ArchSpec arch = arch_from_config(config);
+  check_sizes(config, arch);
+  check(
+      options.dtype == DType::f32 || options.dtype == DType::bf16 || options.dtype == DType::f16,
+      "load option dtype must be f32, bf16 or f16, got " + std::string(dtype_name(options.dtype)));
+  BuildOptions build;
+  build.activation_dtype = options.dtype;
+  build.max_context = options.max_context > 0
+                          ? options.max_context
+                          : std::min<int64_t>(arch.max_position_embeddings, 4096);
+  check(options.max_context <= 0 || options.max_context <= arch.max_position_embeddings ||
+            arch.rope.scaling != "none",
+        "max_context " + std::to_string(options.max_context) + " exceeds max_position_embeddings " +
+            std::to_string(arch.max_position_embeddings) + " of " + weights.name);
+
+  const LoadProgress& progress = options.progress;
+  std::unique_ptr<Model> m(new Model());
+  {
+    // The builder takes uninitialised tensors; generate() then fills them all at once.
+    RandomWeightSource source(arch, weights);
+    m->graph_ = build_decoder(arch, source, build);
+    std::function<void(uint64_t, uint64_t)> report;
+    if (progress) report = [&](uint64_t done, uint64_t total) { progress("build", done, total); };
+    source.generate(report);
+  }
+  ExecutorOptions eo;
+  eo.device = options.device;
+  eo.strict = options.strict;
+  const uint64_t bytes = constant_bytes(m->graph_);
+  if (progress) progress("prepare", 0, bytes);
+  m->executor_ = std::make_unique<Executor>(m->graph_, eo);
+  if (progress) progress("prepare", bytes, bytes);
+  m->device_ = options.device;
+  ModelInfo& info = m->info_;
+  info.architecture = arch.architecture;
+  info.model_type = arch.model_type;
+  info.vocab_size = arch.vocab;
+  info.hidden_size = arch.hidden;
+  info.num_layers = arch.layers;
+  info.num_experts = arch.experts;
+  info.experts_per_token = arch.experts > 0 ? arch.router.top_k : 0;
+  info.max_context = build.max_context;
+  info.weight_dtype = weight_dtype_of(m->graph_);
+  return m;
+}
+
+void Model::to(const std::string& device, bool strict, const LoadProgress& progress) {
   ExecutorOptions eo;
   eo.device = device;
   eo.strict = strict;
+  const uint64_t weights = progress ? constant_bytes(graph_) : 0;
+  if (progress) progress("prepare", 0, weights);
   auto next = std::make_unique<Executor>(graph_, eo);  // throws before anything changes
+  if (progress) progress("prepare", weights, weights);
   executor_ = std::move(next);
   device_ = device;
   ++generation_;  // sessions on the old executor end

@@ -20,6 +20,15 @@
 
 namespace moert {
 
+// Progress of Model::load and Model::to, stage by stage; done and total count
+// bytes of weights, and each stage reports done from 0 up to total:
+//   "read"     paging the checkpoint's tensors in, file by file (load only; skipped
+//              when the checkpoint exceeds half of the physical memory)
+//   "build"    building the graph with the weights (experts stacked)
+//   "prepare"  preparing the graph and its weights on the device
+// An exception thrown by the callback aborts the load (or the move) and propagates.
+using LoadProgress = std::function<void(const std::string& stage, uint64_t done, uint64_t total)>;
+
 struct LoadOptions {
   std::string device = "reference";
   // Activation dtype; weights stay as stored (bf16 stays bf16, fp8 stays fp8).
@@ -27,6 +36,27 @@ struct LoadOptions {
   // KV cache positions; 0 = min(max_position_embeddings, 4096).
   int64_t max_context = 0;
   bool strict = false;  // a fallback to the reference backend is an error
+  // Called while loading (see LoadProgress); with a callback the weights are
+  // read up front, so that the disk reads show as the "read" stage.
+  LoadProgress progress;
+};
+
+// Random weights for Model::random: every matrix, router and bias drawn
+// from N(0, std²) (approximately: a bounded, Irwin–Hall shaped draw), norm
+// weights 1.0.  The values depend only on the seed and each tensor's name, so
+// one seed gives the same model on any thread count, and its f32, bf16, f16
+// and fp8 variants are roundings of the same numbers.
+struct RandomWeights {
+  // Storage: "f32", "bf16" or "f16" for every tensor; "fp8": linear weights
+  // inside decoder layers (attention, dense MLP, experts) f8_e4m3 with f32
+  // 128x128 block scales, the rest bf16, as DeepSeek-V3 stores them.
+  // DeepSeek-V3's e_score_correction_bias is f32 in every mode.
+  std::string dtype = "bf16";
+  uint64_t seed = 0;
+  double std = 0.02;
+  // Names the config in error messages and ModelInfo ("bench-moe-s", a path).
+  std::string name = "config";
+  int threads = 0;  // generation threads; 0 = the hardware concurrency
 };
 
 // What the architecture builder read from config.json.
@@ -110,6 +140,15 @@ class Model {
   // file, tensor or parameter at fault (unknown architectures list the
   // supported ones).
   static std::unique_ptr<Model> load(const std::string& directory, const LoadOptions& options = {});
+  // A model with random weights, built from the body of a Hugging Face
+  // config.json (`config_json`, e.g. an entry of bench/models.json) without
+  // any file: the weights are generated in memory, once, in parallel.  The
+  // same architectures as load(); options as for load() (progress sees
+  // "build", counting the bytes generated, and "prepare").  Throws
+  // moert::Error naming weights.name and the config field at fault.
+  static std::unique_ptr<Model> random(const std::string& config_json,
+                                       const RandomWeights& weights = {},
+                                       const LoadOptions& options = {});
 
   const ModelInfo& info() const { return info_; }
   ModelSummary summary() const;
@@ -118,8 +157,9 @@ class Model {
 
   // Moves the model to another device without re-reading the checkpoint (the
   // weights stay mapped; the new backend prepares them).  The current
-  // sequence ends.  On failure the model stays where it was.
-  void to(const std::string& device, bool strict = false);
+  // sequence ends.  On failure the model stays where it was.  `progress`
+  // (optional) sees the "prepare" stage.
+  void to(const std::string& device, bool strict = false, const LoadProgress& progress = nullptr);
   const std::string& device() const { return device_; }
 
   Session session();

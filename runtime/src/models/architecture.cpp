@@ -1,5 +1,6 @@
 #include "architecture.h"
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 
@@ -218,6 +219,54 @@ ArchSpec deepseek(const HfConfig& c, bool v3) {
 }
 
 }  // namespace
+
+void check_sizes(const HfConfig& c, const ArchSpec& a) {
+  auto positive = [&](int64_t v, const std::string& key) {
+    if (v <= 0) c.fail(key, "must be positive, got " + std::to_string(v));
+  };
+  const bool deepseek = a.mla;
+  const bool any_moe =
+      std::find(a.layer_is_moe.begin(), a.layer_is_moe.end(), true) != a.layer_is_moe.end();
+  const bool any_dense =
+      std::find(a.layer_is_moe.begin(), a.layer_is_moe.end(), false) != a.layer_is_moe.end();
+  positive(a.max_position_embeddings, "max_position_embeddings");
+  if (a.mla) {
+    positive(a.kv_lora_rank, "kv_lora_rank");
+    positive(a.qk_nope_dim, "qk_nope_head_dim");
+    positive(a.qk_rope_dim, "qk_rope_head_dim");
+    positive(a.v_head_dim, "v_head_dim");
+    if (a.q_lora_rank < 0) c.fail("q_lora_rank", "must be null, 0 or positive");
+  } else {
+    positive(a.head_dim, c.has("head_dim") ? "head_dim" : "hidden_size / num_attention_heads");
+  }
+  if (a.rope.rotary_dim % 2 != 0)
+    c.fail(a.mla ? "qk_rope_head_dim" : "head_dim",
+           "must be even (RoPE rotates pairs), got " + std::to_string(a.rope.rotary_dim));
+  if (any_dense) positive(a.dense_intermediate, "intermediate_size");
+  if (any_moe) {
+    const std::string experts_key = a.model_type == "mixtral" ? "num_local_experts"
+                                    : deepseek                ? "n_routed_experts"
+                                                              : "num_experts";
+    positive(a.experts, experts_key);
+    positive(a.expert_intermediate, a.model_type == "mixtral" || a.model_type == "olmoe"
+                                        ? "intermediate_size"
+                                        : "moe_intermediate_size");
+    if (a.router.top_k < 1 || a.router.top_k > a.experts)
+      c.fail("num_experts_per_tok", "must be in [1, " + std::to_string(a.experts) + "], got " +
+                                        std::to_string(a.router.top_k));
+    if (a.router.method != "greedy") {
+      if (a.router.n_group < 1 || a.experts % a.router.n_group != 0)
+        c.fail("n_group", "must divide the " + std::to_string(a.experts) + " experts, got " +
+                              std::to_string(a.router.n_group));
+      if (a.router.topk_group < 1 || a.router.topk_group > a.router.n_group)
+        c.fail("topk_group", "must be in [1, n_group = " + std::to_string(a.router.n_group) +
+                                 "], got " + std::to_string(a.router.topk_group));
+    }
+    if (a.shared_intermediate < 0)
+      c.fail(deepseek ? "n_shared_experts" : "shared_expert_intermediate_size",
+             "must not be negative");
+  }
+}
 
 std::vector<std::string> supported_model_types() {
   return {"deepseek_v2", "deepseek_v3", "llama",     "mistral",  "mixtral",

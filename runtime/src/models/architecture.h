@@ -75,4 +75,11 @@ struct ArchSpec {
 // listing the supported model types for an unknown one.
 ArchSpec arch_from_config(const HfConfig& config);
 
+// Checks that every size an ArchSpec takes from config.json gives tensors of
+// positive dimensions (and routing that can pick its experts), throwing
+// moert::Error naming the file and key otherwise.  A checkpoint's shapes are
+// checked against the config tensor by tensor; a model built from the config
+// alone (random weights) needs this instead.
+void check_sizes(const HfConfig& config, const ArchSpec& arch);
+
 }  // namespace moert

@@ -1,10 +1,5 @@
 #include "decoder_builder.h"
 
-#include <sys/mman.h>
-#include <unistd.h>
-
-#include <cstring>
-
 #include "moert/error.h"
 
 namespace moert {
@@ -20,59 +15,24 @@ struct LinearWeights {
   ValueId bias = kNoValue;
 };
 
-// Gives back the pages of a mapped tensor once its bytes have been copied
-// elsewhere, so that stacking experts does not hold the model twice in
-// memory.  The mapping is private and read-only: the pages are re-read from
-// the file if ever touched again.
-void release_pages(const Tensor& t) {
-  static const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
-  uintptr_t begin = reinterpret_cast<uintptr_t>(t.data());
-  uintptr_t end = begin + t.nbytes();
-  uintptr_t first = (begin + page - 1) / page * page, last = end / page * page;
-  if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
-}
-
 class Builder {
  public:
-  Builder(const ArchSpec& a, const Checkpoint& c, const BuildOptions& o)
-      : a_(a), ckpt_(c), opt_(o) {}
+  Builder(const ArchSpec& a, WeightSource& w, const BuildOptions& o) : a_(a), src_(w), opt_(o) {}
 
   Graph build();
 
  private:
-  // Checkpoint tensor `name` with the shape config.json implies.
-  Tensor fetch(const std::string& name, const Ints& shape) {
-    Tensor t = ckpt_.get(name);
-    if (t.shape() != shape)
-      throw Error(ckpt_.directory() + ": tensor '" + name + "' (in " + ckpt_.file_of(name) +
-                  ") is " + t.describe() + " but config.json implies shape " + dims_str(shape));
-    return t;
+  // Weight `name` with the shape config.json implies, as a graph constant.
+  ValueId constant(const std::string& name, const Ints& shape, WeightRole role) {
+    return g_.add_constant(name, src_.tensor(name, shape, role));
   }
-  ValueId constant(const std::string& name, const Ints& shape) {
-    return g_.add_constant(name, fetch(name, shape));
-  }
-  static Ints scale_shape(int64_t out, int64_t in) { return {(out + 127) / 128, (in + 127) / 128}; }
-  // An fp8 weight's *_scale_inv, as f32.
-  Tensor fetch_scale(const std::string& weight_name, int64_t out, int64_t in) {
-    std::string name = weight_name + "_scale_inv";
-    if (!ckpt_.has(name))
-      throw Error(ckpt_.directory() + ": tensor '" + weight_name +
-                  "' is F8_E4M3 but its block scale '" + name + "' is missing");
-    Tensor s = fetch(name, scale_shape(out, in));
-    if (s.dtype() == DType::f32) return s;
-    Tensor f = Tensor::empty(DType::f32, s.shape());
-    for (int64_t i = 0; i < s.numel(); ++i)
-      f.data_as<float>()[i] = static_cast<float>(s.at(static_cast<size_t>(i)));
-    return f;
-  }
-  LinearWeights linear(const std::string& prefix, int64_t out, int64_t in, bool bias) {
+  LinearWeights linear(const std::string& prefix, int64_t out, int64_t in, bool bias,
+                       WeightRole role = WeightRole::linear) {
     LinearWeights w;
-    Tensor t = fetch(prefix + ".weight", {out, in});
-    w.weight = g_.add_constant(prefix + ".weight", t);
-    if (t.dtype() == DType::f8_e4m3)
-      w.scale =
-          g_.add_constant(prefix + ".weight_scale_inv", fetch_scale(prefix + ".weight", out, in));
-    if (bias) w.bias = constant(prefix + ".bias", {out});
+    LinearTensor t = src_.linear(prefix + ".weight", out, in, role);
+    w.weight = g_.add_constant(prefix + ".weight", t.weight);
+    if (t.scale.defined()) w.scale = g_.add_constant(prefix + ".weight_scale_inv", t.scale);
+    if (bias) w.bias = constant(prefix + ".bias", {out}, WeightRole::bias);
     return w;
   }
   ValueId apply(const std::string& name, ValueId x, const LinearWeights& w, Attributes attrs = {}) {
@@ -82,27 +42,14 @@ class Builder {
   LinearWeights stacked(const std::string& layer, const std::string& proj, int64_t out,
                         int64_t in) {
     const std::string base = layer + a_.moe_prefix + ".experts.";
-    auto name = [&](int64_t e) { return base + std::to_string(e) + "." + proj + ".weight"; };
-    Tensor first = fetch(name(0), {out, in});
-    Tensor all = Tensor::empty(first.dtype(), {a_.experts, out, in});
-    Tensor scales;
-    const bool fp8 = first.dtype() == DType::f8_e4m3;
-    if (fp8) scales = Tensor::empty(DType::f32, {a_.experts, (out + 127) / 128, (in + 127) / 128});
-    for (int64_t e = 0; e < a_.experts; ++e) {
-      Tensor t = fetch(name(e), {out, in});
-      if (t.dtype() != first.dtype())
-        throw Error(ckpt_.directory() + ": tensor '" + name(e) + "' is " + t.describe() +
-                    " but expert 0 is " + std::string(dtype_name(first.dtype())));
-      std::memcpy(static_cast<char*>(all.data()) + e * first.nbytes(), t.data(), t.nbytes());
-      release_pages(t);
-      if (fp8) {
-        Tensor s = fetch_scale(name(e), out, in);
-        std::memcpy(static_cast<char*>(scales.data()) + e * s.nbytes(), s.data(), s.nbytes());
-      }
-    }
+    std::vector<std::string> names;
+    for (int64_t e = 0; e < a_.experts; ++e)
+      names.push_back(base + std::to_string(e) + "." + proj + ".weight");
+    LinearTensor t = src_.stacked(names, out, in);
     LinearWeights w;
-    w.weight = g_.add_constant(base + "*." + proj + ".weight", all);
-    if (fp8) w.scale = g_.add_constant(base + "*." + proj + ".weight_scale_inv", scales);
+    w.weight = g_.add_constant(base + "*." + proj + ".weight", t.weight);
+    if (t.scale.defined())
+      w.scale = g_.add_constant(base + "*." + proj + ".weight_scale_inv", t.scale);
     return w;
   }
 
@@ -145,7 +92,7 @@ class Builder {
   ValueId moe(const std::string& layer, ValueId h);
 
   const ArchSpec& a_;
-  const Checkpoint& ckpt_;
+  WeightSource& src_;
   const BuildOptions& opt_;
   Graph g_;
   ValueId positions_ = kNoValue;
@@ -158,19 +105,20 @@ ValueId Builder::gqa_attention(const std::string& p, ValueId h) {
   ValueId k = apply(attn + "k_proj", h, linear(attn + "k_proj", nkv * hd, a_.hidden, a_.qkv_bias));
   ValueId v = apply(attn + "v_proj", h, linear(attn + "v_proj", nkv * hd, a_.hidden, a_.qkv_bias));
   if (a_.qk_norm == QkNorm::full_width) {
-    q = g_.add("rms_norm", attn + "q_norm", {q, constant(attn + "q_norm.weight", {nh * hd})},
-               eps(a_.rms_eps));
-    k = g_.add("rms_norm", attn + "k_norm", {k, constant(attn + "k_norm.weight", {nkv * hd})},
+    q = g_.add("rms_norm", attn + "q_norm",
+               {q, constant(attn + "q_norm.weight", {nh * hd}, WeightRole::norm)}, eps(a_.rms_eps));
+    k = g_.add("rms_norm", attn + "k_norm",
+               {k, constant(attn + "k_norm.weight", {nkv * hd}, WeightRole::norm)},
                eps(a_.rms_eps));
   }
   q = reshape(attn + "q_heads", q, {0, nh, hd});
   k = reshape(attn + "k_heads", k, {0, nkv, hd});
   v = reshape(attn + "v_heads", v, {0, nkv, hd});
   if (a_.qk_norm == QkNorm::per_head) {
-    q = g_.add("rms_norm", attn + "q_norm", {q, constant(attn + "q_norm.weight", {hd})},
-               eps(a_.rms_eps));
-    k = g_.add("rms_norm", attn + "k_norm", {k, constant(attn + "k_norm.weight", {hd})},
-               eps(a_.rms_eps));
+    q = g_.add("rms_norm", attn + "q_norm",
+               {q, constant(attn + "q_norm.weight", {hd}, WeightRole::norm)}, eps(a_.rms_eps));
+    k = g_.add("rms_norm", attn + "k_norm",
+               {k, constant(attn + "k_norm.weight", {hd}, WeightRole::norm)}, eps(a_.rms_eps));
   }
   q = g_.add("rope", attn + "q_rope", {q, positions_}, rope_attrs());
   k = g_.add("rope", attn + "k_rope", {k, positions_}, rope_attrs());
@@ -192,7 +140,8 @@ ValueId Builder::mla_attention(const std::string& p, ValueId h) {
   if (a_.q_lora_rank > 0) {
     q = apply(attn + "q_a_proj", h, linear(attn + "q_a_proj", a_.q_lora_rank, a_.hidden, false));
     q = g_.add("rms_norm", attn + "q_a_layernorm",
-               {q, constant(attn + "q_a_layernorm.weight", {a_.q_lora_rank})}, eps(1e-6));
+               {q, constant(attn + "q_a_layernorm.weight", {a_.q_lora_rank}, WeightRole::norm)},
+               eps(1e-6));
     q = apply(attn + "q_b_proj", q, linear(attn + "q_b_proj", nh * dq, a_.q_lora_rank, false));
   } else {
     q = apply(attn + "q_proj", h, linear(attn + "q_proj", nh * dq, a_.hidden, false));
@@ -208,7 +157,7 @@ ValueId Builder::mla_attention(const std::string& p, ValueId h) {
   k_pe = g_.add("rope", attn + "k_rope", {k_pe, positions_}, rope_attrs());
   k_pe = g_.add("repeat", attn + "k_pe_heads", {k_pe}, {{"axis", int64_t{1}}, {"times", nh}});
   c_kv = g_.add("rms_norm", attn + "kv_a_layernorm",
-                {c_kv, constant(attn + "kv_a_layernorm.weight", {r})}, eps(1e-6));
+                {c_kv, constant(attn + "kv_a_layernorm.weight", {r}, WeightRole::norm)}, eps(1e-6));
   ValueId kv =
       apply(attn + "kv_b_proj", c_kv, linear(attn + "kv_b_proj", nh * (dn + dv), r, false));
   kv = reshape(attn + "kv_heads", kv, {0, nh, dn + dv});
@@ -233,7 +182,7 @@ ValueId Builder::dense_mlp(const std::string& p, ValueId h, int64_t inter) {
 ValueId Builder::moe(const std::string& layer, ValueId h) {
   const int64_t E = a_.experts, I = a_.expert_intermediate, H = a_.hidden;
   const std::string block = layer + a_.moe_prefix + ".";
-  LinearWeights router = linear(block + "gate", E, H, false);
+  LinearWeights router = linear(block + "gate", E, H, false, WeightRole::router);
   ValueId logits = apply(block + "router_logits", h, router, {{"dtype", std::string("f32")}});
   const RouterSpec& rs = a_.router;
   Attributes ra{{"top_k", rs.top_k},
@@ -244,7 +193,9 @@ ValueId Builder::moe(const std::string& layer, ValueId h) {
                 {"normalize", int64_t{rs.normalize ? 1 : 0}},
                 {"normalize_eps", rs.normalize_eps},
                 {"scaling_factor", rs.scaling}};
-  ValueId bias = rs.has_bias ? constant(block + "gate.e_score_correction_bias", {E}) : kNoValue;
+  ValueId bias = rs.has_bias
+                     ? constant(block + "gate.e_score_correction_bias", {E}, WeightRole::score_bias)
+                     : kNoValue;
   std::vector<ValueId> route = g_.add_node("router", block + "router", {logits, bias}, ra);
   LinearWeights gate = stacked(layer, a_.expert_gate, I, H),
                 up = stacked(layer, a_.expert_up, I, H),
@@ -258,7 +209,8 @@ ValueId Builder::moe(const std::string& layer, ValueId h) {
                   su = linear(sp + "up_proj", Is, H, false),
                   sd = linear(sp + "down_proj", H, Is, false);
     in.insert(in.end(), {sg.weight, su.weight, sd.weight, sg.scale, su.scale, sd.scale});
-    if (a_.shared_expert_gate) in.push_back(constant(block + "shared_expert_gate.weight", {1, H}));
+    if (a_.shared_expert_gate)
+      in.push_back(constant(block + "shared_expert_gate.weight", {1, H}, WeightRole::router));
   }
   while (!in.empty() && in.back() == kNoValue) in.pop_back();
   return g_.add("moe", block + "moe", in);
@@ -268,37 +220,46 @@ Graph Builder::build() {
   const std::string act(dtype_name(opt_.activation_dtype));
   ValueId ids = g_.add_input("ids", DType::i32, Shape{Dim::tokens()});
   positions_ = g_.add_input("positions", DType::i32, Shape{Dim::tokens()});
-  ValueId embed = constant("model.embed_tokens.weight", {a_.vocab, a_.hidden});
+  ValueId embed =
+      constant("model.embed_tokens.weight", {a_.vocab, a_.hidden}, WeightRole::embedding);
   ValueId x = g_.add("embedding", "model.embed_tokens", {embed, ids}, {{"dtype", act}});
   for (int64_t l = 0; l < a_.layers; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
     ValueId h = g_.add("rms_norm", p + "input_layernorm",
-                       {x, constant(p + "input_layernorm.weight", {a_.hidden})}, eps(a_.rms_eps));
+                       {x, constant(p + "input_layernorm.weight", {a_.hidden}, WeightRole::norm)},
+                       eps(a_.rms_eps));
     ValueId attn = a_.mla ? mla_attention(p, h) : gqa_attention(p, h);
     x = g_.add("add", p + "attn_residual", {x, attn});
     h = g_.add("rms_norm", p + "post_attention_layernorm",
-               {x, constant(p + "post_attention_layernorm.weight", {a_.hidden})}, eps(a_.rms_eps));
+               {x, constant(p + "post_attention_layernorm.weight", {a_.hidden}, WeightRole::norm)},
+               eps(a_.rms_eps));
     ValueId ffn = a_.layer_is_moe[static_cast<size_t>(l)]
                       ? moe(p, h)
                       : dense_mlp(p + "mlp.", h, a_.dense_intermediate);
     x = g_.add("add", p + "ffn_residual", {x, ffn});
   }
-  x = g_.add("rms_norm", "model.norm", {x, constant("model.norm.weight", {a_.hidden})},
-             eps(a_.rms_eps));
+  x = g_.add("rms_norm", "model.norm",
+             {x, constant("model.norm.weight", {a_.hidden}, WeightRole::norm)}, eps(a_.rms_eps));
   std::string head = "lm_head.weight";
-  if (!ckpt_.has(head) && a_.tie_embeddings) head = "model.embed_tokens.weight";
+  if (!src_.has(head) && a_.tie_embeddings) head = "model.embed_tokens.weight";
   LinearWeights lm;
-  lm.weight = head == "lm_head.weight" ? constant(head, {a_.vocab, a_.hidden}) : embed;
+  lm.weight =
+      head == "lm_head.weight" ? constant(head, {a_.vocab, a_.hidden}, WeightRole::lm_head) : embed;
   g_.mark_output(apply("lm_head", x, lm, {{"dtype", std::string("f32")}}));
   return std::move(g_);
 }
 
 }  // namespace
 
+Graph build_decoder(const ArchSpec& arch, WeightSource& weights, const BuildOptions& options) {
+  check(options.max_context > 0, "build_decoder: max_context must be positive");
+  return Builder(arch, weights, options).build();
+}
+
 Graph build_decoder(const ArchSpec& arch, const Checkpoint& checkpoint,
                     const BuildOptions& options) {
-  check(options.max_context > 0, "build_decoder: max_context must be positive");
-  return Builder(arch, checkpoint, options).build();
+  CheckpointWeights weights(checkpoint);
+  return build_decoder(arch, weights, options);
 }
 
 }  // namespace moert

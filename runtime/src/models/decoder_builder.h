@@ -1,5 +1,5 @@
 // Builds the moert graph of a Hugging Face decoder (any ArchSpec) with the
-// checkpoint's weights as constants.
+// weights of a checkpoint, or of any other WeightSource, as constants.
 #pragma once
 
 #include <string>
@@ -7,6 +7,7 @@
 #include "architecture.h"
 #include "moert/graph.h"
 #include "moert/safetensors.h"
+#include "weight_source.h"
 
 namespace moert {
 
@@ -20,5 +21,7 @@ struct BuildOptions {
 // shape expected from config.json and the checkpoint directory.
 Graph build_decoder(const ArchSpec& arch, const Checkpoint& checkpoint,
                     const BuildOptions& options);
+// The same graph with the weights `weights` gives (see weight_source.h).
+Graph build_decoder(const ArchSpec& arch, WeightSource& weights, const BuildOptions& options);
 
 }  // namespace moert
