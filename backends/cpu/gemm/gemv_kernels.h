@@ -1,0 +1,31 @@
+// The GEMV engine's per-instruction-set kernels (gemv_avx512.cpp and
+// gemv_portable.cpp), called by the scheduler in gemv.cpp.  Both read x in a
+// prepared layout: `m` rows of gemv_x_stride(K) floats, zero past K, which
+// lets a kernel's last, partial chunk of a row multiply the zero-filled tail
+// of a masked weight load by zeros.
+#pragma once
+
+#include <cstdint>
+
+#include "weight.h"
+
+namespace moert::cpu::gemm::detail {
+
+// Floats between prepared rows of x: K rounded up to a whole 32-wide chunk.
+inline int64_t gemv_x_stride(int64_t k) { return (k + 31) / 32 * 32; }
+
+// Copies x [m, K] (rows `ldx` apart) into the prepared layout for `w`.
+void gemv_prepare_x_avx512(const WeightMatrix& w, const float* x, int64_t ldx, int64_t m,
+                           float* xp);
+void gemv_prepare_x_portable(const WeightMatrix& w, const float* x, int64_t ldx, int64_t m,
+                             float* xp);
+
+// Rows [n0, n1) of y[m, N] = x · W^T from the prepared x.  `tmp` holds
+// m * gemv_x_stride(K) floats of this thread's own (x scaled by an fp8 block
+// row's scales).  Never throws.
+void gemv_rows_avx512(const WeightMatrix& w, const float* xp, int64_t m, int64_t n0, int64_t n1,
+                      float* y, int64_t ldy, float* tmp);
+void gemv_rows_portable(const WeightMatrix& w, const float* xp, int64_t m, int64_t n0, int64_t n1,
+                        float* y, int64_t ldy, float* tmp);
+
+}  // namespace moert::cpu::gemm::detail

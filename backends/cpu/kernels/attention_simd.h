@@ -1,0 +1,54 @@
+// Row helpers shared by the attention-family kernels (attention,
+// masked_softmax, rope, rms_norm): dtype widening to f32 and rounding back,
+// row max, exp-and-sum, scaling, rotary pairs.  Each has an AVX-512 body (chosen at run
+// time when the processor has AVX-512 F/BW/VL/DQ, F16C and FMA) and a
+// portable one; both round exactly as convert.h does.  MOERT_CPU_NO_AVX512=1
+// forces the portable bodies, to test them on an AVX-512 machine.
+#pragma once
+
+#include <cstdint>
+
+#include "kernel.h"
+
+// The target of the hand-vectorised bodies; the library itself is built for
+// baseline x86-64.
+#if defined(__x86_64__) && defined(__GNUC__)
+#define MOERT_ATTN_X86 1
+#define MOERT_ATTN_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,f16c,fma")))
+#else
+#define MOERT_ATTN_X86 0
+#define MOERT_ATTN_AVX512
+#endif
+
+namespace moert::cpu::attn {
+
+// True when the AVX-512 bodies run on this processor.
+bool use_avx512();
+
+// n elements of `src` (any float dtype) from element `offset` on, as f32.
+void widen(moert_dtype t, const void* src, int64_t offset, int64_t n, float* dst);
+// n f32 values rounded into `dst` (any float dtype) from element `offset` on.
+void narrow(const float* src, int64_t n, moert_dtype t, void* dst, int64_t offset);
+// n elements from `src` (dtype `from`) to `dst` (dtype `to`), element
+// offsets given; one rounding (through f32, which holds every source exactly).
+void convert(moert_dtype from, const void* src, int64_t src_offset, moert_dtype to, void* dst,
+             int64_t dst_offset, int64_t n);
+
+// The largest of x[0..n) (-inf for n = 0); NaN entries are skipped.
+float max_of(const float* x, int64_t n);
+// x[i] = exp(x[i] - m) in place; returns the sum of the results.
+float exp_sum(float* x, int64_t n, float m);
+// x[i] *= s.
+void scale(float* x, int64_t n, float s);
+// The sum of x[i]^2.
+float sum_squares(const float* x, int64_t n);
+// y[i] = x[i] * s * w[i].
+void scale_mul(const float* x, float s, const float* w, float* y, int64_t n);
+
+// Rotary embedding of one token's heads in place: x holds `heads` rows of
+// `dim` features; pair j (j < half) of each row is (j, j + half), or (2j,
+// 2j + 1) when `interleaved`, and becomes (u c_j - v s_j, v c_j + u s_j).
+void rotate_pairs(float* x, int64_t heads, int64_t dim, int64_t half, bool interleaved,
+                  const float* c, const float* s);
+
+}  // namespace moert::cpu::attn
