@@ -1,0 +1,145 @@
+// Attention over a KV cache: writing new rows into a cache (any float dtype,
+// f8_e4m3 included) and a fused causal GQA attention with sliding window and
+// sinks and an online softmax, computed in f32 with one rounding of the
+// output.  Two kernels:
+//  - attention: one work-group per (query, head), keys in tiles of
+//    MOERT_ROW_WG work-items (GPU style; any dtypes, read by run-time code);
+//  - attention_cpu: one work-item per (head, query) walking its keys with
+//    vector dot products (CPU style), for K and V of the dtypes KT and VT
+//    given at build time (-DKT=, -DVT=, moert_dtype codes).
+
+// cache[past + r, :] = x[r, :] for the n = T * row elements of x, rounded
+// to the cache's dtype.
+kernel void cache_write(global const uchar* x, ulong xo, int xdt, global uchar* cache, ulong co,
+                        int cdt, ulong first, ulong n) {
+  const ulong i = get_global_id(0);
+  if (i >= n) return;
+  store_f(cache + co, first + i, cdt, load_f(x + xo, i, xdt));
+}
+
+// The most output features one work-item accumulates: dv <= ATT_ACC * MOERT_ROW_WG.
+#define ATT_ACC 8
+
+// out[i, h, :] = sum_j P[h, i, j] V[j, g, :] with P the masked softmax of
+// scale * q[i, h, :] . K[j, g, :] over keys j in [lo, hi] (query position
+// past + i), g = h / (nh / nkv), plus exp(sink[h]) in the denominator.
+kernel void attention(global const uchar* q, ulong qo, int qdt, global const uchar* k, ulong ko,
+                      int kdt, global const uchar* v, ulong vo, int vdt, global const uchar* sinks,
+                      ulong so, int sdt, int has_sinks, global uchar* out, ulong oo, int odt,
+                      int nh, int nkv, int dk, int dv, long past, long len, float scale,
+                      int causal, long window, local float* qs) {
+  local float probs[MOERT_ROW_WG];
+  local float scratch[MOERT_ROW_WG];
+  const int lid = get_local_id(0), wg = get_local_size(0);
+  const long i = get_group_id(0) / nh;
+  const int h = get_group_id(0) % nh;
+  const int g = h / (nh / nkv);
+  const long p = past + i;
+  const long hi = causal ? min(p, len - 1) : len - 1;
+  const long lo = window > 0 ? max(p - window + 1, 0L) : 0L;
+  for (int c = lid; c < dk; c += wg) qs[c] = load_f(q + qo, (ulong)((i * nh + h) * dk + c), qdt);
+  barrier(CLK_LOCAL_MEM_FENCE);
+
+  float m = -INFINITY, l = 0.0f;
+  if (has_sinks) {
+    m = load_f(sinks + so, h, sdt);
+    l = 1.0f;  // exp(sink - m)
+  }
+  float acc[ATT_ACC];
+  for (int r = 0; r < ATT_ACC; ++r) acc[r] = 0.0f;
+  global const uchar* kp = k + ko;
+  global const uchar* vp = v + vo;
+  for (long j0 = lo; j0 <= hi; j0 += wg) {
+    const long j = j0 + lid;
+    float s = -INFINITY;
+    if (j <= hi) {
+      const ulong row = (ulong)((j * nkv + g) * dk);
+      float dot = 0.0f;
+      for (int c = 0; c < dk; ++c) dot = fma(qs[c], load_f(kp, row + c, kdt), dot);
+      s = scale * dot;
+    }
+    const float m_new = fmax(m, wg_max(s, scratch));
+    const float corr = m == -INFINITY ? 0.0f : exp(m - m_new);
+    const float pj = j <= hi ? exp(s - m_new) : 0.0f;
+    probs[lid] = pj;
+    l = l * corr + wg_sum(pj, scratch);  // its barriers also publish probs
+    const int count = (int)min((long)wg, hi - j0 + 1);
+    for (int r = 0; r < ATT_ACC; ++r) {
+      const int c = lid + r * wg;
+      if (c >= dv) break;
+      float a = acc[r] * corr;
+      for (int jj = 0; jj < count; ++jj)
+        a = fma(probs[jj], load_f(vp, (ulong)(((j0 + jj) * nkv + g) * dv + c), vdt), a);
+      acc[r] = a;
+    }
+    m = m_new;
+    barrier(CLK_LOCAL_MEM_FENCE);
+  }
+  for (int r = 0; r < ATT_ACC; ++r) {
+    const int c = lid + r * wg;
+    if (c >= dv) break;
+    store_f(out + oo, (ulong)((i * nh + h) * dv + c), odt, l > 0.0f ? acc[r] / l : 0.0f);
+  }
+}
+
+#ifndef KT
+#define KT DT_F32
+#endif
+#ifndef VT
+#define VT DT_F32
+#endif
+// The largest head size attention_cpu takes (the host checks).
+#define ATT_MAX_D 576
+
+kernel void attention_cpu(global const uchar* q, ulong qo, int qdt, global const uchar* k,
+                          ulong ko, global const uchar* v, ulong vo, global const uchar* sinks,
+                          ulong so, int sdt, int has_sinks, global uchar* out, ulong oo, int odt,
+                          int nh, int nkv, int dk, int dv, long past, long len, float scale,
+                          int causal, long window) {
+  const int h = get_global_id(0);
+  const long i = get_global_id(1);
+  if (h >= nh) return;
+  const int g = h / (nh / nkv);
+  const long p = past + i;
+  const long hi = causal ? min(p, len - 1) : len - 1;
+  const long lo = window > 0 ? max(p - window + 1, 0L) : 0L;
+  float qs[ATT_MAX_D], acc[ATT_MAX_D];
+  for (int c = 0; c < dk; ++c) qs[c] = scale * load_f(q + qo, (ulong)((i * nh + h) * dk + c), qdt);
+  for (int c = 0; c < dv; ++c) acc[c] = 0.0f;
+  float m = -INFINITY, l = 0.0f;
+  if (has_sinks) {
+    m = load_f(sinks + so, h, sdt);
+    l = 1.0f;  // exp(sink - m)
+  }
+  global const STORAGE(KT)* kb = CAT(STORAGE(KT), k, ko) + (ulong)g * dk;
+  global const STORAGE(VT)* vb = CAT(STORAGE(VT), v, vo) + (ulong)g * dv;
+  for (long j = lo; j <= hi; ++j) {
+    global const STORAGE(KT)* kr = kb + (ulong)j * nkv * dk;
+    global const STORAGE(VT)* vr = vb + (ulong)j * nkv * dv;
+    float16 d16 = 0.0f;
+    int c = 0;
+    for (; c + 16 <= dk; c += 16) d16 = fma(vload16(0, qs + c), LOAD16(KT, kr + c), d16);
+    float s = hsum16(d16);
+    for (; c < dk; ++c) s = fma(qs[c], LOAD1(KT, kr + c), s);
+    // Online softmax: a new maximum rescales what was accumulated.
+    float w = 1.0f;
+    if (s > m) {
+      const float corr = exp(m - s);
+      l *= corr;
+      c = 0;
+      for (; c + 16 <= dv; c += 16) vstore16(vload16(0, acc + c) * corr, 0, acc + c);
+      for (; c < dv; ++c) acc[c] *= corr;
+      m = s;
+    } else {
+      w = exp(s - m);
+    }
+    l += w;
+    c = 0;
+    for (; c + 16 <= dv; c += 16)
+      vstore16(fma((float16)(w), LOAD16(VT, vr + c), vload16(0, acc + c)), 0, acc + c);
+    for (; c < dv; ++c) acc[c] = fma(w, LOAD1(VT, vr + c), acc[c]);
+  }
+  const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+  for (int c = 0; c < dv; ++c)
+    store_f(out + oo, (ulong)((i * nh + h) * dv + c), odt, acc[c] * inv);
+}

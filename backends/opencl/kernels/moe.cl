@@ -1,0 +1,233 @@
+// Routed SwiGLU experts with an optional shared expert (weights.cl is
+// prepended; a program is built per weight dtype WT).  Per token and chosen
+// expert, the GEMV kernels read only the rows of the experts the token
+// chose, with the expert ids read on the device (no host round trip):
+//   moe_gate_up: h[t, j, :] = silu(gate_e x_t) * (up_e x_t), e = ids[t, j]
+//   moe_down:    out[t, :] = sum_j w[t, j] down_e h[t, j, :] (+ an f32
+//                addend, the routed part when the shared expert follows)
+// The shared expert runs through the same kernels as one fixed expert with
+// weight g_t (moe_shared_gate: sigmoid(x_t . gate), or 1).  Every work-item
+// computes four output rows.
+
+// Rows r0..r0+3 (clamped to `rows`) of matrix `e` of a stacked [E, rows,
+// cols] weight, and their block-scale rows ([E, srows, scols] f32).
+#define EXPERT_ROWS(W, S, prefix)                                                              \
+  global const wtype* prefix##w = CAT(wtype, W, W##o) + (ulong)e * rows * cols;                \
+  const int prefix##r1 = min(r0 + 1, rows - 1), prefix##r2 = min(r0 + 2, rows - 1),            \
+            prefix##r3 = min(r0 + 3, rows - 1);                                                \
+  global const float* prefix##s = CAT(float, S, S##o) + (ulong)e * srows * scols;
+
+// e = ids[t, j] (or `fixed` >= 0).  An id outside [0, E) records t * k + j
+// in error slot `slot` and zeroes h[t, j, :].
+kernel void moe_gate_up(global const uchar* xb, ulong xo, global const uchar* ids, ulong io,
+                        int ids64, int fixed, global const uchar* g, ulong go,
+                        global const uchar* u, ulong uo, global const uchar* gs, ulong gso,
+                        global const uchar* us, ulong uso, global float* h, int tokens, int k,
+                        int E, int rows, int cols, int b0, int b1, int srows, int scols,
+                        global int* errors, int slot) {
+  const int r0 = get_global_id(0) * 4;
+  const int tj = get_global_id(1);
+  if (r0 >= rows || tj >= tokens * k) return;
+  const long e = fixed >= 0 ? fixed : load_id(ids + io, tj, ids64);
+  global float* hrow = h + (ulong)tj * rows;
+  if (e < 0 || e >= E) {
+    if (r0 == 0) report_error(errors, slot, tj);
+    for (int r = r0; r < min(r0 + 4, rows); ++r) hrow[r] = 0.0f;
+    return;
+  }
+  global const float* x = CAT(float, xb, xo) + (ulong)(tj / k) * cols;
+  EXPERT_ROWS(g, gs, g_)
+  EXPERT_ROWS(u, us, u_)
+  const float4 gv =
+      dot4(g_w + (ulong)r0 * cols, g_w + (ulong)g_r1 * cols, g_w + (ulong)g_r2 * cols,
+           g_w + (ulong)g_r3 * cols, g_s + (r0 / b0) * scols, g_s + (g_r1 / b0) * scols,
+           g_s + (g_r2 / b0) * scols, g_s + (g_r3 / b0) * scols, x, cols, b1);
+  const float4 uv =
+      dot4(u_w + (ulong)r0 * cols, u_w + (ulong)u_r1 * cols, u_w + (ulong)u_r2 * cols,
+           u_w + (ulong)u_r3 * cols, u_s + (r0 / b0) * scols, u_s + (u_r1 / b0) * scols,
+           u_s + (u_r2 / b0) * scols, u_s + (u_r3 / b0) * scols, x, cols, b1);
+  const float4 act = gv / (1.0f + exp(-gv)) * uv;
+  hrow[r0] = act.s0;
+  if (r0 + 1 < rows) hrow[r0 + 1] = act.s1;
+  if (r0 + 2 < rows) hrow[r0 + 2] = act.s2;
+  if (r0 + 3 < rows) hrow[r0 + 3] = act.s3;
+}
+
+// out[t, r] = addend[t, r] + sum over the `slots` slots j of
+// weight(t, j) * (down_e[r] . h[t, j, :]); weight(t, j) is the routing
+// weight, or for a fixed expert gates[t] (or 1).  Bad ids were reported by
+// moe_gate_up and are skipped here.
+kernel void moe_down(global const float* h, int slots, int fixed, global const uchar* ids,
+                     ulong io, int ids64, global const uchar* wts, ulong wto, int wdt,
+                     global const float* gates, int has_gates, global const uchar* d, ulong dof,
+                     global const uchar* ds, ulong dso, global const float* addend,
+                     int has_addend, global uchar* out, ulong oo, int odt, int tokens, int E,
+                     int rows, int cols, int b0, int b1, int srows, int scols) {
+  const int r0 = get_global_id(0) * 4;
+  const int t = get_global_id(1);
+  if (r0 >= rows || t >= tokens) return;
+  float4 total = 0.0f;
+  for (int j = 0; j < slots; ++j) {
+    const ulong tj = (ulong)t * slots + j;
+    const long e = fixed >= 0 ? fixed : load_id(ids + io, tj, ids64);
+    if (e < 0 || e >= E) continue;
+    const float w = fixed >= 0 ? (has_gates ? gates[t] : 1.0f) : load_f(wts + wto, tj, wdt);
+    global const wtype* dw = CAT(wtype, d, dof) + (ulong)e * rows * cols;
+    global const float* dsc = CAT(float, ds, dso) + (ulong)e * srows * scols;
+    const int r1 = min(r0 + 1, rows - 1), r2 = min(r0 + 2, rows - 1), r3 = min(r0 + 3, rows - 1);
+    const float4 v = dot4(dw + (ulong)r0 * cols, dw + (ulong)r1 * cols, dw + (ulong)r2 * cols,
+                          dw + (ulong)r3 * cols, dsc + (r0 / b0) * scols, dsc + (r1 / b0) * scols,
+                          dsc + (r2 / b0) * scols, dsc + (r3 / b0) * scols, h + tj * cols, cols,
+                          b1);
+    total = fma((float4)(w), v, total);
+  }
+  const ulong at = (ulong)t * rows + r0;
+  for (int r = 0; r < 4 && r0 + r < rows; ++r) {
+    float v = r == 0 ? total.s0 : r == 1 ? total.s1 : r == 2 ? total.s2 : total.s3;
+    if (has_addend) v += addend[at + r];
+    store_f(out + oo, at + r, odt, v);
+  }
+}
+
+// gates[t] = sigmoid(x[t, :] . gate[0, :]).
+kernel void moe_shared_gate(global const uchar* xb, ulong xo, global const uchar* g, ulong go,
+                            int gdt, global float* gates, int tokens, int hidden) {
+  const int t = get_global_id(0);
+  if (t >= tokens) return;
+  global const float* x = CAT(float, xb, xo) + (ulong)t * hidden;
+  float z = 0.0f;
+  for (int c = 0; c < hidden; ++c) z = fma(x[c], load_f(g + go, c, gdt), z);
+  gates[t] = 1.0f / (1.0f + exp(-z));
+}
+
+// ---------------------------------------------------------------------------
+// Grouped by expert, for many tokens (CPU style): the (token, slot) pairs,
+// "pairs" q = t * k + j, are sorted by expert into rows of 32-row panels,
+// every panel holding rows of one expert (an expert's rows are padded to
+// whole panels), so that each expert runs as one GEMM over only its tokens
+// with the micro-kernel of weights.cl.  `route` holds, as ints:
+//   counts[E] | first_panel[E] | panel_expert[P] | row_pair[32 P] | pair_row[T k]
+// with P = ceil(T k / 32) + E, the most panels any routing needs; an unused
+// panel has expert -1, a padding row pair -1, a pair with a bad id row -1.
+// The order of pairs within an expert is the token order, so results do
+// not depend on scheduling.
+
+#define ROUTE_FIRST(route, E) ((route) + (E))
+#define ROUTE_PANEL_EXPERT(route, E) ((route) + 2 * (E))
+#define ROUTE_ROW_PAIR(route, E, P) ((route) + 2 * (E) + (P))
+#define ROUTE_PAIR_ROW(route, E, P) ((route) + 2 * (E) + 33 * (P))
+
+// counts[e]: one work-item per expert.
+kernel void moe_count(global const uchar* ids, ulong io, int ids64, int pairs, int E,
+                      global int* route) {
+  const int e = get_global_id(0);
+  if (e >= E) return;
+  int c = 0;
+  for (int q = 0; q < pairs; ++q) c += load_id(ids + io, q, ids64) == e;
+  route[e] = c;
+}
+
+// first_panel and panel_expert, and the check of every id (the first bad
+// pair goes to error slot `slot`): one work-item.
+kernel void moe_panels(global const uchar* ids, ulong io, int ids64, int pairs, int E, int P,
+                       global int* route, global int* errors, int slot) {
+  if (get_global_id(0) != 0) return;
+  global int* first = ROUTE_FIRST(route, E);
+  global int* panel_expert = ROUTE_PANEL_EXPERT(route, E);
+  int p = 0;
+  for (int e = 0; e < E; ++e) {
+    first[e] = p;
+    for (int n = (route[e] + 31) / 32; n > 0; --n) panel_expert[p++] = e;
+  }
+  for (; p < P; ++p) panel_expert[p] = -1;
+  for (int q = 0; q < pairs; ++q) {
+    const long e = load_id(ids + io, q, ids64);
+    if (e < 0 || e >= E) {
+      report_error(errors, slot, q);
+      break;
+    }
+  }
+}
+
+// row_pair and pair_row: one work-item per expert, taking its pairs in order.
+kernel void moe_fill(global const uchar* ids, ulong io, int ids64, int pairs, int E, int P,
+                     global int* route) {
+  const int e = get_global_id(0);
+  if (e >= E) return;
+  global int* row_pair = ROUTE_ROW_PAIR(route, E, P);
+  global int* pair_row = ROUTE_PAIR_ROW(route, E, P);
+  int row = ROUTE_FIRST(route, E)[e] * 32;
+  for (int q = 0; q < pairs; ++q) {
+    const long id = load_id(ids + io, q, ids64);
+    if (id == e) {
+      row_pair[row] = q;
+      pair_row[q] = row++;
+    } else if (e == 0 && (id < 0 || id >= E)) {
+      pair_row[q] = -1;
+    }
+  }
+  for (const int end = (row + 31) / 32 * 32; row < end; ++row) row_pair[row] = -1;
+}
+
+// xp[p][c][mm] = x[token of row 32 p + mm][c], 0 on padding rows; one
+// work-item per element of the P panels (unused panels are left alone).
+kernel void moe_pack(global const uchar* xb, ulong xo, global const int* route, int E, int P,
+                     int k, int cols, global float* xp) {
+  const ulong i = get_global_id(0);
+  if (i >= (ulong)P * 32 * cols) return;
+  const int mm = i % 32;
+  const int c = (i / 32) % cols;
+  const int p = i / 32 / cols;
+  if (ROUTE_PANEL_EXPERT(route, E)[p] < 0) return;
+  const int q = ROUTE_ROW_PAIR(route, E, P)[p * 32 + mm];
+  xp[i] = q >= 0 ? CAT(float, xb, xo)[(ulong)(q / k) * cols + c] : 0.0f;
+}
+
+// yp[p][n][mm] = (W_e x^T)[n][mm] for the panel's expert e, W stacked
+// [E, N, K] with scales [E, srows, scols]; one work-item per (GEMM_NR rows,
+// panel).
+kernel void moe_gemm(global const float* xp, global const int* route, int E, int P,
+                     global const uchar* w, ulong wo, global const uchar* sc, ulong so,
+                     global float* yp, int N, int K, int b0, int b1, int srows, int scols) {
+  const int n0 = get_global_id(0) * GEMM_NR;
+  const int p = get_global_id(1);
+  if (n0 >= N || p >= P) return;
+  const int e = ROUTE_PANEL_EXPERT(route, E)[p];
+  if (e < 0) return;
+  float16 c0[GEMM_NR], c1[GEMM_NR];
+  gemm_tile(xp + (ulong)p * K * 32, CAT(wtype, w, wo) + (ulong)e * N * K,
+            CAT(float, sc, so) + (ulong)e * srows * scols, n0, N, K, b0, b1, scols, c0, c1);
+  for (int r = 0; r < GEMM_NR && n0 + r < N; ++r) {
+    global float* out = yp + ((ulong)p * N + n0 + r) * 32;
+    vstore16(c0[r], 0, out);
+    vstore16(c1[r], 0, out + 16);
+  }
+}
+
+// g = silu(g) * u, elementwise over n values.
+kernel void moe_swiglu(global float* g, global const float* u, ulong n) {
+  const ulong i = get_global_id(0);
+  if (i >= n) return;
+  const float v = g[i];
+  g[i] = v / (1.0f + exp(-v)) * u[i];
+}
+
+// out[t, c] = sum_j w[t, j] yp[row of (t, j)][c] (+ g_t shared[t, c]),
+// rounded once to out's dtype; one work-item per (c, t).
+kernel void moe_combine(global const float* yp, global const int* route, int E, int P, int k,
+                        global const uchar* wts, ulong wto, int wdt, global const uchar* sb,
+                        ulong so, int has_shared, global const float* gates, int has_gates,
+                        global uchar* out, ulong oo, int odt, int tokens, int cols) {
+  const int c = get_global_id(0), t = get_global_id(1);
+  if (c >= cols || t >= tokens) return;
+  global const int* pair_row = ROUTE_PAIR_ROW(route, E, P);
+  float acc = 0.0f;
+  for (int j = 0; j < k; ++j) {
+    const int q = t * k + j, row = pair_row[q];
+    if (row < 0) continue;
+    acc = fma(load_f(wts + wto, q, wdt), yp[((ulong)(row / 32) * cols + c) * 32 + row % 32], acc);
+  }
+  if (has_shared)
+    acc = fma(has_gates ? gates[t] : 1.0f, CAT(float, sb, so)[(ulong)t * cols + c], acc);
+  store_f(out + oo, (ulong)t * cols + c, odt, acc);
+}

@@ -1,0 +1,201 @@
+// attention (fused, over the KV cache) and cache_update
+// (kernels/attention.cl).  The context-overflow check happens on the host,
+// before anything is written; new rows go into the caches first, and the
+// attention then reads every key and value back from the caches, so a token
+// sees the same rounded values now as in later calls.
+#include <cmath>
+
+#include "kernel.h"
+
+namespace moert::ocl {
+namespace {
+
+constexpr const char* kFile = "attention.cl";
+constexpr int kAccPerItem = 8;        // ATT_ACC of attention.cl
+constexpr int64_t kCpuMaxHead = 576;  // ATT_MAX_D of attention.cl
+
+void check_capacity(int64_t past, int64_t tokens, int64_t capacity) {
+  require(past >= 0, "the past token count P must be >= 0, got " + std::to_string(past));
+  if (past + tokens > capacity)
+    fail("context overflow: " + std::to_string(past) + " past + " + std::to_string(tokens) +
+         " new tokens exceed the cache capacity " + std::to_string(capacity));
+}
+
+// Writes x's rows into cache rows P.. (converting), after the capacity check.
+void write_rows(const ExecContext& ctx, const ClKernel& k, const Tensor& x, const Tensor& cache,
+                int64_t past) {
+  const uint64_t row = static_cast<uint64_t>(cache.dim(0) ? cache.numel() / cache.dim(0) : 0);
+  const uint64_t n = static_cast<uint64_t>(x.numel());
+  ctx.args(k)
+      .tensor(x)
+      .i32(x.dtype)
+      .tensor(cache)
+      .i32(cache.dtype)
+      .u64(static_cast<uint64_t>(past) * row)
+      .u64(n);
+  ctx.launch(k, {n}, {ctx.device().elementwise_wg()});
+}
+
+std::string check_attention(const NodeDesc& node, const Device& d) {
+  for (size_t i = 0; i < 3; ++i) {
+    const TensorDesc t = node.input(i);
+    if (!is_activation(t.dtype())) return "attention input of " + dtype_str(t.dtype());
+    if (t.rank() != 3 || t.static_dim(1) < 0 || t.static_dim(2) < 0)
+      return "attention inputs must be [T, heads, head size] with static heads and sizes";
+  }
+  for (size_t i = 3; i < 6; ++i)
+    if (node.has_input(i) && !is_float(node.input(i).dtype()))
+      return "attention input of " + dtype_str(node.input(i).dtype());
+  if (node.has_input(3) != node.has_input(4)) return "attention with only one of the two caches";
+  const int64_t dv = node.input(2).static_dim(2);
+  const int64_t most = kAccPerItem * static_cast<int64_t>(d.row_wg());
+  if (d.style() == KernelStyle::cpu && dv <= kCpuMaxHead &&
+      node.input(0).static_dim(2) <= kCpuMaxHead)
+    return "";
+  if (dv > most)
+    return "attention value head size " + std::to_string(dv) + " above this device's limit " +
+           std::to_string(most);
+  const int64_t dk = node.input(0).static_dim(2);
+  if (static_cast<uint64_t>(dk) * 4 + 2 * 4 * d.row_wg() + 1024 > d.caps().local_mem_bytes)
+    return "attention key head size " + std::to_string(dk) + " exceeds the device's local memory";
+  return "";
+}
+
+class Attention final : public Kernel {
+ public:
+  explicit Attention(PrepareContext& pc) : write_(pc.kernel(kFile, "cache_write")) {
+    const NodeDesc& node = pc.node();
+    const int64_t dk = node.input(0).static_dim(2), dv = node.input(2).static_dim(2);
+    cpu_ = pc.device().style() == KernelStyle::cpu && dk <= kCpuMaxHead && dv <= kCpuMaxHead;
+    if (cpu_) {
+      // K and V as read: the caches when given, else k and v.
+      const moert_dtype kt = node.input(node.has_input(3) ? 3 : 1).dtype();
+      const moert_dtype vt = node.input(node.has_input(4) ? 4 : 2).dtype();
+      attend_ = pc.kernel(kFile, "attention_cpu",
+                          "-DKT=" + std::to_string(static_cast<int>(kt)) +
+                              " -DVT=" + std::to_string(static_cast<int>(vt)));
+    } else {
+      attend_ = pc.kernel(kFile, "attention");
+    }
+    scale_ = static_cast<float>(node.attr_float("scale", 1.0 / std::sqrt(static_cast<double>(dk))));
+    causal_ = static_cast<int32_t>(node.attr_int("causal", 1));
+    window_ = node.attr_int("window", 0);
+  }
+
+  void run(ExecContext& ctx) override {
+    const Tensor &q = ctx.in(0), &k = ctx.in(1), &v = ctx.in(2), &out = ctx.out(0);
+    const int64_t tokens = q.dim(0), nh = q.dim(1), dk = q.dim(2), nkv = k.dim(1), dv = v.dim(2);
+    require(k.dim(0) == tokens && v.dim(0) == tokens,
+            "inputs 'q', 'k' and 'v' have different token counts");
+    const bool cached = ctx.has(3);
+    int64_t past = 0;
+    const Tensor *keys = &k, *values = &v;
+    if (cached) {
+      const Tensor &kc = ctx.in(3), &vc = ctx.in(4);
+      require(kc.dim(0) == vc.dim(0), "inputs 'k_cache' and 'v_cache' have different capacities");
+      past = ctx.symbols.past;
+      check_capacity(past, tokens, kc.dim(0));
+      write_rows(ctx, write_, k, kc, past);
+      write_rows(ctx, write_, v, vc, past);
+      keys = &kc;
+      values = &vc;
+    }
+    const Tensor none;
+    const Tensor& sinks = ctx.has(5) ? ctx.in(5) : none;
+    if (cpu_) {
+      ctx.args(attend_)
+          .tensor(q)
+          .i32(q.dtype)
+          .tensor(*keys)
+          .tensor(*values)
+          .tensor(sinks)
+          .i32(sinks.dtype)
+          .i32(ctx.has(5) ? 1 : 0)
+          .tensor(out)
+          .i32(out.dtype)
+          .i32(static_cast<int32_t>(nh))
+          .i32(static_cast<int32_t>(nkv))
+          .i32(static_cast<int32_t>(dk))
+          .i32(static_cast<int32_t>(dv))
+          .i64(past)
+          .i64(past + tokens)
+          .f32(scale_)
+          .i32(causal_)
+          .i64(window_);
+      ctx.launch(attend_, {static_cast<size_t>(nh), static_cast<size_t>(tokens)}, {1, 1});
+      return;
+    }
+    const size_t wg = ctx.device().row_wg();
+    ctx.args(attend_)
+        .tensor(q)
+        .i32(q.dtype)
+        .tensor(*keys)
+        .i32(keys->dtype)
+        .tensor(*values)
+        .i32(values->dtype)
+        .tensor(sinks)
+        .i32(sinks.dtype)
+        .i32(ctx.has(5) ? 1 : 0)
+        .tensor(out)
+        .i32(out.dtype)
+        .i32(static_cast<int32_t>(nh))
+        .i32(static_cast<int32_t>(nkv))
+        .i32(static_cast<int32_t>(dk))
+        .i32(static_cast<int32_t>(dv))
+        .i64(past)
+        .i64(past + tokens)
+        .f32(scale_)
+        .i32(causal_)
+        .i64(window_)
+        .local(static_cast<size_t>(dk) * sizeof(float));
+    ctx.launch(attend_, {static_cast<size_t>(tokens * nh) * wg}, {wg});
+  }
+
+ private:
+  ClKernel write_, attend_;
+  bool cpu_ = false;
+  float scale_ = 1.0f;
+  int32_t causal_ = 1;
+  int64_t window_ = 0;
+};
+
+std::unique_ptr<Kernel> create_attention(PrepareContext& pc) {
+  return std::make_unique<Attention>(pc);
+}
+
+std::string check_cache_update(const NodeDesc& node, const Device&) {
+  if (!is_float(node.input(0).dtype()) || !is_float(node.input(1).dtype()))
+    return "cache_update of " + dtype_str(node.input(0).dtype()) + " and " +
+           dtype_str(node.input(1).dtype());
+  return "";
+}
+
+class CacheUpdate final : public Kernel {
+ public:
+  explicit CacheUpdate(PrepareContext& pc) : write_(pc.kernel(kFile, "cache_write")) {}
+  void run(ExecContext& ctx) override {
+    const Tensor &cache = ctx.in(0), &x = ctx.in(1), &y = ctx.out(0);
+    const int64_t capacity = cache.dim(0), tokens = x.dim(0), past = ctx.symbols.past;
+    check_capacity(past, tokens, capacity);
+    const int64_t row = capacity > 0 ? cache.numel() / capacity : 0;
+    require(y.dim(0) == past + tokens && x.numel() == tokens * row,
+            "input 'x' " + shape_str(x) + " and output " + shape_str(y) +
+                " do not fit P = " + std::to_string(past) + " and cache " + shape_str(cache));
+    write_rows(ctx, write_, x, cache, past);
+    ctx.copy(cache.mem, cache.offset, y.mem, y.offset, y.nbytes());
+  }
+
+ private:
+  ClKernel write_;
+};
+
+std::unique_ptr<Kernel> create_cache_update(PrepareContext& pc) {
+  return std::make_unique<CacheUpdate>(pc);
+}
+
+const KernelRegistration attention_reg({"attention", check_attention, create_attention});
+const KernelRegistration cache_update_reg({"cache_update", check_cache_update,
+                                           create_cache_update});
+
+}  // namespace
+}  // namespace moert::ocl

@@ -1,0 +1,454 @@
+// moe (kernels/moe.cl): routed SwiGLU experts plus an optional shared
+// expert, with the expert ids read on the device (no host round trip; bad
+// ids are reported through an error slot).  x is widened to f32 once.
+//  - Few tokens (decode): per token and chosen expert, GEMV kernels read
+//    only that expert's rows; the shared expert is one more fixed expert.
+//    With a shared expert the routed sum stays in f32 and the shared part
+//    is added before the single rounding to x's dtype.
+//  - Many tokens (prefill, CPU-style devices): the (token, slot) pairs are
+//    grouped by expert on the device (counts, panel offsets, permutation),
+//    every active expert runs one GEMM over its tokens, and a combine
+//    kernel applies the routing weights; the shared expert runs as plain
+//    GEMMs (gemm.h).
+#include <array>
+#include <optional>
+#include <vector>
+
+#include "gemm.h"
+
+namespace moert::ocl {
+namespace {
+
+enum : size_t {
+  kX,
+  kIds,
+  kWeights,
+  kGate,
+  kUp,
+  kDown,
+  kGateScale,
+  kUpScale,
+  kDownScale,
+  kSharedGate,
+  kSharedUp,
+  kSharedDown,
+  kSharedGateScale,
+  kSharedUpScale,
+  kSharedDownScale,
+  kSharedExpertGate,
+};
+
+constexpr const char* kFile = "moe.cl";
+// Tokens from which the grouped path beats the per-token GEMVs.
+constexpr int64_t kGroupedTokens = 4;
+constexpr int64_t kGemmRows = 6;  // GEMM_NR of weights.cl
+
+std::string check_matrix(const NodeDesc& node, size_t w, size_t s, const char* name) {
+  if (!node.has_input(w)) return std::string("moe without ") + name;
+  const moert_dtype t = node.input(w).dtype();
+  if (!is_weight_dtype(t)) return std::string("moe ") + name + " of " + dtype_str(t);
+  if (!node.input(w).all_static()) return std::string("moe ") + name + " must be static";
+  if (t == MOERT_DTYPE_F8_E4M3 && (!node.has_input(s) || node.input(s).dtype() != MOERT_DTYPE_F32))
+    return std::string("an f8_e4m3 moe ") + name + " needs an f32 scale";
+  return "";
+}
+
+std::string check_moe(const NodeDesc& node, const Device&) {
+  if (!is_activation(node.input(kX).dtype()))
+    return "moe input of " + dtype_str(node.input(kX).dtype());
+  const moert_dtype ids = node.input(kIds).dtype();
+  if (ids != MOERT_DTYPE_I32 && ids != MOERT_DTYPE_I64)
+    return "moe expert ids of " + dtype_str(ids);
+  if (!is_float(node.input(kWeights).dtype())) return "moe expert weights of a non-float dtype";
+  for (auto [w, s, name] :
+       {std::tuple{kGate, kGateScale, "gate"}, {kUp, kUpScale, "up"}, {kDown, kDownScale, "down"}})
+    if (std::string r = check_matrix(node, w, s, name); !r.empty()) return r;
+  if (node.input(kGate).dtype() != node.input(kUp).dtype())
+    return "moe gate and up of different dtypes";
+  if (node.has_input(kSharedGate)) {
+    for (auto [w, s, name] : {std::tuple{kSharedGate, kSharedGateScale, "shared_gate"},
+                              {kSharedUp, kSharedUpScale, "shared_up"},
+                              {kSharedDown, kSharedDownScale, "shared_down"}})
+      if (std::string r = check_matrix(node, w, s, name); !r.empty()) return r;
+    if (node.input(kSharedGate).dtype() != node.input(kSharedUp).dtype())
+      return "moe shared_gate and shared_up of different dtypes";
+  }
+  if (node.has_input(kSharedExpertGate) && !is_activation(node.input(kSharedExpertGate).dtype()))
+    return "moe shared_expert_gate of " + dtype_str(node.input(kSharedExpertGate).dtype());
+  const std::vector<int64_t> block = node.attr_ints("block_size", {128, 128});
+  if (block.size() != 2 || block[0] <= 0 || block[1] <= 0) return "bad block_size";
+  return "";
+}
+
+std::string wt_option(const NodeDesc& node, size_t input) {
+  return "-DWT=" + std::to_string(static_cast<int>(node.input(input).dtype()));
+}
+
+// Block-scale geometry of one stacked matrix [.., rows, cols].
+struct Blocks {
+  int32_t b0 = 1, b1 = 1, srows = 1, scols = 1;
+};
+
+Blocks blocks_of(const NodeDesc& node, size_t w, int64_t rows, int64_t cols) {
+  Blocks b;
+  if (node.input(w).dtype() != MOERT_DTYPE_F8_E4M3) {
+    b.b1 = static_cast<int32_t>(std::max<int64_t>(cols, 1));  // one block per row, no scale
+    return b;
+  }
+  const std::vector<int64_t> block = node.attr_ints("block_size", {128, 128});
+  b.b0 = static_cast<int32_t>(block[0]);
+  b.b1 = static_cast<int32_t>(block[1]);
+  b.srows = static_cast<int32_t>((rows + block[0] - 1) / block[0]);
+  b.scols = static_cast<int32_t>((cols + block[1] - 1) / block[1]);
+  return b;
+}
+
+// An f32 tensor at `offset` bytes into scratch memory.
+Tensor f32_view(cl_mem mem, uint64_t offset, std::initializer_list<int64_t> shape) {
+  Tensor t;
+  t.dtype = MOERT_DTYPE_F32;
+  t.mem = mem;
+  t.offset = offset;
+  for (int64_t d : shape) t.shape[t.rank++] = d;
+  return t;
+}
+
+class Moe final : public Kernel {
+ public:
+  explicit Moe(PrepareContext& pc) {
+    const NodeDesc& node = pc.node();
+    const std::string gu = wt_option(node, kGate), dn = wt_option(node, kDown);
+    cast_ = pc.kernel("elementwise.cl", "cast_any");
+    gate_up_ = pc.kernel(kFile, "moe_gate_up", gu);
+    down_ = pc.kernel(kFile, "moe_down", dn);
+    const int64_t hidden = node.input(kX).static_dim(1);
+    const int64_t inter = node.input(kGate).static_dim(1);
+    gu_blocks_ = blocks_of(node, kGate, inter, hidden);
+    down_blocks_ = blocks_of(node, kDown, hidden, inter);
+    slot_ = pc.reserve_error_slots(1);
+    const std::vector<int64_t> block = node.attr_ints("block_size", {128, 128});
+    block_ = {block[0], block[1]};
+    shared_ = node.has_input(kSharedGate);
+    grouped_ = pc.device().style() == KernelStyle::cpu;
+    if (grouped_) {
+      count_ = pc.kernel(kFile, "moe_count", gu);
+      panels_ = pc.kernel(kFile, "moe_panels", gu);
+      fill_ = pc.kernel(kFile, "moe_fill", gu);
+      pack_ = pc.kernel(kFile, "moe_pack", gu);
+      gemm_gu_ = pc.kernel(kFile, "moe_gemm", gu);
+      swiglu_ = pc.kernel(kFile, "moe_swiglu", gu);
+      gemm_down_ = pc.kernel(kFile, "moe_gemm", dn);
+      combine_ = pc.kernel(kFile, "moe_combine", gu);
+    }
+    if (shared_) {
+      const int64_t shared_inter = node.input(kSharedGate).static_dim(0);
+      shared_gate_up_ = pc.kernel(kFile, "moe_gate_up", wt_option(node, kSharedGate));
+      shared_down_ = pc.kernel(kFile, "moe_down", wt_option(node, kSharedDown));
+      shared_gu_blocks_ = blocks_of(node, kSharedGate, shared_inter, hidden);
+      shared_down_blocks_ = blocks_of(node, kSharedDown, hidden, shared_inter);
+      if (node.has_input(kSharedExpertGate))
+        gate_ = pc.kernel(kFile, "moe_shared_gate", wt_option(node, kSharedGate));
+      if (grouped_) {
+        shared_gemm_gate_.emplace(pc, node.input(kSharedGate).dtype());
+        shared_gemm_up_.emplace(pc, node.input(kSharedUp).dtype());
+        shared_gemm_down_.emplace(pc, node.input(kSharedDown).dtype());
+        swiglu_pair_ = pc.kernel("elementwise.cl", "swiglu_pair");
+      }
+    }
+  }
+
+  void run(ExecContext& ctx) override {
+    const Tensor &x = ctx.in(kX), &ids = ctx.in(kIds);
+    const int64_t tokens = x.dim(0);
+    require(ids.dim(0) == tokens, "input 'expert_ids' has " + std::to_string(ids.dim(0)) +
+                                      " rows, input 'x' has " + std::to_string(tokens) + " tokens");
+    if (tokens == 0) return;
+    Device& d = ctx.device();
+    // x as f32.
+    Tensor xf = x;
+    if (x.dtype != MOERT_DTYPE_F32) {
+      const uint64_t count = static_cast<uint64_t>(x.numel());
+      xf.mem = d.scratch(kScratchMoeX, count * 4);
+      xf.offset = 0;
+      xf.dtype = MOERT_DTYPE_F32;
+      ctx.args(cast_).tensor(x).i32(x.dtype).tensor(xf).i32(MOERT_DTYPE_F32).u64(count);
+      ctx.launch(cast_, {count}, {d.elementwise_wg()});
+    }
+    if (grouped_ && tokens >= kGroupedTokens)
+      run_grouped(ctx, xf);
+    else
+      run_per_token(ctx, xf);
+  }
+
+  std::string describe_error(ExecContext& ctx, int, int32_t position) override {
+    const Tensor& ids = ctx.in(kIds);
+    const int64_t k = ids.dim(1);
+    return "input 'expert_ids'[" + std::to_string(position / k) + ", " +
+           std::to_string(position % k) +
+           "] = " + std::to_string(static_cast<int64_t>(read_element(ctx, ids, position))) +
+           " is out of range [0, " + std::to_string(ctx.in(kGate).dim(0)) + ")";
+  }
+
+ private:
+  const Tensor& optional(const ExecContext& ctx, size_t i) const {
+    return ctx.has(i) ? ctx.in(i) : none_;
+  }
+
+  // Shared expert gates g_t, or nullptr without a shared_expert_gate.
+  cl_mem shared_gates(const ExecContext& ctx, const Tensor& xf) const {
+    if (!ctx.has(kSharedExpertGate)) return nullptr;
+    const Tensor& g = ctx.in(kSharedExpertGate);
+    const int64_t tokens = xf.dim(0), hidden = xf.dim(1);
+    cl_mem gates = ctx.device().scratch(kScratchMoeGates, static_cast<uint64_t>(tokens) * 4);
+    ctx.args(gate_)
+        .tensor(xf)
+        .tensor(g)
+        .i32(g.dtype)
+        .mem(gates)
+        .i32(static_cast<int32_t>(tokens))
+        .i32(static_cast<int32_t>(hidden));
+    ctx.launch(gate_, {static_cast<size_t>(tokens)}, {gate_wg(ctx)});
+    return gates;
+  }
+
+  static size_t gate_wg(const ExecContext& ctx) {
+    return ctx.device().style() == KernelStyle::cpu ? 1 : 64;
+  }
+
+  void run_per_token(const ExecContext& ctx, const Tensor& xf) const {
+    const Tensor &ids = ctx.in(kIds), &w = ctx.in(kWeights), &out = ctx.out(0);
+    const int64_t tokens = xf.dim(0), hidden = xf.dim(1), k = ids.dim(1);
+    const int64_t experts = ctx.in(kGate).dim(0), inter = ctx.in(kGate).dim(1);
+    Device& d = ctx.device();
+    const size_t wg = gate_wg(ctx);
+    // Routed experts: h = swiglu per (token, slot), then the weighted down.
+    const uint64_t slots = static_cast<uint64_t>(tokens * k);
+    cl_mem h = d.scratch(kScratchMoeH, slots * static_cast<uint64_t>(inter) * 4);
+    gate_up(ctx, gate_up_, xf, ids, -1, ctx.in(kGate), ctx.in(kUp), optional(ctx, kGateScale),
+            optional(ctx, kUpScale), h, tokens, k, experts, inter, hidden, gu_blocks_, wg);
+    Tensor acc = out;
+    if (shared_)
+      acc = f32_view(d.scratch(kScratchMoeAcc, static_cast<uint64_t>(tokens * hidden) * 4), 0,
+                     {tokens, hidden});
+    down(ctx, down_, h, k, -1, ids, w, nullptr, ctx.in(kDown), optional(ctx, kDownScale), nullptr,
+         acc, tokens, experts, hidden, inter, down_blocks_, wg);
+    if (!shared_) return;
+    // The shared expert: one fixed expert, weighted by its gate (or 1).
+    const int64_t shared_inter = ctx.in(kSharedGate).dim(0);
+    cl_mem hs = d.scratch(kScratchMoeSharedH, static_cast<uint64_t>(tokens * shared_inter) * 4);
+    gate_up(ctx, shared_gate_up_, xf, none_, 0, ctx.in(kSharedGate), ctx.in(kSharedUp),
+            optional(ctx, kSharedGateScale), optional(ctx, kSharedUpScale), hs, tokens, 1, 1,
+            shared_inter, hidden, shared_gu_blocks_, wg);
+    down(ctx, shared_down_, hs, 1, 0, none_, none_, shared_gates(ctx, xf), ctx.in(kSharedDown),
+         optional(ctx, kSharedDownScale), acc.mem, out, tokens, 1, hidden, shared_inter,
+         shared_down_blocks_, wg);
+  }
+
+  void run_grouped(const ExecContext& ctx, const Tensor& xf) const {
+    const Tensor &ids = ctx.in(kIds), &w = ctx.in(kWeights), &out = ctx.out(0);
+    const int64_t tokens = xf.dim(0), hidden = xf.dim(1), k = ids.dim(1);
+    const int64_t experts = ctx.in(kGate).dim(0), inter = ctx.in(kGate).dim(1);
+    Device& d = ctx.device();
+    const int32_t pairs = static_cast<int32_t>(tokens * k), E = static_cast<int32_t>(experts);
+    const int32_t P = (pairs + 31) / 32 + E;  // the most panels any routing needs
+    const int32_t ids64 = ids.dtype == MOERT_DTYPE_I64 ? 1 : 0;
+    const size_t ew = d.elementwise_wg();
+    // 1. Group the pairs by expert.
+    cl_mem route =
+        d.scratch(kScratchMoeRoute, (2 * static_cast<uint64_t>(E) + 33 * static_cast<uint64_t>(P) +
+                                     static_cast<uint64_t>(pairs)) *
+                                        4);
+    ctx.args(count_).tensor(ids).i32(ids64).i32(pairs).i32(E).mem(route);
+    ctx.launch(count_, {static_cast<size_t>(E)}, {1});
+    ctx.args(panels_)
+        .tensor(ids)
+        .i32(ids64)
+        .i32(pairs)
+        .i32(E)
+        .i32(P)
+        .mem(route)
+        .mem(ctx.errors)
+        .i32(slot_);
+    ctx.launch(panels_, {1}, {1});
+    ctx.args(fill_).tensor(ids).i32(ids64).i32(pairs).i32(E).i32(P).mem(route);
+    ctx.launch(fill_, {static_cast<size_t>(E)}, {1});
+    // 2. Pack x per panel; gate and up GEMMs; swiglu; down GEMM.
+    const uint64_t rows = 32 * static_cast<uint64_t>(P);
+    cl_mem xp = d.scratch(kScratchMoeXp, rows * static_cast<uint64_t>(hidden) * 4);
+    ctx.args(pack_)
+        .tensor(xf)
+        .mem(route)
+        .i32(E)
+        .i32(P)
+        .i32(static_cast<int32_t>(k))
+        .i32(static_cast<int32_t>(hidden))
+        .mem(xp);
+    ctx.launch(pack_, {rows * static_cast<uint64_t>(hidden)}, {ew});
+    cl_mem g = d.scratch(kScratchMoeG, rows * static_cast<uint64_t>(inter) * 4);
+    cl_mem u = d.scratch(kScratchMoeU, rows * static_cast<uint64_t>(inter) * 4);
+    cl_mem y = d.scratch(kScratchMoeY, rows * static_cast<uint64_t>(hidden) * 4);
+    panel_gemm(ctx, gemm_gu_, xp, route, E, P, ctx.in(kGate), optional(ctx, kGateScale), g, inter,
+               hidden, gu_blocks_);
+    panel_gemm(ctx, gemm_gu_, xp, route, E, P, ctx.in(kUp), optional(ctx, kUpScale), u, inter,
+               hidden, gu_blocks_);
+    const uint64_t n = rows * static_cast<uint64_t>(inter);
+    ctx.args(swiglu_).mem(g).mem(u).u64(n);
+    ctx.launch(swiglu_, {n}, {ew});
+    panel_gemm(ctx, gemm_down_, g, route, E, P, ctx.in(kDown), optional(ctx, kDownScale), y, hidden,
+               inter, down_blocks_);
+    // 3. The shared expert as plain GEMMs, then the weighted combination.
+    cl_mem shared = nullptr, gates = nullptr;
+    uint64_t shared_offset = 0;
+    if (shared_) {
+      const int64_t si = ctx.in(kSharedGate).dim(0);
+      const uint64_t a = static_cast<uint64_t>(tokens * si) * 4;
+      shared = d.scratch(kScratchMoeShared, 2 * a + static_cast<uint64_t>(tokens * hidden) * 4);
+      shared_offset = 2 * a;
+      const Tensor gs = f32_view(shared, 0, {tokens, si}), us = f32_view(shared, a, {tokens, si});
+      dense(ctx, *shared_gemm_gate_, xf, kSharedGate, kSharedGateScale, gs);
+      dense(ctx, *shared_gemm_up_, xf, kSharedUp, kSharedUpScale, us);
+      const uint64_t count = static_cast<uint64_t>(tokens * si);
+      ctx.args(swiglu_pair_).tensor(gs).tensor(us).tensor(gs).i32(MOERT_DTYPE_F32).u64(count);
+      ctx.launch(swiglu_pair_, {count}, {ew});
+      dense(ctx, *shared_gemm_down_, gs, kSharedDown, kSharedDownScale,
+            f32_view(shared, shared_offset, {tokens, hidden}));
+      gates = shared_gates(ctx, xf);
+    }
+    ctx.args(combine_)
+        .mem(y)
+        .mem(route)
+        .i32(E)
+        .i32(P)
+        .i32(static_cast<int32_t>(k))
+        .tensor(w)
+        .i32(w.dtype)
+        .mem(shared ? shared : ctx.placeholder)
+        .u64(shared_offset)
+        .i32(shared ? 1 : 0)
+        .mem(gates ? gates : ctx.placeholder)
+        .i32(gates ? 1 : 0)
+        .tensor(out)
+        .i32(out.dtype)
+        .i32(static_cast<int32_t>(tokens))
+        .i32(static_cast<int32_t>(hidden));
+    ctx.launch(combine_, {static_cast<size_t>(hidden), static_cast<size_t>(tokens)}, {ew, 1});
+  }
+
+  // A shared-expert matrix as a dense product over every token.
+  void dense(const ExecContext& ctx, const Gemm& gemm, const Tensor& x, size_t weight, size_t scale,
+             const Tensor& y) const {
+    const Tensor& wt = ctx.in(weight);
+    Gemm::Problem p;
+    p.x = &x;
+    p.w = wt.mem;
+    p.w_offset = wt.offset;
+    p.scale = ctx.has(scale) ? &ctx.in(scale) : nullptr;
+    p.y = &y;
+    p.m = x.dim(0);
+    p.n = wt.dim(0);
+    p.k = wt.dim(1);
+    if (p.scale) {
+      p.b0 = block_[0];
+      p.b1 = block_[1];
+    }
+    gemm.run(ctx, p);
+  }
+
+  void panel_gemm(const ExecContext& ctx, const ClKernel& kernel, cl_mem xp, cl_mem route,
+                  int32_t E, int32_t P, const Tensor& w, const Tensor& scale, cl_mem out,
+                  int64_t rows, int64_t cols, const Blocks& b) const {
+    ctx.args(kernel)
+        .mem(xp)
+        .mem(route)
+        .i32(E)
+        .i32(P)
+        .tensor(w)
+        .tensor(scale)
+        .mem(out)
+        .i32(static_cast<int32_t>(rows))
+        .i32(static_cast<int32_t>(cols))
+        .i32(b.b0)
+        .i32(b.b1)
+        .i32(b.srows)
+        .i32(b.scols);
+    ctx.launch(kernel,
+               {static_cast<size_t>((rows + kGemmRows - 1) / kGemmRows), static_cast<size_t>(P)},
+               {1, 1});
+  }
+
+  void gate_up(const ExecContext& ctx, const ClKernel& kernel, const Tensor& xf, const Tensor& ids,
+               int32_t fixed, const Tensor& g, const Tensor& u, const Tensor& gs, const Tensor& us,
+               cl_mem h, int64_t tokens, int64_t k, int64_t experts, int64_t rows, int64_t cols,
+               const Blocks& b, size_t wg) const {
+    ctx.args(kernel)
+        .tensor(xf)
+        .tensor(ids)
+        .i32(ids.dtype == MOERT_DTYPE_I64 ? 1 : 0)
+        .i32(fixed)
+        .tensor(g)
+        .tensor(u)
+        .tensor(gs)
+        .tensor(us)
+        .mem(h)
+        .i32(static_cast<int32_t>(tokens))
+        .i32(static_cast<int32_t>(k))
+        .i32(static_cast<int32_t>(experts))
+        .i32(static_cast<int32_t>(rows))
+        .i32(static_cast<int32_t>(cols))
+        .i32(b.b0)
+        .i32(b.b1)
+        .i32(b.srows)
+        .i32(b.scols)
+        .mem(ctx.errors ? ctx.errors : ctx.placeholder)
+        .i32(slot_);
+    ctx.launch(kernel, {static_cast<size_t>((rows + 3) / 4), static_cast<size_t>(tokens * k)},
+               {wg, 1});
+  }
+
+  void down(const ExecContext& ctx, const ClKernel& kernel, cl_mem h, int64_t slots, int32_t fixed,
+            const Tensor& ids, const Tensor& w, cl_mem gates, const Tensor& dw, const Tensor& ds,
+            cl_mem addend, const Tensor& out, int64_t tokens, int64_t experts, int64_t rows,
+            int64_t cols, const Blocks& b, size_t wg) const {
+    ctx.args(kernel)
+        .mem(h)
+        .i32(static_cast<int32_t>(slots))
+        .i32(fixed)
+        .tensor(ids)
+        .i32(ids.dtype == MOERT_DTYPE_I64 ? 1 : 0)
+        .tensor(w)
+        .i32(w.dtype)
+        .mem(gates ? gates : ctx.placeholder)
+        .i32(gates ? 1 : 0)
+        .tensor(dw)
+        .tensor(ds)
+        .mem(addend ? addend : ctx.placeholder)
+        .i32(addend ? 1 : 0)
+        .tensor(out)
+        .i32(out.dtype)
+        .i32(static_cast<int32_t>(tokens))
+        .i32(static_cast<int32_t>(experts))
+        .i32(static_cast<int32_t>(rows))
+        .i32(static_cast<int32_t>(cols))
+        .i32(b.b0)
+        .i32(b.b1)
+        .i32(b.srows)
+        .i32(b.scols);
+    ctx.launch(kernel, {static_cast<size_t>((rows + 3) / 4), static_cast<size_t>(tokens)}, {wg, 1});
+  }
+
+  const Tensor none_;
+  ClKernel cast_, gate_up_, down_, shared_gate_up_, shared_down_, gate_;
+  ClKernel count_, panels_, fill_, pack_, gemm_gu_, swiglu_, gemm_down_, combine_, swiglu_pair_;
+  std::optional<Gemm> shared_gemm_gate_, shared_gemm_up_, shared_gemm_down_;
+  Blocks gu_blocks_, down_blocks_, shared_gu_blocks_, shared_down_blocks_;
+  std::array<int64_t, 2> block_{128, 128};
+  bool shared_ = false, grouped_ = false;
+  int slot_ = 0;
+};
+
+std::unique_ptr<Kernel> create_moe(PrepareContext& pc) { return std::make_unique<Moe>(pc); }
+
+const KernelRegistration moe_reg({"moe", check_moe, create_moe});
+
+}  // namespace
+}  // namespace moert::ocl

@@ -1,0 +1,187 @@
+// router and routing_dense (kernels/router.cl).  Attributes are validated at
+// prepare; invalid logits, bias entries and expert ids are found on the
+// device and reported through error slots (kernel.h).
+#include <cstdio>
+
+#include "kernel.h"
+
+namespace moert::ocl {
+namespace {
+
+constexpr const char* kFile = "router.cl";
+constexpr int kScratchRouter = 2;
+constexpr int64_t kMaxTopK = 64;  // the weights array of the router kernel
+
+struct RouterParams {
+  int32_t top_k = 1, scoring = 0, method = 0, n_group = 1, topk_group = 1, normalize = 0;
+  float normalize_eps = 0, scaling_factor = 1;
+};
+
+// The attributes, or a reason they cannot be served.
+std::string router_params(const NodeDesc& node, int64_t experts, RouterParams* out) {
+  RouterParams p;
+  const int64_t top_k = node.attr_int("top_k", 0);
+  if (top_k < 1 || top_k > experts) return "top_k outside [1, E]";
+  if (top_k > kMaxTopK) return "top_k above " + std::to_string(kMaxTopK);
+  p.top_k = static_cast<int32_t>(top_k);
+  const std::string scoring = node.attr_string("scoring", "softmax");
+  if (scoring == "softmax")
+    p.scoring = 0;
+  else if (scoring == "sigmoid")
+    p.scoring = 1;
+  else if (scoring == "softmax_topk")
+    p.scoring = 2;
+  else
+    return "scoring '" + scoring + "'";
+  const std::string method = node.attr_string("topk_method", "greedy");
+  if (method == "greedy")
+    p.method = 0;
+  else if (method == "group_limited_greedy")
+    p.method = 1;
+  else if (method == "noaux_tc")
+    p.method = 2;
+  else
+    return "topk_method '" + method + "'";
+  const int64_t n_group = node.attr_int("n_group", 1), topk_group = node.attr_int("topk_group", 1);
+  if (n_group < 1 || experts % n_group != 0) return "n_group must divide E";
+  if (topk_group < 1 || topk_group > n_group) return "topk_group outside [1, n_group]";
+  if (n_group > 1 && top_k > topk_group * (experts / n_group))
+    return "top_k exceeds the experts of the kept groups";
+  if (n_group > 1 && p.method == 2 && experts / n_group < 2) return "noaux_tc needs 2 per group";
+  p.n_group = static_cast<int32_t>(n_group);
+  p.topk_group = static_cast<int32_t>(topk_group);
+  p.normalize = static_cast<int32_t>(node.attr_int("normalize", 0));
+  p.normalize_eps = static_cast<float>(node.attr_float("normalize_eps", 0.0));
+  p.scaling_factor = static_cast<float>(node.attr_float("scaling_factor", 1.0));
+  *out = p;
+  return "";
+}
+
+std::string check_router(const NodeDesc& node, const Device&) {
+  const TensorDesc l = node.input(0);
+  if (!is_float(l.dtype())) return "router logits of " + dtype_str(l.dtype());
+  if (l.rank() != 2 || l.static_dim(1) <= 0) return "router logits must be [T, E], E static";
+  if (node.has_input(1) && !is_float(node.input(1).dtype()))
+    return "router bias of " + dtype_str(node.input(1).dtype());
+  RouterParams p;
+  return router_params(node, l.static_dim(1), &p);
+}
+
+std::string number(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%g", v);
+  return buf;
+}
+
+class Router final : public Kernel {
+ public:
+  explicit Router(PrepareContext& pc)
+      : k_(pc.kernel(kFile, "router")), slot_(pc.reserve_error_slots(2)) {
+    router_params(pc.node(), pc.node().input(0).static_dim(1), &p_);
+  }
+  void run(ExecContext& ctx) override {
+    const Tensor &logits = ctx.in(0), &ids = ctx.out(0), &weights = ctx.out(1);
+    const int64_t tokens = logits.dim(0), experts = logits.dim(1);
+    const size_t wide = ctx.device().caps().fp64 ? 8 : 4;
+    const uint64_t per_token = static_cast<uint64_t>(2 * experts + 2 * p_.n_group);
+    cl_mem work = ctx.device().scratch(
+        kScratchRouter, std::max<uint64_t>(1, static_cast<uint64_t>(tokens)) * per_token * wide);
+    const Tensor none;
+    const Tensor& bias = ctx.has(1) ? ctx.in(1) : none;
+    ctx.args(k_)
+        .tensor(logits)
+        .i32(logits.dtype)
+        .tensor(bias)
+        .i32(bias.dtype)
+        .i32(ctx.has(1) ? 1 : 0)
+        .tensor(ids)
+        .tensor(weights)
+        .mem(work)
+        .i32(static_cast<int32_t>(tokens))
+        .i32(static_cast<int32_t>(experts))
+        .i32(p_.top_k)
+        .i32(p_.scoring)
+        .i32(p_.method)
+        .i32(p_.n_group)
+        .i32(p_.topk_group)
+        .i32(p_.normalize)
+        .f32(p_.normalize_eps)
+        .f32(p_.scaling_factor)
+        .mem(ctx.errors)
+        .i32(slot_);
+    const size_t wg = ctx.device().style() == KernelStyle::cpu ? 1 : 64;
+    ctx.launch(k_, {static_cast<size_t>(tokens)}, {wg});
+  }
+  std::string describe_error(ExecContext& ctx, int slot, int32_t position) override {
+    if (slot == 0)
+      return "input 'bias'[" + std::to_string(position) +
+             "] = " + number(read_element(ctx, ctx.in(1), position)) + " is not finite";
+    const int64_t experts = ctx.in(0).dim(1);
+    return "input 'logits'[" + std::to_string(position / experts) + ", " +
+           std::to_string(position % experts) +
+           "] = " + number(read_element(ctx, ctx.in(0), position)) + " is not finite";
+  }
+
+ private:
+  ClKernel k_;
+  int slot_;
+  RouterParams p_;
+};
+
+std::unique_ptr<Kernel> create_router(PrepareContext& pc) { return std::make_unique<Router>(pc); }
+
+std::string check_routing_dense(const NodeDesc& node, const Device&) {
+  const moert_dtype ids = node.input(0).dtype(), w = node.input(1).dtype();
+  if (ids != MOERT_DTYPE_I32 && ids != MOERT_DTYPE_I64) return "expert ids of " + dtype_str(ids);
+  if (!is_float(w)) return "expert weights of " + dtype_str(w);
+  if (node.attr_int("num_experts", 0) <= 0) return "num_experts must be > 0";
+  return "";
+}
+
+class RoutingDense final : public Kernel {
+ public:
+  explicit RoutingDense(PrepareContext& pc)
+      : k_(pc.kernel(kFile, "routing_dense")),
+        slot_(pc.reserve_error_slots(1)),
+        experts_(pc.node().attr_int("num_experts", 1)) {}
+  void run(ExecContext& ctx) override {
+    const Tensor &ids = ctx.in(0), &w = ctx.in(1), &dense = ctx.out(0);
+    const int64_t tokens = ids.dim(0), k = ids.dim(1);
+    ctx.args(k_)
+        .tensor(ids)
+        .i32(ids.dtype == MOERT_DTYPE_I64 ? 1 : 0)
+        .tensor(w)
+        .i32(w.dtype)
+        .tensor(dense)
+        .i32(static_cast<int32_t>(tokens))
+        .i32(static_cast<int32_t>(k))
+        .i32(static_cast<int32_t>(experts_))
+        .mem(ctx.errors)
+        .i32(slot_);
+    const size_t wg = ctx.device().style() == KernelStyle::cpu ? 1 : 64;
+    ctx.launch(k_, {static_cast<size_t>(tokens)}, {wg});
+  }
+  std::string describe_error(ExecContext& ctx, int, int32_t position) override {
+    const int64_t k = ctx.in(0).dim(1);
+    return "input 'expert_ids'[" + std::to_string(position / k) + ", " +
+           std::to_string(position % k) +
+           "] = " + std::to_string(static_cast<int64_t>(read_element(ctx, ctx.in(0), position))) +
+           " is out of range [0, " + std::to_string(experts_) + ")";
+  }
+
+ private:
+  ClKernel k_;
+  int slot_;
+  int64_t experts_;
+};
+
+std::unique_ptr<Kernel> create_routing_dense(PrepareContext& pc) {
+  return std::make_unique<RoutingDense>(pc);
+}
+
+const KernelRegistration router_reg({"router", check_router, create_router});
+const KernelRegistration routing_dense_reg({"routing_dense", check_routing_dense,
+                                            create_routing_dense});
+
+}  // namespace
+}  // namespace moert::ocl

@@ -1,0 +1,77 @@
+// Internal entry points for the backend's own tests
+// (tests/unit/test_opencl_backend.cpp), exported beside the plugin entry
+// point but not part of the plugin ABI: they expose what the ABI does not
+// (a program build outside the cache, the cache counters, the capabilities,
+// the kernel table) so the tests can check them through dlsym.
+#include <cstdio>
+#include <cstring>
+
+#include "kernel.h"
+#include "program_cache.h"
+
+namespace {
+
+int write_text(const std::string& text, char* out, size_t capacity) {
+  if (out && capacity) std::snprintf(out, capacity, "%s", text.c_str());
+  return 0;
+}
+
+}  // namespace
+
+extern "C" {
+
+// Builds `source` (after common.cl) for device `device` with its usual
+// options, bypassing the cache.  Returns a moert_status; on failure `message`
+// holds the error, compiler log included.
+MOERT_BACKEND_EXPORT int moert_opencl_testing_build(int32_t device, const char* source,
+                                                    char* message, size_t capacity) {
+  moert_error err{};
+  err.struct_size = sizeof(err);
+  const moert_status status = moert::plugin::guarded(&err, [&] {
+    moert::ocl::Device& d = moert::ocl::device(device);
+    cl_program p =
+        moert::ocl::build_program_from_source(d, "testing.cl", source, d.build_options());
+    clReleaseProgram(p);
+  });
+  write_text(err.message, message, capacity);
+  return status;
+}
+
+// The program cache counters of this process.
+MOERT_BACKEND_EXPORT void moert_opencl_testing_cache_stats(int64_t* source_builds,
+                                                           int64_t* binary_loads,
+                                                           int64_t* cache_writes,
+                                                           double* build_seconds) {
+  const moert::ocl::CacheStats& s = moert::ocl::cache_stats();
+  *source_builds = s.source_builds;
+  *binary_loads = s.binary_loads;
+  *cache_writes = s.cache_writes;
+  *build_seconds = s.build_seconds;
+}
+
+// The cache directory in use ("" when off).
+MOERT_BACKEND_EXPORT int moert_opencl_testing_cache_directory(char* out, size_t capacity) {
+  return write_text(moert::ocl::cache_directory(), out, capacity);
+}
+
+// Device `device`'s capability summary and kernel style, or a message.
+MOERT_BACKEND_EXPORT int moert_opencl_testing_capabilities(int32_t device, char* out,
+                                                           size_t capacity) {
+  moert_error err{};
+  err.struct_size = sizeof(err);
+  std::string text;
+  const moert_status status = moert::plugin::guarded(&err, [&] {
+    const moert::ocl::Device& d = moert::ocl::device(device);
+    text = d.caps().summary() + "; kernel style " +
+           (d.style() == moert::ocl::KernelStyle::cpu ? "cpu" : "gpu");
+  });
+  write_text(status == MOERT_OK ? text : err.message, out, capacity);
+  return status;
+}
+
+// 1 when the backend has a kernel for `op`.
+MOERT_BACKEND_EXPORT int moert_opencl_testing_has_kernel(const char* op) {
+  return moert::ocl::find_kernel(op) != nullptr ? 1 : 0;
+}
+
+}  // extern "C"
