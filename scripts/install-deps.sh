@@ -11,7 +11,8 @@ APT_PACKAGES=(
   python3-dev pybind11-dev                          # Python bindings
   clang-format
 )
-PIP_PACKAGES=(numpy pytest pybind11 ml_dtypes)
+# tokenizers (optional at run time): text prompts through a checkpoint's tokenizer.json.
+PIP_PACKAGES=(numpy pytest pybind11 ml_dtypes tokenizers)
 
 sudo_cmd=()
 if [ "$(id -u)" != 0 ]; then sudo_cmd=(sudo); fi

@@ -10,6 +10,12 @@
     tokens = model.generate([1, 2, 3], max_new_tokens=16)
     for token in model.stream([1, 2, 3], temperature=0.8, seed=7):
         print(token)
+    # with tokenizer.json in the checkpoint and the tokenizers package:
+    print(model.generate("Once upon a time", max_new_tokens=16, text=True))
+    with model.profile() as prof:              # per-op times of the runs inside
+        model.generate([1, 2, 3], max_new_tokens=16)
+    print(prof)
+    print(model.summary()["text"])             # includes the host decode roofline
 
 Errors from the runtime raise moert.Error (a RuntimeError) with the
 runtime's message.
@@ -32,28 +38,31 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
 
 from ._moert import (  # noqa: E402
     Error,
-    Model,
     Session,
     TokenStream,
     __version__,
     backends,
-    load,
     plugin_failures,
+    read_bandwidth,
     supported_model_types,
 )
 
 from .compare import Report, compare  # noqa: E402
+from .model import Model, load  # noqa: E402
+from .profiling import Profile  # noqa: E402
 
 __all__ = [
     "Report",
     "compare",
     "Error",
     "Model",
+    "Profile",
     "Session",
     "TokenStream",
     "__version__",
     "backends",
     "load",
     "plugin_failures",
+    "read_bandwidth",
     "supported_model_types",
 ]

@@ -1,8 +1,10 @@
 """The moert command line: ``python -m moert`` (also installed as ``moert``).
 
-    moert info [MODEL]                      backends found, plugins that failed; a model's summary
-    moert run MODEL [--backend NAME] [--prompt-ids 1,2,3] [--max-new-tokens N]
+    moert info [MODEL] [--no-roofline]      backends found, plugins that failed; a model's summary
+                                            with the host CPU's decode roofline
+    moert run MODEL [--backend NAME] [--prompt TEXT | --prompt-ids 1,2,3] [--max-new-tokens N]
                     [--temperature T] [--top-k K] [--top-p P] [--seed S] [--stop IDS]
+                    [--no-progress]
     moert bench MODEL [--backend cpu,opencl,cuda] [--prompt-tokens N] [--new-tokens M]
                       [--repeat R] [--dtype f32] [--json] [--plot FILE.png]
     moert make-test-model ARCH DIR [--dtype f32|bf16|fp8] [--shards N] [--seed S]
@@ -39,17 +41,21 @@ def cmd_info(args):
         print(f"model: {i['architecture']} ({i['model_type']}), {i['num_layers']} layers, hidden "
               f"{i['hidden_size']}, vocab {i['vocab_size']}, experts {i['num_experts']} "
               f"(top-{i['experts_per_token']}), weights {i['weight_dtype']}, max context {i['max_context']}")
-        print(model.summary()["text"], end="")
+        print(model.summary(roofline=not args.no_roofline)["text"], end="")
     return 0
 
 
 def cmd_run(args):
     t0 = time.perf_counter()
     model = moert.load(args.model, backend=args.backend, dtype=args.dtype, max_context=args.max_context,
-                       strict=args.strict)
+                       strict=args.strict, progress=False if args.no_progress else None)
     load_s = time.perf_counter() - t0
+    if args.prompt is not None:
+        prompt = model.encode(args.prompt)
+    else:
+        prompt = args.prompt_ids if args.prompt_ids is not None else [1]
     times, tokens = [], []
-    stream = model.stream(args.prompt_ids, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+    stream = model.stream(prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                           top_k=args.top_k, top_p=args.top_p, seed=args.seed, stop=args.stop)
     while True:
         t0 = time.perf_counter()
@@ -59,10 +65,12 @@ def cmd_run(args):
         times.append(time.perf_counter() - t0)
         tokens.append(token)
     print("tokens:", " ".join(map(str, tokens)))
+    if args.prompt is not None:
+        print("text:", model.decode(tokens))
     decode = sorted(times[1:])
     p50 = decode[len(decode) // 2] * 1e3 if decode else 0.0
     prefill = times[0] * 1e3 if times else 0.0
-    print(f"load {load_s * 1e3:.1f} ms; prefill {len(args.prompt_ids)} tokens {prefill:.2f} ms; "
+    print(f"load {load_s * 1e3:.1f} ms; prefill {len(prompt)} tokens {prefill:.2f} ms; "
           f"decode {len(decode)} steps, {p50:.3f} ms/token p50 on {args.backend}")
     return 0
 
@@ -79,7 +87,7 @@ def cmd_bench(args):
 
 def cmd_make_test_model(args):
     try:
-        from moert_reference import make_checkpoint
+        from moert_reference import make_checkpoint  # type: ignore  # beside the package
     except ImportError:
         print("moert: make-test-model needs the moert_reference package (python/moert_reference)",
               file=sys.stderr)
@@ -95,11 +103,15 @@ def main(argv=None):
     p = sub.add_parser("info", help="backends found; a model's summary")
     p.add_argument("model", nargs="?")
     p.add_argument("--backend", default="reference")
+    p.add_argument("--no-roofline", action="store_true",
+                   help="skip measuring the host's read bandwidth (about a second)")
     p.set_defaults(func=cmd_info)
     p = sub.add_parser("run", help="prefill a prompt and decode")
     p.add_argument("model")
     p.add_argument("--backend", default="reference")
-    p.add_argument("--prompt-ids", type=_ids, default=[1])
+    prompt = p.add_mutually_exclusive_group()
+    prompt.add_argument("--prompt", help="prompt text (needs tokenizer.json and the tokenizers package)")
+    prompt.add_argument("--prompt-ids", type=_ids, help="prompt token ids, comma-separated (default: 1)")
     p.add_argument("--max-new-tokens", type=int, default=16)
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--top-k", type=int, default=0)
@@ -109,6 +121,7 @@ def main(argv=None):
     p.add_argument("--dtype", default="f32")
     p.add_argument("--max-context", type=int, default=0)
     p.add_argument("--strict", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no loading bar (default: on a terminal)")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("bench", help="compare latency across backends")
     p.add_argument("model")

@@ -1,8 +1,10 @@
 """Latency across devices: moert.compare() runs one checkpoint on several
-backends and reports load time, prefill and decode speed, memory and whether
-each device's logits agree with the reference backend."""
+backends and reports load time, prefill and decode speed, memory, the memory
+bandwidth decoding implies and whether each device's logits agree with the
+reference backend."""
 
 import json
+import os
 import statistics
 import time
 
@@ -18,13 +20,23 @@ TOLERANCE = {"f32": 1e-4, "bf16": 3e-2, "f16": 3e-2}
 COLUMNS = [("backend", "device", "{}"), ("load_s", "load s", "{:.3f}"),
            ("prefill_tok_s", "prefill tok/s", "{:.1f}"), ("decode_tok_s", "decode tok/s", "{:.1f}"),
            ("decode_ms_p50", "ms/tok p50", "{:.3f}"), ("decode_ms_p95", "ms/tok p95", "{:.3f}"),
+           ("implied_bandwidth", "GB/s", "{:.2f}"), ("bandwidth_fraction", "% host BW", "{:.1f}"),
            ("peak_bytes", "peak MB", "{:.2f}"), ("max_rel_error", "max err", "{:.2e}"),
            ("agrees", "agrees", "{}")]
+
+# Shown scaled: bytes as MB, bytes/s as GB/s, fractions as percent.
+SCALE = {"peak_bytes": 1e-6, "implied_bandwidth": 1e-9, "bandwidth_fraction": 100.0}
 
 
 class Report:
     """The result of compare(): one row (a dict) per device.  str() gives a
-    table, to_dict()/to_json() plain data, plot(path) a bar chart."""
+    table, to_dict()/to_json() plain data, plot(path) a bar chart.
+
+    Besides the timings, each row has bytes_per_token (weight bytes a decode
+    step reads), implied_bandwidth (bytes_per_token x decode tok/s, in
+    bytes/s) and, for CPU-kind devices, bandwidth_fraction: that over the
+    host's measured read bandwidth (meta["host_read_bandwidth"], see
+    moert.read_bandwidth()); None for other devices."""
 
     def __init__(self, rows, meta):
         self.rows = rows
@@ -45,14 +57,19 @@ class Report:
                 continue
             cells = []
             for key, _, fmt in COLUMNS:
-                v = r[key] / 1e6 if key == "peak_bytes" else r[key]
-                cells.append(fmt.format(v))
+                v = r.get(key)
+                if key in SCALE and v is not None:
+                    v *= SCALE[key]
+                cells.append("-" if v is None else fmt.format(v))
             lines.append(cells)
         widths = [max([len(header[i])] + [len(l[i]) for l in lines if len(l) == len(header)])
                   for i in range(len(header))]
         out = [f"{self.meta['model']}: prompt {self.meta['prompt_tokens']} tokens, "
                f"{self.meta['new_tokens']} decode steps, {self.meta['repeat']} repetitions, "
                f"dtype {self.meta['dtype']}"]
+        if self.meta.get("host_read_bandwidth"):
+            out.append(f"host read bandwidth {self.meta['host_read_bandwidth'] / 1e9:.1f} GB/s "
+                       "(measured); GB/s = weight bytes per token x decode tok/s")
         out.append("  ".join(h.rjust(w) for h, w in zip(header, widths)))
         for l in lines:
             out.append("  ".join(c.rjust(w) for c, w in zip(l, widths)) if len(l) == len(header)
@@ -63,9 +80,9 @@ class Report:
         """Bar chart of decode ms/token (p50) and prefill tokens/s per device,
         written to `path`.  Needs matplotlib."""
         try:
-            import matplotlib
+            import matplotlib  # type: ignore  # optional
             matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
+            import matplotlib.pyplot as plt  # type: ignore
         except ImportError as exc:
             raise _moert.Error("Report.plot needs matplotlib (pip install matplotlib)") from exc
         ok = [r for r in self.rows if "error" not in r]
@@ -81,6 +98,17 @@ class Report:
         plt.close(fig)
 
 
+def _device_kind(device):
+    """The kind ("cpu", "gpu" ...) of a device named "backend[:index]", or
+    None when unknown."""
+    name, _, index = device.partition(":")
+    for b in _moert.backends():
+        if b["name"] == name:
+            i = int(index) if index.isdigit() else 0
+            return b["devices"][i]["kind"] if i < len(b["devices"]) else None
+    return None
+
+
 def _devices():
     out = []
     for b in _moert.backends():
@@ -93,8 +121,11 @@ def compare(path, backends=None, prompt_tokens=32, new_tokens=16, repeat=3, dtyp
     """Runs the checkpoint at `path` on each backend (default: every available
     device) and returns a Report.  Prefill is timed over `prompt_tokens`
     tokens, decode over `new_tokens` greedy KV-cached steps, each `repeat`
-    times; logits of the prompt are compared with the reference backend's."""
+    times; logits of the prompt are compared with the reference backend's.
+    For CPU-kind devices the decode speed is also set against the host's
+    read bandwidth (measured once per process, about a second)."""
     backends = list(backends) if backends else _devices()
+    path = os.fspath(path)
     reference = _moert.load(path, backend="reference", dtype=dtype)
     vocab = reference.info["vocab_size"]
     prompt = np.random.default_rng(seed).integers(0, vocab, size=prompt_tokens).tolist()
@@ -123,15 +154,25 @@ def compare(path, backends=None, prompt_tokens=32, new_tokens=16, repeat=3, dtyp
             device = model.device
             peak = sum(mem["arena_bytes"].values()) + mem["state_bytes"]
             ms = sorted(s * 1e3 for s in steps) or [0.0]
+            decode_tok_s = 1e3 / statistics.mean(ms) if steps else 0.0
+            bytes_per_token = model.summary(roofline=False)["bytes_per_token"]
+            implied = bytes_per_token * decode_tok_s
+            fraction = None
+            if _device_kind(device) == "cpu":
+                host_bw = _moert.read_bandwidth()
+                fraction = implied / host_bw if host_bw > 0 else None
             rows.append({
                 "backend": backend, "device": device, "load_s": load_s,
                 "prefill_tok_s": prompt_tokens / statistics.median(prefill),
-                "decode_tok_s": 1e3 / statistics.mean(ms) if steps else 0.0,
+                "decode_tok_s": decode_tok_s,
                 "decode_ms_p50": ms[len(ms) // 2], "decode_ms_p95": ms[min(len(ms) - 1, int(0.95 * len(ms)))],
-                "peak_bytes": peak, "max_rel_error": err,
+                "bytes_per_token": bytes_per_token, "implied_bandwidth": implied,
+                "bandwidth_fraction": fraction, "peak_bytes": peak, "max_rel_error": err,
                 "agrees": err <= TOLERANCE.get(dtype, 3e-2), "fallbacks": len(model.fallbacks)})
         except _moert.Error as e:
             rows.append({"backend": backend, "error": str(e)})
-    meta = {"model": str(path), "prompt_tokens": prompt_tokens, "new_tokens": new_tokens,
-            "repeat": repeat, "dtype": dtype}
+    measured = any(r.get("bandwidth_fraction") is not None for r in rows)
+    meta = {"model": path, "prompt_tokens": prompt_tokens, "new_tokens": new_tokens,
+            "repeat": repeat, "dtype": dtype,
+            "host_read_bandwidth": _moert.read_bandwidth() if measured else None}
     return Report(rows, meta)

@@ -1,16 +1,20 @@
 // moert._moert: the Python bindings of the runtime (moert/model.h,
 // moert/backend_registry.h).  The package python/moert/ re-exports it.
 //
-// Threading: forward, append, generate and each step of a stream release the
-// GIL while the model runs; a model runs one call at a time (a mutex per
-// model), since it holds one KV cache.
+// Threading: load, to, forward, append, generate and each step of a stream
+// release the GIL while the runtime works (a load's progress callback takes it
+// back for each call); a model runs one call at a time (a mutex per model),
+// since it holds one KV cache.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
 #include <algorithm>
 #include <climits>
+#include <cstdio>
 #include <cstring>
+#include <exception>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -19,6 +23,7 @@
 #include <vector>
 
 #include "moert/backend_registry.h"
+#include "moert/bandwidth.h"
 #include "moert/dtype.h"
 #include "moert/error.h"
 #include "moert/model.h"
@@ -29,13 +34,102 @@ namespace py = pybind11;
 
 namespace {
 
+// One node's times summed over the runs of a profile.
+struct NodeTotal {
+  std::string node;
+  std::string op;
+  std::string device;
+  int64_t calls = 0;
+  double seconds = 0;
+  bool timed = true;  // false when the backend did not time it in some run
+};
+
 // A loaded model shared by its Python object, its sessions and its streams.
 struct ModelHandle {
   std::unique_ptr<moert::Model> model;
+  std::string path;  // the checkpoint directory
   std::mutex mutex;  // one call on the model at a time
 
+  // Profiling (Model.profile()): per-node times accumulated over every run
+  // since it started, in the order nodes first ran.
+  bool profiling = false;
+  int64_t profiled_runs = 0;
+  std::vector<NodeTotal> totals;
+  std::map<std::pair<std::string, std::string>, size_t> total_of;  // (node, device) -> index
+
   int64_t vocab() const { return model->info().vocab_size; }
+
+  // Adds the executor's timings of the run that just ended; called under the
+  // mutex after each successful run.
+  void record_run() {
+    if (!profiling) return;
+    ++profiled_runs;
+    for (const moert::NodeTiming& t : model->executor().profile()) {
+      auto [it, added] = total_of.try_emplace({t.node, t.device}, totals.size());
+      if (added) totals.push_back({t.node, t.op, t.device, 0, 0.0, true});
+      NodeTotal& n = totals[it->second];
+      ++n.calls;
+      if (t.seconds >= 0)
+        n.seconds += t.seconds;
+      else
+        n.timed = false;
+    }
+  }
 };
+
+// A Python progress callable (stage, done, total) as the runtime's
+// LoadProgress.  The runtime calls it from the loading thread with the GIL
+// released; each call takes the GIL, and also checks for Ctrl-C.  A Python
+// exception aborts the load: it is kept and re-raised once the load unwound.
+class ProgressCallback {
+ public:
+  explicit ProgressCallback(const py::object& fn) : fn_(fn) {
+    if (!fn_.is_none() && !PyCallable_Check(fn_.ptr()))
+      throw py::type_error("progress must be a callable (stage, done, total) or None, got " +
+                           py::str(py::type::of(fn_).attr("__name__")).cast<std::string>());
+  }
+
+  moert::LoadProgress callback() {
+    if (fn_.is_none()) return nullptr;
+    return [this](const std::string& stage, uint64_t done, uint64_t total) {
+      py::gil_scoped_acquire gil;
+      try {
+        fn_(stage, done, total);
+        if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+      } catch (...) {
+        error_ = std::current_exception();
+        throw moert::Error("interrupted by the progress callback");
+      }
+    };
+  }
+
+  // Runs `work` without the GIL; re-raises the callback's exception if it
+  // aborted the work.
+  template <typename Work>
+  void run(Work&& work) {
+    try {
+      py::gil_scoped_release release;
+      work();
+    } catch (...) {
+      if (error_) std::rethrow_exception(error_);
+      throw;
+    }
+  }
+
+ private:
+  py::object fn_;
+  std::exception_ptr error_;
+};
+
+// The host's read bandwidth in bytes/s, measured on the first call (up to
+// about a second) and cached for the process.
+double host_read_bandwidth() {
+  static std::once_flag once;
+  static double bytes_per_second = 0;
+  py::gil_scoped_release release;
+  std::call_once(once, [] { bytes_per_second = moert::measure_read_bandwidth().bytes_per_second; });
+  return bytes_per_second;
+}
 
 std::string out_of_vocab(long long id, size_t position, int64_t vocab) {
   return "token id " + std::to_string(id) + " at position " + std::to_string(position) +
@@ -109,6 +203,7 @@ py::array_t<float> logits_array(ModelHandle& h, size_t rows, Run&& run) {
     py::gil_scoped_release release;
     std::lock_guard<std::mutex> lock(h.mutex);
     moert::Tensor logits = run();
+    h.record_run();
     copy_logits(logits, dst, rows, vocab);
   }
   return out;
@@ -158,12 +253,15 @@ class TokenStream {
   std::optional<int32_t> next() {
     py::gil_scoped_release release;
     std::lock_guard<std::mutex> lock(handle_->mutex);
-    return generator_.next();
+    std::optional<int32_t> token = generator_.next();
+    if (token) handle_->record_run();  // every token comes from one run
+    return token;
   }
 
  private:
   static moert::TokenGenerator make(ModelHandle& h, const std::vector<int32_t>& prompt,
                                     const moert::GenerateOptions& options) {
+    py::gil_scoped_release release;  // never wait for the mutex holding the GIL
     std::lock_guard<std::mutex> lock(h.mutex);
     return h.model->generator(prompt, options);
   }
@@ -173,8 +271,10 @@ class TokenStream {
 
 class PyModel {
  public:
-  explicit PyModel(std::unique_ptr<moert::Model> model) : handle_(std::make_shared<ModelHandle>()) {
+  PyModel(std::unique_ptr<moert::Model> model, std::string path)
+      : handle_(std::make_shared<ModelHandle>()) {
     handle_->model = std::move(model);
+    handle_->path = std::move(path);
   }
 
   py::dict info() const {
@@ -192,7 +292,7 @@ class PyModel {
     return d;
   }
 
-  py::dict summary() const {
+  py::dict summary(bool roofline) const {
     const moert::ModelSummary s = handle_->model->summary();
     py::dict d;
     d["total_params"] = s.total_params;
@@ -200,7 +300,25 @@ class PyModel {
     d["weight_bytes"] = s.weight_bytes;
     d["bytes_per_token"] = s.bytes_per_token;
     d["kv_bytes_per_token"] = s.kv_bytes_per_token;
-    d["text"] = s.str();
+    std::string text = s.str();
+    if (roofline) {
+      // A decode step must read its weights at least once: at the host's read
+      // bandwidth that takes bytes_per_token / bandwidth (KV cache reads and
+      // compute come on top, so this is a lower bound on the time per token).
+      const double bw = host_read_bandwidth();
+      const double seconds = bw > 0 ? static_cast<double>(s.bytes_per_token) / bw : 0.0;
+      d["read_bandwidth"] = bw;
+      d["roofline_s_per_token"] = seconds;
+      d["roofline_tok_s"] = seconds > 0 ? 1.0 / seconds : 0.0;
+      char line[256];
+      std::snprintf(line, sizeof line,
+                    "decode roofline (host CPU): %.2f MB per token / %.1f GB/s measured read "
+                    "bandwidth = %.4f ms/token (at most %.0f tok/s)\n",
+                    static_cast<double>(s.bytes_per_token) / 1e6, bw / 1e9, seconds * 1e3,
+                    seconds > 0 ? 1.0 / seconds : 0.0);
+      text += line;
+    }
+    d["text"] = text;
     return d;
   }
 
@@ -210,6 +328,7 @@ class PyModel {
   }
 
   PySession session() {
+    py::gil_scoped_release release;  // never wait for the mutex holding the GIL
     std::lock_guard<std::mutex> lock(handle_->mutex);
     return PySession(handle_, handle_->model->session());
   }
@@ -222,7 +341,11 @@ class PyModel {
                                                 token_ids(stop, handle_->vocab()));
     py::gil_scoped_release release;
     std::lock_guard<std::mutex> lock(handle_->mutex);
-    return handle_->model->generate(ids, o);
+    // Each token comes from one run: record its profile before the next.
+    return handle_->model->generate(ids, o, [this](int32_t) {
+      handle_->record_run();
+      return true;
+    });
   }
 
   TokenStream stream(const py::handle& prompt, int64_t max_new_tokens, double temperature,
@@ -247,13 +370,56 @@ class PyModel {
 
   std::string placement_report() const { return handle_->model->executor().placement_report(); }
 
-  void to(const std::string& backend, bool strict) {
-    py::gil_scoped_release release;
-    std::lock_guard<std::mutex> lock(handle_->mutex);
-    handle_->model->to(backend, strict);
+  void to(const std::string& backend, bool strict, const py::object& progress) {
+    ProgressCallback cb(progress);
+    cb.run([&] {
+      std::lock_guard<std::mutex> lock(handle_->mutex);
+      handle_->model->to(backend, strict, cb.callback());
+      if (handle_->profiling) handle_->model->executor().set_profiling(true);
+    });
   }
 
   std::string device() const { return handle_->model->device(); }
+  const std::string& path() const { return handle_->path; }
+
+  void profile_start() {
+    py::gil_scoped_release release;
+    std::lock_guard<std::mutex> lock(handle_->mutex);
+    moert::check(!handle_->profiling, "a profile of this model is already running");
+    handle_->profiling = true;
+    handle_->profiled_runs = 0;
+    handle_->totals.clear();
+    handle_->total_of.clear();
+    handle_->model->executor().set_profiling(true);
+  }
+
+  py::dict profile_stop() {
+    std::vector<NodeTotal> totals;
+    int64_t runs = 0;
+    {
+      py::gil_scoped_release release;
+      std::lock_guard<std::mutex> lock(handle_->mutex);
+      handle_->model->executor().set_profiling(false);
+      handle_->profiling = false;
+      totals.swap(handle_->totals);
+      handle_->total_of.clear();
+      runs = handle_->profiled_runs;
+    }
+    py::list nodes;
+    for (const NodeTotal& n : totals) {
+      py::dict d;
+      d["node"] = n.node;
+      d["op"] = n.op;
+      d["device"] = n.device;
+      d["calls"] = n.calls;
+      d["seconds"] = n.timed ? py::object(py::float_(n.seconds)) : py::object(py::none());
+      nodes.append(d);
+    }
+    py::dict out;
+    out["runs"] = runs;
+    out["nodes"] = nodes;
+    return out;
+  }
 
   py::dict memory() const {
     const moert::MemoryReport r = handle_->model->executor().memory();
@@ -313,7 +479,7 @@ py::list plugin_failures() {
 }
 
 PyModel load(const std::string& path, const std::string& backend, const std::string& dtype,
-             int64_t max_context, bool strict) {
+             int64_t max_context, bool strict, const py::object& progress) {
   moert::LoadOptions o;
   o.device = backend;
   std::optional<moert::DType> t = moert::dtype_from_name(dtype);
@@ -321,12 +487,11 @@ PyModel load(const std::string& path, const std::string& backend, const std::str
   o.dtype = *t;
   o.max_context = max_context;
   o.strict = strict;
+  ProgressCallback cb(progress);
+  o.progress = cb.callback();
   std::unique_ptr<moert::Model> model;
-  {
-    py::gil_scoped_release release;
-    model = moert::Model::load(path, o);
-  }
-  return PyModel(std::move(model));
+  cb.run([&] { model = moert::Model::load(path, o); });
+  return PyModel(std::move(model), path);
 }
 
 constexpr const char* kSamplingArgs = R"doc(
@@ -372,8 +537,11 @@ Returns a list of dicts {path, reason}: no entry point, another ABI major
 version, a duplicate name ...  The other plugins still load.)doc");
 
   m.def("load", &load, py::arg("path"), py::arg("backend") = "reference", py::arg("dtype") = "f32",
-        py::arg("max_context") = 0, py::arg("strict") = false,
+        py::arg("max_context") = 0, py::arg("strict") = false, py::arg("progress") = py::none(),
         R"doc(Loads a Hugging Face checkpoint directory and returns a Model.
+
+The package's moert.load() wraps this one (progress bars on stderr, and the
+moert.Model class with text and profiling helpers).
 
 Args:
     path: directory with config.json and model.safetensors (or the shards
@@ -385,11 +553,23 @@ Args:
         4096).
     strict: when True, an op the backend cannot run is an error instead of
         a fallback to the reference backend.
+    progress: None, or a callable progress(stage, done, total) called while
+        loading: stage "read" (the checkpoint paged in, file by file), then
+        "build" and "prepare"; done and total count bytes of weights, done
+        rises from 0 to total in each stage.  An exception it raises (or
+        Ctrl-C) aborts the load and propagates.  It must not use the model.
 
 Raises:
     moert.Error: naming the file, tensor or parameter at fault (an unknown
         backend lists the available ones; an unknown model_type lists the
         supported ones).)doc");
+
+  m.def("read_bandwidth", &host_read_bandwidth,
+        R"doc(The host's memory read bandwidth in bytes per second.
+
+Measured on the first call by streaming through a 512 MiB buffer with every
+hardware thread (best of 5 passes, up to about a second) and cached for the
+rest of the process.  It is the ceiling of a memory-bound decode step on the CPU.)doc");
 
   m.def("supported_model_types", &moert::supported_model_types,
         "The model_type values (config.json) that load() understands.");
@@ -449,11 +629,21 @@ Args:
   py::class_<PyModel>(m, "Model", R"doc(A checkpoint loaded on a device, from moert.load().
 
 Holds one KV-cached sequence: forward, session, generate and stream each
-start a new one.)doc")
-      .def("summary", &PyModel::summary,
-           "What sparsity buys: total and active parameters per decoded token, weight bytes "
-           "stored and read per decoded token, KV-cache bytes per position; 'text' is a "
-           "readable rendering.")
+start a new one.  Model(other) is another handle on the same loaded model
+(same weights, same sequence).)doc")
+      .def(py::init<const PyModel&>(), py::arg("model"))
+      .def("summary", &PyModel::summary, py::arg("roofline") = true,
+           R"doc(What sparsity buys, as a dict:
+    total_params, active_params: every weight element, and those a decoded
+        token uses (unchosen experts excluded).
+    weight_bytes, bytes_per_token: the weights as stored, and the bytes a
+        decode step must read.
+    kv_bytes_per_token: KV-cache bytes per position.
+    read_bandwidth, roofline_s_per_token, roofline_tok_s (with roofline):
+        the host's measured read bandwidth (read_bandwidth(), measured once
+        per process) and the decode time per token it implies on the CPU,
+        bytes_per_token / read_bandwidth, a lower bound.
+    text: a readable rendering of the above.)doc")
       .def_property_readonly("info", &PyModel::info,
                              R"doc(What was read from config.json, as a dict:
 architecture, model_type, vocab_size, hidden_size, num_layers, num_experts
@@ -480,14 +670,21 @@ Returns:
 device: a list of dicts {node, op, reason}.)doc")
       .def(
           "to",
-          [](py::object self, const std::string& backend, bool strict) {
-            self.cast<PyModel&>().to(backend, strict);
+          [](py::object self, const std::string& backend, bool strict, const py::object& progress) {
+            self.cast<PyModel&>().to(backend, strict, progress);
             return self;
           },
-          py::arg("backend"), py::arg("strict") = false,
+          py::arg("backend"), py::arg("strict") = false, py::arg("progress") = py::none(),
           "Moves the model to another backend without re-reading the checkpoint and returns "
-          "it. The current sequence ends. On error (moert.Error) the model stays where it was.")
+          "it. The current sequence ends. On error (moert.Error) the model stays where it was. "
+          "progress: None or a callable (stage, done, total), called for the 'prepare' stage.")
       .def_property_readonly("device", &PyModel::device, "The device the model runs on.")
+      .def_property_readonly("path", &PyModel::path, "The checkpoint directory it was loaded from.")
+      .def("_profile_start", &PyModel::profile_start,
+           "Starts accumulating per-node times over every run (see moert.Model.profile).")
+      .def("_profile_stop", &PyModel::profile_stop,
+           "Stops profiling; returns {runs, nodes: [{node, op, device, calls, seconds}]} "
+           "(seconds None where the backend does not time nodes).")
       .def("memory", &PyModel::memory,
            "Device memory of the last run: arena_bytes per device (activations, after the "
            "liveness planner), naive_bytes (without reuse) and state_bytes (KV caches).")
