@@ -6,6 +6,7 @@
 #include <cmath>
 #include <map>
 #include <memory>
+#include <set>
 #include <sstream>
 
 #include "conformance.h"
@@ -254,14 +255,68 @@ class NoDevice : public ::testing::Test {
 }  // namespace
 }  // namespace moert::conformance
 
+// Options after GoogleTest's own (ctest runs one process per backend and
+// family, so that a process generates only the cases it runs):
+//   --backend=NAME        only this backend's devices; exits with kSkipped
+//                         (ctest's SKIP_RETURN_CODE) when it has none available
+//   --family=NAME         only this family's cases
+//   --families=A,B,...    exits 1 unless these are exactly the registered
+//                         families (keeps the ctest list in step with the code)
+constexpr int kSkipped = 77;
+
 int main(int argc, char** argv) {
   using namespace moert::conformance;
   ::testing::InitGoogleTest(&argc, argv);
+  std::string only_backend, only_family, expect_families;
+  bool check_families = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto value = [&](const std::string& flag) {
+      return a.rfind(flag, 0) == 0 ? a.substr(flag.size()) : std::string();
+    };
+    if (a.rfind("--backend=", 0) == 0) {
+      only_backend = value("--backend=");
+    } else if (a.rfind("--family=", 0) == 0) {
+      only_family = value("--family=");
+    } else if (a.rfind("--families=", 0) == 0) {
+      expect_families = value("--families=");
+      check_families = true;
+    } else {
+      std::fprintf(stderr, "conformance: unknown argument '%s'\n", a.c_str());
+      return 2;
+    }
+  }
+  if (check_families) {
+    std::set<std::string> registered, expected;
+    for (const auto& entry : generators()) registered.insert(entry.first);
+    std::stringstream in(expect_families);
+    for (std::string f; std::getline(in, f, ',');)
+      if (!f.empty()) expected.insert(f);
+    bool same = registered == expected;
+    for (const std::string& f : registered)
+      if (!expected.count(f)) std::fprintf(stderr, "family '%s' is not in the list\n", f.c_str());
+    for (const std::string& f : expected)
+      if (!registered.count(f)) std::fprintf(stderr, "family '%s' is not registered\n", f.c_str());
+    if (same) std::printf("%zu families, as listed\n", registered.size());
+    return same ? 0 : 1;
+  }
+  if (!only_family.empty()) {
+    bool known = false;
+    for (const auto& entry : generators()) known = known || entry.first == only_family;
+    if (!known) {
+      std::fprintf(stderr, "conformance: no family '%s'\n", only_family.c_str());
+      return 2;
+    }
+  }
+
   std::vector<std::string> devices;
   std::string unavailable;
+  bool backend_found = only_backend.empty();
   const moert::BackendRegistry& registry = moert::BackendRegistry::global();
   for (const auto& backend : registry.backends()) {
     if (backend->name() == "reference") continue;
+    if (!only_backend.empty() && backend->name() != only_backend) continue;
+    backend_found = true;
     if (!backend->available()) {
       unavailable += " " + backend->name() + ": " + backend->unavailable_reason() + ";";
       continue;
@@ -270,6 +325,12 @@ int main(int argc, char** argv) {
       devices.push_back(backend->name() + ":" + std::to_string(i));
   }
   for (const auto& f : registry.failures()) unavailable += " " + f.str() + ";";
+  if (!only_backend.empty() && devices.empty()) {
+    // A skip, not a pass: ctest reports it as skipped with this reason.
+    std::printf("SKIPPED: backend '%s' has no available device:%s\n", only_backend.c_str(),
+                backend_found ? unavailable.c_str() : " its plugin was not loaded;");
+    return kSkipped;
+  }
   if (devices.empty()) {
     const std::string why =
         "no backend device besides the reference one is available, so "
@@ -279,6 +340,7 @@ int main(int argc, char** argv) {
                             [why]() -> ::testing::Test* { return new NoDevice(why); });
   }
   for (const auto& [family, generate] : generators()) {
+    if (!only_family.empty() && family != only_family) continue;
     std::map<std::string, int> seen;
     for (Case& c : generate()) {
       auto shared = std::make_shared<const Case>(std::move(c));
