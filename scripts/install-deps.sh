@@ -12,7 +12,7 @@ APT_PACKAGES=(
   clang-format
 )
 # tokenizers (optional at run time): text prompts through a checkpoint's tokenizer.json.
-PIP_PACKAGES=(numpy pytest pybind11 ml_dtypes tokenizers)
+PIP_PACKAGES=(numpy pytest pybind11 ml_dtypes tokenizers matplotlib)
 
 sudo_cmd=()
 if [ "$(id -u)" != 0 ]; then sudo_cmd=(sudo); fi
