@@ -5,9 +5,11 @@
 // and M from one token to a few hundred so both the GEMV kernels (few rows)
 // and the GEMM path (many rows) are checked.
 //
-// Tolerances.  Up to 8 rows of x, and for f32 weights at any M, a backend
-// computes products of the exact operands in f32: tolerance_for(out).  Above
-// that a backend may take a bf16 matrix unit: x is rounded to bf16 (exact
+// Tolerances.  For f32 x, up to 8 rows of x, and for f32 weights, at any M, a
+// backend computes products of the exact operands in f32: tolerance_for(out).
+// (f32 activations promise f32 products: a bf16 rounding of a prompt's hidden
+// states can flip a router's choice of expert.)  For bf16 or f16 x beyond 8
+// rows a backend may take a bf16 matrix unit: x is rounded to bf16 (exact
 // when x is bf16 already) and f16 / f8_e4m3 weights (their block scale
 // applied) are rounded to bf16 too, each a relative error of at most
 // u = 2^-9 per operand, roughly uniform, so std u/sqrt(3).  An output's error
@@ -41,7 +43,8 @@ Tensor random_tensor(DType dtype, std::vector<int64_t> shape, std::mt19937& rng,
 }
 
 const char* const kExactWhy =
-    " (f32 products of exact operands: few rows, or f32/bf16 operands); an f32 sum of K terms "
+    " (f32 products of exact operands: f32 x, few rows, or f32/bf16 operands); an f32 sum of K "
+    "terms "
     "errs by ~sqrt(K) 2^-24 RMS(y) (2e-6 RMS(y) at K = 1024), so the floor is 0.05 RMS(y)";
 
 struct Spec {
@@ -139,7 +142,7 @@ Case make(const Spec& s, std::mt19937& rng) {
 
   const DType out = s.out ? *s.out : s.x;
   const int rounded = (s.x != DType::bf16) + (s.w == DType::f16 || s.w == DType::f8_e4m3);
-  if (max_rows <= 8 || s.w == DType::f32 || rounded == 0) {
+  if (max_rows <= 8 || s.w == DType::f32 || s.x == DType::f32 || rounded == 0) {
     c.tolerance = tolerance_for(out);
     c.floor = 0.05 * rms;
     c.why = why_for(out) + kExactWhy;

@@ -7,9 +7,10 @@
 // treat them differently), and shared experts with and without the sigmoid
 // gate.
 //
-// Tolerances.  When every product a backend runs has at most 8 rows of x or
-// f32 weights (decode), it can compute f32 products of exact operands:
-// tolerance_for(x's dtype).  Otherwise a bf16 matrix unit may round x, the
+// Tolerances.  For f32 x (f32 activations promise f32 products, see
+// cases_linear.cpp), and when every product a backend runs has at most 8 rows
+// of x or f32 weights (decode), it computes f32 products of exact operands:
+// tolerance_for(x's dtype).  Otherwise (bf16 / f16 x) a bf16 matrix unit may round x, the
 // weights and the SwiGLU activations to bf16 (u = 2^-9 each, std u/sqrt(3)):
 // gate and up each err by <= 0.82u of their RMS (see cases_linear.cpp),
 // silu(g) * u by about 1.2u of its RMS, the down projection adds its own
@@ -220,14 +221,15 @@ Case make(const Spec& s, std::mt19937& rng) {
     c.steps.push_back(std::move(step));
   }
 
-  const bool exact_products =
-      max_rows <= 8 || (s.w == DType::f32 && (!s.shared || *s.shared == DType::f32));
+  const bool exact_products = max_rows <= 8 || s.x == DType::f32 ||
+                              (s.w == DType::f32 && (!s.shared || *s.shared == DType::f32));
   const double rms = std::sqrt(sum / static_cast<double>(std::max<int64_t>(1, count)));
   if (exact_products) {
     c.tolerance = tolerance_for(s.x);
     c.floor = 0.05 * rms;
     c.why = why_for(s.x) +
-            " (f32 products of exact operands: few rows per expert, or f32); f32 sums err by "
+            " (f32 products of exact operands: f32 x, few rows per expert, or f32 weights); f32 "
+            "sums err by "
             "~sqrt(K) 2^-24 RMS(out) per product: floor 0.05 RMS(out)";
   } else {
     c.floor = rms;

@@ -68,7 +68,7 @@ int64_t gemv_max_rows(const WeightMatrix& w) {
 }
 
 void gemm(const float* x, int64_t m, int64_t ldx, const WeightMatrix& w, float* y, int64_t ldy,
-          int64_t rows_room) {
+          Products products, int64_t rows_room) {
   const int64_t n = w.rows, k = w.cols;
   if (m <= 0 || n <= 0) return;
   if (k == 0) {
@@ -84,10 +84,33 @@ void gemm(const float* x, int64_t m, int64_t ldx, const WeightMatrix& w, float* 
   // caller has room for the extra rows.
   const int64_t bucket = (m + kRowBucket - 1) / kRowBucket * kRowBucket;
   const int64_t mp = rows_room >= bucket ? bucket : m;
+  if (w.dtype == MOERT_DTYPE_F32) {
+    onednn_matmul_nt(MOERT_DTYPE_F32, x, ldx, w.data, w.stride, mp, n, k, y, ldy);
+    return;
+  }
+  if (products == Products::exact) {
+    // x as given, rows past m (when mp > m) zeroed in a copy only if needed.
+    const float* xs = x;
+    if (mp > m) {
+      float* xc = scratch<float>(Slot::gemm_src, static_cast<size_t>(mp * k));
+      for (int64_t r = 0; r < m; ++r) std::copy(x + r * ldx, x + r * ldx + k, xc + r * k);
+      std::fill(xc + m * k, xc + mp * k, 0.0f);
+      xs = xc;
+    }
+    const int64_t lds = mp > m ? k : ldx;
+    int64_t tile = std::max<int64_t>(64, kTileBytes / (4 * k) / 64 * 64);
+    tile = std::min(tile, n);
+    float* wf = scratch<float>(Slot::gemm_tile, static_cast<size_t>(tile * k));
+    for (int64_t n0 = 0; n0 < n; n0 += tile) {
+      const int64_t rows = std::min(tile, n - n0);
+      parallel_for(rows, 8, [&](int64_t r0, int64_t r1) {
+        weight_rows_to_f32(w, n0 + r0, n0 + r1, wf + r0 * k, k);
+      });
+      onednn_matmul_nt(MOERT_DTYPE_F32, xs, lds, wf, k, mp, rows, k, y + n0, ldy);
+    }
+    return;
+  }
   switch (w.dtype) {
-    case MOERT_DTYPE_F32:
-      onednn_matmul_nt(MOERT_DTYPE_F32, x, ldx, w.data, w.stride, mp, n, k, y, ldy);
-      return;
     case MOERT_DTYPE_BF16:
       onednn_matmul_nt(MOERT_DTYPE_BF16, x_to_bf16(x, m, mp, k, ldx), k, w.data, w.stride, mp, n, k,
                        y, ldy);

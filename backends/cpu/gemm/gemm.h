@@ -4,15 +4,21 @@
 //   m <= gemv_max_rows(W): the GEMV kernels (gemv.h), reading W once per 8
 //     rows of x in its stored dtype and accumulating in f32: as exact as an
 //     f32 computation.
-//   larger m: oneDNN (onednn.h).  f32 W: an f32 matmul.  bf16 W: x rounded
-//     to bf16 and the bf16 matmul (AMX).  f16 and f8_e4m3 W: x rounded to
-//     bf16, W converted to bf16 (block scale applied) in tiles of rows of at
-//     most 8 MiB and the bf16 matmul per tile; the scratch is bounded, no
-//     copy of the model is made.  Each bf16 rounding is a relative error of
-//     at most 2^-9 per operand; accumulation is f32.  f16 weights go through
-//     bf16 rather than f32 because the AMX path measured 3-4x faster
-//     (~1000-1400 against oneDNN's f32 matmul at ~350 GFLOP/s, M = 512, 2
-//     threads), for a rounding no larger than that of x.
+//   larger m: oneDNN (onednn.h), with the products the caller asks for:
+//     Products::exact (callers whose activations are f32): f32 products of
+//       x and W as stored.  f32 W: oneDNN's f32 matmul.  Other W: widened to
+//       f32 (block scale applied) in tiles of rows of at most 8 MiB, the f32
+//       matmul per tile; the scratch is bounded, no copy of the model is made.
+//     Products::bf16 (callers whose activations are bf16 or f16, already
+//       rounded to 8-11 bits): x rounded to bf16 and W as bf16 (bf16 W as
+//       stored; f16 and f8_e4m3 W converted, block scale applied, in tiles as
+//       above), the bf16 matmul (AMX or AVX512-BF16), f32 accumulation.  Each
+//       bf16 rounding is a relative error of at most 2^-9 per operand.  About
+//       2x the f32 matmul's rate where the CPU has AVX512-BF16 (882 against
+//       448 GFLOP/s at 2048^3 on 2 Zen cores, moert-opbench), 6x with AMX.
+//     f32 activations get exact products because bf16 rounding of a prompt's
+//     hidden states can flip a router's near-tie between experts: a
+//     discrete change in that token's output that no tolerance covers.
 //
 // Must be called outside any OpenMP parallel region.
 #pragma once
@@ -22,6 +28,9 @@
 #include "weight.h"
 
 namespace moert::cpu::gemm {
+
+// How the products of a large-m GEMM are formed (above).
+enum class Products { exact, bf16 };
 
 // The largest m the GEMV kernels serve for this matrix.
 int64_t gemv_max_rows(const WeightMatrix& w);
@@ -35,6 +44,6 @@ int64_t gemv_max_rows(const WeightMatrix& w);
 // experts, which change with every call.  Throws plugin::Failure (oneDNN
 // failure) or std::bad_alloc (scratch), never from inside a parallel region.
 void gemm(const float* x, int64_t m, int64_t ldx, const WeightMatrix& w, float* y, int64_t ldy,
-          int64_t rows_room = 0);
+          Products products, int64_t rows_room = 0);
 
 }  // namespace moert::cpu::gemm

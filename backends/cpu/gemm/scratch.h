@@ -15,8 +15,8 @@ enum class Slot {
   kernel_small,   // small per-call vectors (a bias in f32)
   moe_tokens,     // moe: gathered token rows and intermediate activations
   moe_routes,     // moe: routing tables
-  gemm_src,       // x rounded to bf16 for oneDNN
-  gemm_tile,      // dequantised weight tiles
+  gemm_src,       // x for oneDNN: rounded to bf16, or padded with zero rows
+  gemm_tile,      // dequantised weight tiles (bf16 or f32)
   gemv_x,         // x in a GEMV kernel's layout
   gemv_thread,    // per-thread GEMV buffers (fp8 scaled x)
   count

@@ -93,6 +93,28 @@ MOERT_AVX512 void weight_rows_to_bf16_avx512(const WeightMatrix& w, int64_t n0, 
   }
 }
 
+MOERT_AVX512 void weight_rows_to_f32_avx512(const WeightMatrix& w, int64_t n0, int64_t n1,
+                                            float* dst, int64_t ldd) {
+  const int64_t k = w.cols;
+  for (int64_t n = n0; n < n1; ++n) {
+    const unsigned char* row = w.row_bytes(n);
+    float* d = dst + (n - n0) * ldd;
+    const float* scales = w.scaled() ? w.scale_row(n) : nullptr;
+    int64_t i = 0;
+    while (i < k) {
+      const int64_t end = scales ? std::min(k, (i / w.block_cols + 1) * w.block_cols) : k;
+      const float scale = scales ? scales[i / w.block_cols] : 1.0f;
+      for (; i < end; i += 16) {
+        const int64_t len = std::min<int64_t>(16, end - i);
+        const __m512 v = load16(w.dtype, row, i, len, scale);
+        _mm512_mask_storeu_ps(d + i, static_cast<__mmask16>(len == 16 ? 0xffff : (1u << len) - 1),
+                              v);
+      }
+      i = end;
+    }
+  }
+}
+
 }  // namespace
 
 void f32_rows_to_bf16(const float* x, int64_t m, int64_t k, int64_t ldx, uint16_t* dst,
@@ -114,6 +136,21 @@ void weight_rows_to_bf16(const WeightMatrix& w, int64_t n0, int64_t n1, uint16_t
       for (int64_t i = 0; i < w.cols; ++i) d[i] = f32_to_bf16(table[row[i]] * s[i / w.block_cols]);
     } else {
       for (int64_t i = 0; i < w.cols; ++i) d[i] = f32_to_bf16(load_f32(w.dtype, row, i));
+    }
+  }
+}
+
+void weight_rows_to_f32(const WeightMatrix& w, int64_t n0, int64_t n1, float* dst, int64_t ldd) {
+  if (use_avx512()) return weight_rows_to_f32_avx512(w, n0, n1, dst, ldd);
+  const float* table = e4m3_table();
+  for (int64_t n = n0; n < n1; ++n) {
+    const unsigned char* row = w.row_bytes(n);
+    float* d = dst + (n - n0) * ldd;
+    if (w.scaled()) {
+      const float* s = w.scale_row(n);
+      for (int64_t i = 0; i < w.cols; ++i) d[i] = table[row[i]] * s[i / w.block_cols];
+    } else {
+      for (int64_t i = 0; i < w.cols; ++i) d[i] = load_f32(w.dtype, row, i);
     }
   }
 }

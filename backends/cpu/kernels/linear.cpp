@@ -78,6 +78,8 @@ class Linear final : public Kernel {
     }
 
     const bool x_f32 = x.dtype == MOERT_DTYPE_F32, y_f32 = y.dtype == MOERT_DTYPE_F32;
+    // f32 activations get f32 products; bf16/f16 ones may take bf16 (gemm.h).
+    const gemm::Products products = x_f32 ? gemm::Products::exact : gemm::Products::bf16;
     const int64_t chunk = std::max<int64_t>(1024, kChunkFloats / std::max<int64_t>(1, n + k));
     for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
       const int64_t m = std::min(chunk, rows - r0);
@@ -92,7 +94,7 @@ class Linear final : public Kernel {
       float* yf = y_f32
                       ? y.as<float>() + r0 * n
                       : gemm::scratch<float>(gemm::Slot::kernel_output, static_cast<size_t>(m * n));
-      gemm::gemm(xf, m, k, wm, yf, n);
+      gemm::gemm(xf, m, k, wm, yf, n, products);
       if (bias || !y_f32)
         parallel_for(m, std::max<int64_t>(1, 16384 / n), [&](int64_t i0, int64_t i1) {
           for (int64_t r = i0; r < i1; ++r) {

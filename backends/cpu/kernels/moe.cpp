@@ -164,6 +164,8 @@ class Moe final : public Kernel {
     require(ids.dim(0) == tokens, "input 'expert_ids' has " + std::to_string(ids.dim(0)) +
                                       " rows, input 'x' has " + std::to_string(tokens) + " tokens");
     if (tokens == 0) return;
+    // f32 activations get f32 products; bf16/f16 ones may take bf16 (gemm.h).
+    products_ = x.dtype == MOERT_DTYPE_F32 ? gemm::Products::exact : gemm::Products::bf16;
     // Every id is checked before anything runs (and before any parallel
     // region, which an exception must not leave).
     for (int64_t i = 0; i < tokens * slots; ++i) {
@@ -199,7 +201,7 @@ class Moe final : public Kernel {
     if (m <= gemm::gemv_max_rows(w))
       tasks_.push_back({&w, x, w.cols, m, y, w.rows});
     else
-      gemm::gemm(x, m, w.cols, w, y, w.rows, room);
+      gemm::gemm(x, m, w.cols, w, y, w.rows, products_, room);
   }
 
   void run_tasks() {
@@ -348,6 +350,7 @@ class Moe final : public Kernel {
     });
   }
 
+  gemm::Products products_ = gemm::Products::exact;  // of this run (x's dtype)
   int64_t experts_ = 0, inter_ = 0, hidden_ = 0, shared_inter_ = 0;
   int64_t block_rows_ = 128, block_cols_ = 128;
   // Reused between runs.
