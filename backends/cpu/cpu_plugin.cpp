@@ -98,6 +98,16 @@ moert_status cpu_device_info(int32_t device, moert_device_info* info, moert_erro
       info->total_memory = static_cast<uint64_t>(pages) * static_cast<uint64_t>(page);
     if (avail > 0 && page > 0)
       info->free_memory = static_cast<uint64_t>(avail) * static_cast<uint64_t>(page);
+    if (MOERT_ABI_HAS_MEMBER(info, moert_device_info, capabilities)) {
+      __builtin_cpu_init();
+      const bool amx = __builtin_cpu_supports("amx-bf16");
+      const std::string caps = "isa=" + isa_summary() + ", amx=" + (amx ? "yes" : "no") +
+                               ", threads=" + std::to_string(omp_get_max_threads()) +
+                               ", ops=all, weights=f32/bf16/f16/f8_e4m3, activations=f32/bf16/f16, "
+                               "products=f32 for f32 activations / bf16 for bf16 and f16, "
+                               "onednn=" MOERT_CPU_DNNL_VERSION;
+      std::snprintf(info->capabilities, sizeof(info->capabilities), "%s", caps.c_str());
+    }
   });
 }
 

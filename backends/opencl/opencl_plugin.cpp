@@ -72,6 +72,19 @@ moert_status ocl_device_info(int32_t index, moert_device_info* info, moert_error
     info->kind = d.kind();
     info->total_memory = d.caps().global_mem_bytes;
     info->free_memory = 0;  // OpenCL has no portable query
+    if (MOERT_ABI_HAS_MEMBER(info, moert_device_info, capabilities)) {
+      const Capabilities& c = d.caps();
+      const std::string caps = c.opencl_c_version + ", fp16=" + (c.fp16 ? "yes" : "no") +
+                               ", fp64=" + (c.fp64 ? "yes" : "no") +
+                               ", subgroups=" + (c.subgroups ? "yes" : "no") +
+                               ", compute_units=" + std::to_string(c.compute_units) +
+                               ", max_work_group=" + std::to_string(c.max_work_group_size) +
+                               ", local_mem_kib=" + std::to_string(c.local_mem_bytes / 1024) +
+                               ", max_alloc_mib=" + std::to_string(c.max_alloc_bytes >> 20) +
+                               ", kernels=" + (d.style() == KernelStyle::cpu ? "cpu" : "gpu") +
+                               ", ops=all, weights=f32/bf16/f16/f8_e4m3, activations=f32/bf16/f16";
+      std::snprintf(info->capabilities, sizeof(info->capabilities), "%s", caps.c_str());
+    }
   });
 }
 

@@ -33,6 +33,9 @@ def cmd_info(args):
         devices = ", ".join(f"{d['name']} [{d['kind']}, {_gib(d['total_memory'])}]" for d in b["devices"])
         state = "available" if b["available"] else f"unavailable: {b['reason']}"
         print(f"{b['name']:<10} {state:<12} {devices}  ({b['path']})")
+        for i, d in enumerate(b["devices"]):
+            if d.get("capabilities"):
+                print(f"{'':<10} {b['name']}:{i} supports: {d['capabilities']}")
     for f in moert.plugin_failures():
         print(f"failed     {f['path']}: {f['reason']}")
     if args.model:

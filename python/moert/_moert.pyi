@@ -27,6 +27,7 @@ class _DeviceDict(TypedDict):
     kind: str
     total_memory: int
     free_memory: int
+    capabilities: str  # what the device supports, "key=value, ..." (empty: the plugin says nothing)
 
 class _BackendDict(TypedDict):
     name: str

@@ -454,6 +454,7 @@ py::list backends() {
       dev["kind"] = moert::device_kind_name(info.kind);
       dev["total_memory"] = info.total_memory;
       dev["free_memory"] = info.free_memory;
+      dev["capabilities"] = info.capabilities;
       devices.append(dev);
     }
     py::dict e;
@@ -525,7 +526,7 @@ Returns a list of dicts, one per backend (the built-in "reference" first):
     available: whether it has a usable device.
     reason: why it is unavailable ("" when available).
     path: the plugin file, or "(built-in)".
-    devices: a list of dicts {name, kind, total_memory, free_memory}
+    devices: a list of dicts {name, kind, total_memory, free_memory, capabilities}
         (memory in bytes; kind is "cpu", "gpu", ...).
 
 Plugins are searched in the directory holding libmoert, then in the

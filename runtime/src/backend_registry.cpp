@@ -220,6 +220,8 @@ DeviceInfo Backend::device_info(int32_t device) const {
   info.kind = raw.kind;
   info.total_memory = raw.total_memory;
   info.free_memory = raw.free_memory;
+  info.capabilities =
+      std::string(raw.capabilities, strnlen(raw.capabilities, sizeof(raw.capabilities)));
   return info;
 }
 

@@ -62,6 +62,10 @@ moert_status ref_device_info(int32_t device, moert_device_info* info, moert_erro
       pages > 0 && page > 0 ? static_cast<uint64_t>(pages) * static_cast<uint64_t>(page) : 0;
   info->free_memory =
       avail > 0 && page > 0 ? static_cast<uint64_t>(avail) * static_cast<uint64_t>(page) : 0;
+  if (MOERT_ABI_HAS_MEMBER(info, moert_device_info, capabilities))
+    std::snprintf(info->capabilities, sizeof(info->capabilities),
+                  "ops=all, weights=f32/bf16/f16/f8_e4m3, activations=f32/bf16/f16, "
+                  "accumulation=f64, threads=1");
   return MOERT_OK;
 }
 

@@ -58,10 +58,14 @@ def test_backends_list_reference():
     assert ref["path"] == "(built-in)"
     assert len(ref["devices"]) >= 1
     dev = ref["devices"][0]
-    assert set(dev) == {"name", "kind", "total_memory", "free_memory"}
+    assert set(dev) == {"name", "kind", "total_memory", "free_memory", "capabilities"}
     assert dev["kind"] == "cpu"
+    assert "ops=all" in dev["capabilities"]
     for b in backends:
         assert set(b) == {"name", "available", "reason", "path", "devices"}
+        for d in b["devices"]:
+            # every in-tree backend says what its devices support (ABI 1.2)
+            assert "weights=" in d["capabilities"], (b["name"], d)
     for f in moert.plugin_failures():
         assert set(f) == {"path", "reason"}
 

@@ -36,7 +36,7 @@ extern "C" {
 #endif
 
 #define MOERT_ABI_MAJOR 1
-#define MOERT_ABI_MINOR 1
+#define MOERT_ABI_MINOR 2
 
 /* The symbol every plugin exports (see moert_backend_entry_fn). */
 #define MOERT_BACKEND_ENTRY_SYMBOL "moert_backend_entry"
@@ -194,6 +194,11 @@ typedef struct moert_device_info {
   moert_device_kind kind;
   uint64_t total_memory; /* bytes; 0 if unknown */
   uint64_t free_memory;  /* bytes; 0 if unknown */
+  /* Since 1.2: what the device supports, for people to read, as
+   * comma-separated "key=value" items, e.g. "fp16=no, fp64=yes,
+   * weights=f32/bf16/f16/f8_e4m3".  Empty if the plugin says nothing.  A
+   * plugin writes it only when struct_size covers it (MOERT_ABI_HAS_MEMBER). */
+  char capabilities[256];
 } moert_device_info;
 
 typedef struct moert_buffer_impl* moert_buffer;         /* opaque, plugin-owned */

@@ -24,6 +24,7 @@ struct DeviceInfo {
   moert_device_kind kind = MOERT_DEVICE_OTHER;
   uint64_t total_memory = 0;
   uint64_t free_memory = 0;
+  std::string capabilities;  // ABI 1.2; empty for older plugins
 };
 std::string device_kind_name(moert_device_kind kind);  // "cpu", "gpu", …
 
