@@ -1,0 +1,72 @@
+// Helpers of the device kernels: launch sizes, warp and block reductions.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "device.h"
+#include "launch.h"
+#include "numeric.h"
+
+namespace moert::cuda::launch {
+
+inline constexpr int kThreads = 256;
+
+// Blocks of `threads` covering n items with a grid-stride loop; capped so
+// huge tensors loop instead of exceeding the grid limit.
+inline unsigned grid_for(int64_t n, int threads = kThreads) {
+  const int64_t blocks = (n + threads - 1) / threads;
+  return static_cast<unsigned>(blocks < 1 ? 1 : (blocks > 65535 * 8 ? 65535 * 8 : blocks));
+}
+
+__device__ __forceinline__ int64_t global_index() {
+  return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+}
+__device__ __forceinline__ int64_t global_stride() {
+  return static_cast<int64_t>(gridDim.x) * blockDim.x;
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// The sum (or max) of v over the block, returned to every thread.  `shared`
+// holds at least 32 floats; the block size is a multiple of 32.
+__device__ __forceinline__ float block_sum(float v, float* shared) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = warp_sum(v);
+  __syncthreads();  // `shared` may still be read from a previous reduction
+  if (lane == 0) shared[warp] = v;
+  __syncthreads();
+  v = lane < warps ? shared[lane] : 0.0f;
+  return warp_sum(v);
+}
+__device__ __forceinline__ float block_max(float v, float* shared) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = warp_max(v);
+  __syncthreads();
+  if (lane == 0) shared[warp] = v;
+  __syncthreads();
+  v = lane < warps ? shared[lane] : -INFINITY;
+  return warp_max(v);
+}
+
+__device__ __forceinline__ float sigmoid_f(float v) { return 1.0f / (1.0f + expf(-v)); }
+
+// An integer id of an i32 or i64 tensor.
+__device__ __forceinline__ int64_t load_id(moert_dtype t, const void* p, int64_t i) {
+  return t == MOERT_DTYPE_I64 ? static_cast<const int64_t*>(p)[i]
+                              : static_cast<const int32_t*>(p)[i];
+}
+
+__device__ __forceinline__ void record_error(unsigned long long* slot, int64_t position) {
+  if (slot) atomicMin(slot, static_cast<unsigned long long>(position));
+}
+
+}  // namespace moert::cuda::launch

@@ -1,0 +1,228 @@
+// The device kernels, as host functions that enqueue them on a stream.
+// The .cu files of this directory implement them; the op files of ops/
+// (plain C++) decide shapes, dtypes and which kernel to use.  Every launcher
+// checks the launch (check_launch) and throws plugin::Failure on an error.
+//
+// All tensors are dense and row-major; element counts and indices are
+// 64-bit.  Float inputs of any float dtype are widened to f32 on load and
+// results rounded once to the output dtype on store (numeric.h).
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "moert/backend_abi.h"
+
+namespace moert::cuda::launch {
+
+// ---- elementwise.cu ---------------------------------------------------------
+
+// A strided copy of `rank` nested loops: element (i_0, ..., i_{r-1}) goes
+// from x[sum i_d * x_stride[d]] to y[sum i_d * y_stride[d]] (in elements).
+// Transpose, repeat (a stride-0 axis), slice and concat are all this.
+struct CopyDims {
+  int rank = 0;
+  int64_t size[MOERT_MAX_RANK] = {};
+  int64_t x_stride[MOERT_MAX_RANK] = {};
+  int64_t y_stride[MOERT_MAX_RANK] = {};
+};
+void strided_copy(cudaStream_t s, size_t elem_size, const void* x, void* y, const CopyDims& d);
+
+enum class Binary { add, mul };
+// y[i] = a[i] op b[j(i)] for i < n, where j walks b with b_stride over a's
+// shape (`shape`, `rank` dims; stride 0 where b is broadcast).  `same`:
+// b has a's shape (j = i).
+struct Broadcast {
+  int rank = 0;
+  bool same = true;
+  int64_t shape[MOERT_MAX_RANK] = {};
+  int64_t b_stride[MOERT_MAX_RANK] = {};
+};
+void binary(cudaStream_t s, Binary op, moert_dtype t, const void* a, const void* b, void* y,
+            int64_t n, const Broadcast& bc);
+
+enum class Unary { silu, sigmoid };
+void unary(cudaStream_t s, Unary op, moert_dtype t, const void* x, void* y, int64_t n);
+
+// y[r, i] = silu(gate[r, i]) * up[r, i] for rows x width elements; with
+// `up` null, gate rows are [2 * width]: the gate half, then the up half.
+void swiglu(cudaStream_t s, moert_dtype t, const void* gate, const void* up, void* y, int64_t rows,
+            int64_t width);
+
+// y[i] = x[i] converted as the cast op defines (any dtype to any dtype).
+void cast(cudaStream_t s, moert_dtype from, const void* x, moert_dtype to, void* y, int64_t n);
+
+// y[p, :] = table[ids[p], :] converted to out_t; an id outside [0, vocab)
+// records its position p in *error.
+void embedding(cudaStream_t s, moert_dtype table_t, const void* table, moert_dtype ids_t,
+               const void* ids, moert_dtype out_t, void* y, int64_t count, int64_t vocab,
+               int64_t hidden, unsigned long long* error);
+
+// ---- rows.cu: one block per row -------------------------------------------
+
+void rms_norm(cudaStream_t s, moert_dtype x_t, const void* x, moert_dtype w_t, const void* w,
+              void* y, int64_t rows, int64_t dim, float eps);
+void softmax(cudaStream_t s, moert_dtype t, const void* x, void* y, int64_t rows, int64_t n);
+// y[r] = index of the largest element of row r (first NaN, else lowest on ties).
+void argmax(cudaStream_t s, moert_dtype t, const void* x, int32_t* y, int64_t rows, int64_t n);
+
+// Masking of attention: query at position p sees key kv iff
+// (!causal || kv <= p) && (window == 0 || kv > p - window).
+struct Mask {
+  float scale = 1.0f;
+  bool causal = true;
+  int64_t window = 0;
+};
+// scores [heads, tokens, len]; row i is the query at position len - tokens + i.
+void masked_softmax(cudaStream_t s, moert_dtype t, const void* scores, moert_dtype sinks_t,
+                    const void* sinks, void* y, int64_t heads, int64_t tokens, int64_t len,
+                    const Mask& m);
+
+// x, y [tokens, heads, dim]; pair j of token t rotates by
+// positions[t] * inv_freq[j] (double, `half` entries), times `scaling`.
+void rope(cudaStream_t s, moert_dtype t, const void* x, moert_dtype pos_t, const void* pos, void* y,
+          int64_t tokens, int64_t heads, int64_t dim, const double* inv_freq, int64_t half,
+          bool interleaved, double scaling);
+
+// ---- attention.cu -----------------------------------------------------------
+
+struct Attention {
+  moert_dtype q_t = MOERT_DTYPE_F32, k_t = MOERT_DTYPE_F32, v_t = MOERT_DTYPE_F32;
+  moert_dtype out_t = MOERT_DTYPE_F32, sinks_t = MOERT_DTYPE_F32;
+  const void* q = nullptr;      // [tokens, heads, dk]
+  const void* k = nullptr;      // [len, kv_heads, dk]: the keys to attend to
+  const void* v = nullptr;      // [len, kv_heads, dv]
+  const void* sinks = nullptr;  // [heads] or null
+  void* out = nullptr;          // [tokens, heads, dv]
+  int64_t tokens = 0, heads = 0, kv_heads = 0, dk = 0, dv = 0;
+  int64_t len = 0, past = 0;  // query i is at position past + i
+  Mask mask;
+};
+// The largest dv the kernel holds in registers (dk is limited only by
+// shared memory).
+inline constexpr int64_t kAttentionMaxDv = 512;
+// How many pieces each query's keys are split into (flash-decoding: few
+// queries, long caches), and the f32 scratch the pieces need.
+int attention_splits(const Attention& a, int multiprocessors);
+int64_t attention_scratch_floats(const Attention& a, int splits);
+void attention(cudaStream_t s, const Attention& a, int splits, float* scratch);
+
+// ---- gemv.cu: linear layers ----------------------------------------------
+
+// A weight matrix (or a stack of E of them) as stored: f32, bf16, f16, or
+// f8_e4m3 with its block scale [E, ceil(rows/b0), ceil(cols/b1)] (f32).
+struct Weights {
+  moert_dtype t = MOERT_DTYPE_F32;
+  const void* w = nullptr;
+  const float* scale = nullptr;  // f8_e4m3 only
+  int64_t b0 = 128, b1 = 128;
+};
+// The most rows of x a GEMV call takes (its products stay exact in f32).
+inline constexpr int64_t kGemvMaxRows = 8;
+// y[r, n] = sum_k x[r, k] W[n, k] (+ bias[n]) for r < rows <= kGemvMaxRows:
+// every weight is read once, in its stored dtype.
+void linear_gemv(cudaStream_t s, moert_dtype x_t, const void* x, int64_t rows, int64_t k,
+                 const Weights& w, int64_t n, moert_dtype bias_t, const void* bias,
+                 moert_dtype out_t, void* y);
+// Rows [row0, row0 + rows) of the [total_rows, cols] weight, dequantised to
+// `to` (f32, bf16 or f16) in dst [rows, cols]: fp8 blocks times their scale.
+void dequantize_rows(cudaStream_t s, const Weights& w, int64_t row0, int64_t rows, int64_t cols,
+                     int64_t total_rows, moert_dtype to, void* dst);
+// y[r, n] = acc[r, n] (+ bias[n]), rounded to out_t.
+void bias_store(cudaStream_t s, const float* acc, int64_t rows, int64_t n, moert_dtype bias_t,
+                const void* bias, moert_dtype out_t, void* y);
+
+// ---- moe.cu -----------------------------------------------------------------
+
+struct Router {
+  moert_dtype logits_t = MOERT_DTYPE_F32, bias_t = MOERT_DTYPE_F32;
+  const void* logits = nullptr;  // [tokens, experts]
+  const void* bias = nullptr;    // [experts] or null
+  int32_t* ids = nullptr;        // [tokens, top_k]
+  float* weights = nullptr;      // [tokens, top_k]
+  int64_t tokens = 0, experts = 0, top_k = 1;
+  int scoring = 0;  // 0 softmax, 1 sigmoid, 2 softmax_topk
+  int method = 0;   // 0 greedy, 1 group_limited_greedy, 2 noaux_tc
+  int64_t n_group = 1, topk_group = 1;
+  bool normalize = false;
+  double normalize_eps = 0.0, scaling_factor = 1.0;
+  unsigned long long* bias_error = nullptr;    // position e of a non-finite bias
+  unsigned long long* logits_error = nullptr;  // position t * E + e of a non-finite logit
+};
+inline constexpr int64_t kRouterMaxExperts = 2048;
+void router(cudaStream_t s, const Router& r);
+
+// dense [tokens, experts] f32 = sum of the routing weights per chosen expert.
+void routing_dense(cudaStream_t s, moert_dtype ids_t, const void* ids, moert_dtype w_t,
+                   const void* w, float* dense, int64_t tokens, int64_t top_k, int64_t experts,
+                   unsigned long long* error);
+
+// The grouping of a MoE call's (token, slot) pairs by expert, built on the
+// device: sorted_slot[p] is the slot (t * top_k + j) at sorted position p,
+// expert_start[e] .. expert_start[e + 1] the positions of expert e, and row
+// tile i (kMoeTileRows positions of one expert) starts at tile_start[i] and
+// belongs to expert tile_expert[i] (-1: unused tile).
+inline constexpr int64_t kMoeTileRows = 64;
+inline constexpr int64_t kMoeMaxExperts = 4096;
+struct MoeRoute {
+  int32_t* sorted_slot = nullptr;   // [slots]
+  int32_t* expert_start = nullptr;  // [experts + 1]
+  int32_t* tile_expert = nullptr;   // [max_tiles]
+  int32_t* tile_start = nullptr;    // [max_tiles]
+  int64_t max_tiles = 0;
+};
+// ceil(slots / kMoeTileRows) + experts: enough tiles for any routing.
+inline int64_t moe_max_tiles(int64_t slots, int64_t experts) {
+  return (slots + kMoeTileRows - 1) / kMoeTileRows + experts;
+}
+// An id outside [0, experts) records its slot in *error (and is left out).
+void moe_route(cudaStream_t s, moert_dtype ids_t, const void* ids, int64_t slots, int64_t experts,
+               const MoeRoute& r, unsigned long long* error);
+
+// One expert projection over a set of rows.  Rows are "units": in the
+// tiled form (route given) sorted positions p, else slots s (routed, with
+// `ids`) or tokens (the shared expert: no ids, expert 0).
+//   gate_up: h[unit, :] = silu(a W_gate^T) * (a W_up^T), a = x[slot / top_k]
+//   down:    y[slot, :] = h[unit] W_down^T
+// With a route, h is indexed by sorted position and y by slot; without, both
+// by unit.  h and y are f32.
+struct ExpertProjection {
+  bool gate_up = true;
+  int64_t units = 0;  // slots or tokens
+  int64_t top_k = 1;
+  moert_dtype a_t = MOERT_DTYPE_F32;
+  const void* a = nullptr;  // x [T, K] (gate_up) or h [units, K] f32 (down)
+  Weights w1, w2;           // gate and up (gate_up), or down (w1)
+  int64_t n = 0, k = 0;     // output width and reduction length
+  float* out = nullptr;
+  // Without a route: the expert of each slot (null: expert 0).
+  moert_dtype ids_t = MOERT_DTYPE_I32;
+  const void* ids = nullptr;
+  int64_t experts = 1;
+  unsigned long long* error = nullptr;  // an id out of range (gemv form)
+  const MoeRoute* route = nullptr;      // the tiled form
+};
+// Few units: one block per unit, each weight row read once per unit.
+void expert_gemv(cudaStream_t s, const ExpertProjection& p);
+// Many units: 64 x 64 output tiles of one expert each, f32 products.
+void expert_gemm(cudaStream_t s, const ExpertProjection& p);
+
+// out[t, :] = sum_j w[t, j] y[t * top_k + j, :] (+ g_t shared[t, :]), with
+// g_t = sigmoid(x[t] . gate[0]) when `gate` is given, else 1.
+struct MoeCombine {
+  int64_t tokens = 0, top_k = 0, hidden = 0;
+  moert_dtype w_t = MOERT_DTYPE_F32;
+  const void* w = nullptr;        // routing weights [T, top_k]
+  const float* routed = nullptr;  // [T * top_k, H]
+  const float* shared = nullptr;  // [T, H] or null
+  moert_dtype x_t = MOERT_DTYPE_F32, gate_t = MOERT_DTYPE_F32;
+  const void* x = nullptr;     // [T, H], for the gate
+  const void* gate = nullptr;  // [1, H] or null
+  moert_dtype out_t = MOERT_DTYPE_F32;
+  void* out = nullptr;
+};
+void moe_combine(cudaStream_t s, const MoeCombine& c);
+
+}  // namespace moert::cuda::launch

@@ -1,0 +1,202 @@
+// attention (GQA, KV cache, MLA head sizes, sliding window, sinks),
+// masked_softmax and cache_update.  q, k, v and scores are f32, bf16 or
+// f16; caches of any float dtype (f8_e4m3 too) are written in place,
+// rounded to their dtype, and read back so a token sees the same rounded
+// keys now as in later calls.
+#include <cmath>
+
+#include "kernel.h"
+#include "kernels/launch.h"
+
+namespace moert::cuda {
+namespace {
+
+// The mask attributes; throws with the reason when one is out of range.
+launch::Mask mask_of(const NodeDesc& n, double default_scale) {
+  launch::Mask m;
+  const double scale = n.attr_float("scale", default_scale);
+  require(std::isfinite(scale), "attribute 'scale' must be finite");
+  m.scale = static_cast<float>(scale);
+  const int64_t causal = n.attr_int("causal", 1);
+  require(causal == 0 || causal == 1, "attribute 'causal' must be 0 or 1");
+  m.causal = causal == 1;
+  m.window = n.attr_int("window", 0);
+  require(m.window >= 0, "attribute 'window' must be >= 0");
+  return m;
+}
+
+void check_capacity(int64_t past, int64_t tokens, int64_t capacity) {
+  require(past >= 0, "the past token count P must be >= 0, got " + std::to_string(past));
+  if (past + tokens > capacity)
+    fail("context overflow: " + std::to_string(past) + " past + " + std::to_string(tokens) +
+         " new tokens exceed the cache capacity " + std::to_string(capacity));
+}
+
+std::string check_attention(const NodeDesc& node) {
+  if (node.num_inputs() < 3) return "attention needs inputs q, k and v";
+  for (size_t i = 0; i < 3; ++i) {
+    const TensorDesc t = node.input(i);
+    if (!is_activation(t.dtype())) return "attention input of " + dtype_str(t.dtype());
+    if (t.rank() != 3 || t.static_dim(1) <= 0 || t.static_dim(2) <= 0)
+      return "attention inputs must be [T, heads, d] with static heads and d";
+  }
+  const int64_t nh = node.input(0).static_dim(1), nkv = node.input(1).static_dim(1);
+  if (nh % nkv != 0) return "query heads not a multiple of KV heads";
+  if (node.input(2).static_dim(2) > launch::kAttentionMaxDv)
+    return "value head size above " + std::to_string(launch::kAttentionMaxDv);
+  if (node.has_input(3) != node.has_input(4)) return "k_cache and v_cache must come together";
+  for (size_t i = 3; i < 5; ++i) {
+    if (!node.has_input(i)) continue;
+    const TensorDesc c = node.input(i);
+    if (!is_float(c.dtype())) return "cache of " + dtype_str(c.dtype());
+    if (c.rank() != 3 || !c.all_static()) return "caches must be static [C, nkv, d]";
+  }
+  if (node.has_input(5) && !is_float(node.input(5).dtype())) return "sinks must be float";
+  if (node.output(0).dtype() != node.input(0).dtype()) return "output dtype differs from q's";
+  try {
+    mask_of(node, 1.0);
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+
+class Attention final : public Kernel {
+ public:
+  explicit Attention(const NodeDesc& n)
+      : mask_(mask_of(n, 1.0 / std::sqrt(static_cast<double>(n.input(0).static_dim(2))))) {}
+
+  void run(ExecContext& ctx) override {
+    const Tensor& q = ctx.in(0);
+    const Tensor& k = ctx.in(1);
+    const Tensor& v = ctx.in(2);
+    const int64_t tokens = q.dim(0), nkv = k.dim(1), dk = q.dim(2), dv = v.dim(2);
+    require(k.dim(0) == tokens && v.dim(0) == tokens,
+            "inputs 'q', 'k' and 'v' have different token counts");
+    launch::Attention a;
+    a.q_t = q.dtype;
+    a.q = q.data;
+    a.out_t = ctx.out(0).dtype;
+    a.out = ctx.out(0).data;
+    a.tokens = tokens;
+    a.heads = q.dim(1);
+    a.kv_heads = nkv;
+    a.dk = dk;
+    a.dv = dv;
+    a.mask = mask_;
+    if (ctx.has(5)) {
+      a.sinks_t = ctx.in(5).dtype;
+      a.sinks = ctx.in(5).data;
+    }
+    if (ctx.has(3)) {
+      const Tensor& kc = ctx.in(3);
+      const Tensor& vc = ctx.in(4);
+      require(kc.dim(0) == vc.dim(0), "inputs 'k_cache' and 'v_cache' have different capacities");
+      const int64_t past = ctx.symbols.past;
+      check_capacity(past, tokens, kc.dim(0));
+      // This call's rows into the caches, then attend over rows 0..P+T-1.
+      launch::cast(ctx.stream(), k.dtype, k.data, kc.dtype,
+                   kc.bytes() + past * nkv * dk * kc.elem_size(), tokens * nkv * dk);
+      launch::cast(ctx.stream(), v.dtype, v.data, vc.dtype,
+                   vc.bytes() + past * nkv * dv * vc.elem_size(), tokens * nkv * dv);
+      a.k_t = kc.dtype;
+      a.k = kc.data;
+      a.v_t = vc.dtype;
+      a.v = vc.data;
+      a.len = past + tokens;
+      a.past = past;
+    } else {
+      a.k_t = k.dtype;
+      a.k = k.data;
+      a.v_t = v.dtype;
+      a.v = v.data;
+      a.len = tokens;
+      a.past = 0;
+    }
+    const int splits = launch::attention_splits(a, ctx.device().caps().multiprocessors);
+    DeviceBlock scratch = ctx.scratch(
+        sizeof(float) * static_cast<uint64_t>(launch::attention_scratch_floats(a, splits)),
+        "attention partial results");
+    launch::attention(ctx.stream(), a, splits, scratch.as<float>());
+  }
+
+ private:
+  launch::Mask mask_;
+};
+
+std::string check_masked_softmax(const NodeDesc& node) {
+  const TensorDesc s = node.input(0);
+  if (!is_activation(s.dtype())) return "masked_softmax of " + dtype_str(s.dtype());
+  if (s.rank() != 3) return "scores must be [nh, T, L]";
+  if (node.has_input(1) && !is_float(node.input(1).dtype())) return "sinks must be float";
+  if (node.output(0).dtype() != s.dtype()) return "output dtype differs from the scores'";
+  try {
+    mask_of(node, 1.0);
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+
+class MaskedSoftmax final : public Kernel {
+ public:
+  explicit MaskedSoftmax(const NodeDesc& n) : mask_(mask_of(n, 1.0)) {}
+  void run(ExecContext& ctx) override {
+    const Tensor& s = ctx.in(0);
+    require(s.dim(2) >= s.dim(1),
+            "input 'scores' " + shape_str(s) + " has fewer keys than queries");
+    const bool sinks = ctx.has(1);
+    launch::masked_softmax(ctx.stream(), s.dtype, s.data, sinks ? ctx.in(1).dtype : MOERT_DTYPE_F32,
+                           sinks ? ctx.in(1).data : nullptr, ctx.out(0).data, s.dim(0), s.dim(1),
+                           s.dim(2), mask_);
+  }
+
+ private:
+  launch::Mask mask_;
+};
+
+std::string check_cache_update(const NodeDesc& node) {
+  const TensorDesc cache = node.input(0), x = node.input(1);
+  if (!is_float(cache.dtype()) || !is_float(x.dtype())) return "cache_update of non-float tensors";
+  if (cache.rank() < 1 || !cache.all_static() || x.rank() != cache.rank())
+    return "cache must be static [C, ...] and x of its rank";
+  if (node.output(0).dtype() != cache.dtype()) return "output dtype differs from the cache's";
+  return "";
+}
+
+class CacheUpdate final : public Kernel {
+ public:
+  void run(ExecContext& ctx) override {
+    const Tensor& cache = ctx.in(0);
+    const Tensor& x = ctx.in(1);
+    const Tensor& y = ctx.out(0);
+    const int64_t capacity = cache.dim(0), tokens = x.dim(0), past = ctx.symbols.past;
+    const int64_t row = capacity > 0 ? cache.numel() / capacity : 0;
+    check_capacity(past, tokens, capacity);
+    require(x.numel() == tokens * row && y.numel() == (past + tokens) * row,
+            "input 'x' " + shape_str(x) + " and output " + shape_str(y) +
+                " do not fit P = " + std::to_string(past) + " and cache " + shape_str(cache));
+    launch::cast(ctx.stream(), x.dtype, x.data, cache.dtype,
+                 cache.bytes() + past * row * cache.elem_size(), tokens * row);
+    ctx.copy(y.data, cache.data, y.nbytes());
+  }
+};
+
+std::unique_ptr<Kernel> create_attention(PrepareContext& pc) {
+  return std::make_unique<Attention>(pc.node());
+}
+std::unique_ptr<Kernel> create_masked_softmax(PrepareContext& pc) {
+  return std::make_unique<MaskedSoftmax>(pc.node());
+}
+std::unique_ptr<Kernel> create_cache_update(PrepareContext&) {
+  return std::make_unique<CacheUpdate>();
+}
+
+const KernelRegistration attention_reg({"attention", check_attention, create_attention});
+const KernelRegistration masked_softmax_reg({"masked_softmax", check_masked_softmax,
+                                             create_masked_softmax});
+const KernelRegistration cache_update_reg({"cache_update", check_cache_update,
+                                           create_cache_update});
+
+}  // namespace
+}  // namespace moert::cuda

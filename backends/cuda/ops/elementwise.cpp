@@ -1,0 +1,148 @@
+// add, mul (b broadcast to a), silu, sigmoid, swiglu and cast: f32, bf16
+// and f16 activations computed in f32; cast between every pair of dtypes.
+#include "kernel.h"
+#include "kernels/launch.h"
+
+namespace moert::cuda {
+namespace {
+
+std::string check_activations(const NodeDesc& node) {
+  for (size_t i = 0; i < node.num_inputs(); ++i)
+    if (node.has_input(i) && !is_activation(node.input(i).dtype()))
+      return std::string(node.op()) + " of " + dtype_str(node.input(i).dtype()) +
+             " (f32, bf16 or f16 only)";
+  if (node.output(0).dtype() != node.input(0).dtype())
+    return "output dtype differs from the input's";
+  return "";
+}
+
+std::string check_binary(const NodeDesc& node) {
+  if (node.num_inputs() < 2 || !node.has_input(1)) return "needs inputs a and b";
+  if (node.input(0).dtype() != node.input(1).dtype()) return "inputs of different dtypes";
+  if (node.input(1).rank() > node.input(0).rank()) return "b of higher rank than a";
+  return check_activations(node);
+}
+
+class BinaryKernel final : public Kernel {
+ public:
+  explicit BinaryKernel(launch::Binary op) : op_(op) {}
+  void run(ExecContext& ctx) override {
+    const Tensor& a = ctx.in(0);
+    const Tensor& b = ctx.in(1);
+    launch::Broadcast bc;
+    bc.rank = static_cast<int>(a.rank);
+    bc.same = a.rank == b.rank && a.shape == b.shape;
+    int64_t stride = 1;
+    for (uint32_t i = 0; i < a.rank; ++i) bc.shape[i] = a.shape[i];
+    for (uint32_t i = 0; i < b.rank; ++i) {
+      const int64_t db = b.shape[b.rank - 1 - i], da = a.shape[a.rank - 1 - i];
+      require(db == da || db == 1,
+              "input 'b' " + shape_str(b) + " does not broadcast to input 'a' " + shape_str(a));
+      if (db != 1) bc.b_stride[a.rank - 1 - i] = stride;
+      stride *= db;
+    }
+    launch::binary(ctx.stream(), op_, a.dtype, a.data, b.data, ctx.out(0).data, a.numel(), bc);
+  }
+
+ private:
+  launch::Binary op_;
+};
+
+class UnaryKernel final : public Kernel {
+ public:
+  explicit UnaryKernel(launch::Unary op) : op_(op) {}
+  void run(ExecContext& ctx) override {
+    const Tensor& x = ctx.in(0);
+    launch::unary(ctx.stream(), op_, x.dtype, x.data, ctx.out(0).data, x.numel());
+  }
+
+ private:
+  launch::Unary op_;
+};
+
+std::string check_swiglu(const NodeDesc& node) {
+  if (node.has_input(1)) {
+    if (node.input(1).dtype() != node.input(0).dtype()) return "gate and up of different dtypes";
+  } else {
+    const TensorDesc g = node.input(0);
+    if (g.rank() < 1 || g.static_dim(g.rank() - 1) < 0 || g.static_dim(g.rank() - 1) % 2 != 0)
+      return "swiglu of one input needs a static, even last dim";
+  }
+  return check_activations(node);
+}
+
+class SwigluKernel final : public Kernel {
+ public:
+  void run(ExecContext& ctx) override {
+    const Tensor& g = ctx.in(0);
+    const Tensor& y = ctx.out(0);
+    if (ctx.has(1)) {
+      require(ctx.in(1).numel() == g.numel(), "inputs 'gate' and 'up' differ in size");
+      launch::swiglu(ctx.stream(), g.dtype, g.data, ctx.in(1).data, y.data, 1, g.numel());
+    } else {
+      launch::swiglu(ctx.stream(), g.dtype, g.data, nullptr, y.data, y.rows(), y.dim(-1));
+    }
+  }
+};
+
+bool known_dtype(moert_dtype t) {
+  switch (t) {
+    case MOERT_DTYPE_F32:
+    case MOERT_DTYPE_F16:
+    case MOERT_DTYPE_BF16:
+    case MOERT_DTYPE_F8_E4M3:
+    case MOERT_DTYPE_I8:
+    case MOERT_DTYPE_U8:
+    case MOERT_DTYPE_I32:
+    case MOERT_DTYPE_I64:
+    case MOERT_DTYPE_BOOL:
+      return true;
+  }
+  return false;
+}
+
+std::string check_cast(const NodeDesc& node) {
+  const moert_dtype from = node.input(0).dtype(), to = node.output(0).dtype();
+  if (!known_dtype(from) || !known_dtype(to))
+    return "cast between dtype codes " + std::to_string(static_cast<int>(from)) + " and " +
+           std::to_string(static_cast<int>(to));
+  return "";
+}
+
+class CastKernel final : public Kernel {
+ public:
+  void run(ExecContext& ctx) override {
+    const Tensor& x = ctx.in(0);
+    const Tensor& y = ctx.out(0);
+    require(x.numel() == y.numel(), "output size differs from the input's");
+    if (x.dtype == y.dtype)
+      ctx.copy(y.data, x.data, x.nbytes());
+    else
+      launch::cast(ctx.stream(), x.dtype, x.data, y.dtype, y.data, x.numel());
+  }
+};
+
+std::unique_ptr<Kernel> create_add(PrepareContext&) {
+  return std::make_unique<BinaryKernel>(launch::Binary::add);
+}
+std::unique_ptr<Kernel> create_mul(PrepareContext&) {
+  return std::make_unique<BinaryKernel>(launch::Binary::mul);
+}
+std::unique_ptr<Kernel> create_silu(PrepareContext&) {
+  return std::make_unique<UnaryKernel>(launch::Unary::silu);
+}
+std::unique_ptr<Kernel> create_sigmoid(PrepareContext&) {
+  return std::make_unique<UnaryKernel>(launch::Unary::sigmoid);
+}
+std::unique_ptr<Kernel> create_swiglu(PrepareContext&) { return std::make_unique<SwigluKernel>(); }
+std::unique_ptr<Kernel> create_cast(PrepareContext&) { return std::make_unique<CastKernel>(); }
+
+const KernelRegistration add_reg({"add", check_binary, create_add});
+const KernelRegistration mul_reg({"mul", check_binary, create_mul});
+const KernelRegistration silu_reg({"silu", check_activations, create_silu});
+const KernelRegistration sigmoid_reg({"sigmoid", check_activations, create_sigmoid});
+const KernelRegistration swiglu_reg({"swiglu", check_swiglu, create_swiglu});
+const KernelRegistration cast_reg({"cast", check_cast, create_cast});
+
+}  // namespace
+}  // namespace moert::cuda

@@ -1,0 +1,233 @@
+// moe: routed SwiGLU experts plus optional shared experts (with the
+// optional sigmoid gate), every weight f32, bf16, f16 or f8_e4m3 with block
+// scales; x f32, bf16 or f16.  Nothing waits for the host:
+//   few tokens (decode): one GEMV block per (token, slot) reads its expert
+//     from the ids on the device;
+//   many tokens: the (token, slot) pairs are grouped by expert on the
+//     device (moe_route), then tiled GEMMs run over the groups.
+// Products and sums are f32 of the exact operands in both forms; the
+// combine adds a token's slots in slot order, then the shared expert.
+#include "kernel.h"
+#include "kernels/launch.h"
+
+namespace moert::cuda {
+namespace {
+
+enum : size_t {
+  kX,
+  kIds,
+  kWeights,
+  kGate,
+  kUp,
+  kDown,
+  kGateScale,
+  kUpScale,
+  kDownScale,
+  kSharedGate,
+  kSharedUp,
+  kSharedDown,
+  kSharedGateScale,
+  kSharedUpScale,
+  kSharedDownScale,
+  kSharedExpertGate,
+};
+
+// Up to this many tokens take the GEMV form.
+constexpr int64_t kGemvTokens = 4;
+
+std::string check_weight(const NodeDesc& node, size_t w, size_t s, const char* name) {
+  if (!node.has_input(w)) return "";
+  const TensorDesc t = node.input(w);
+  if (!is_weight_dtype(t.dtype()))
+    return std::string("moe ") + name + " of " + dtype_str(t.dtype());
+  if (!t.all_static()) return std::string("moe ") + name + " with a symbolic shape";
+  if (t.dtype() == MOERT_DTYPE_F8_E4M3) {
+    if (!node.has_input(s) || node.input(s).dtype() != MOERT_DTYPE_F32)
+      return std::string("moe ") + name + " is f8_e4m3 without an f32 scale";
+  } else if (node.has_input(s)) {
+    return std::string("moe ") + name + " takes no scale unless f8_e4m3";
+  }
+  return "";
+}
+
+std::string check_moe(const NodeDesc& node) {
+  const TensorDesc x = node.input(kX);
+  if (!is_activation(x.dtype())) return "moe of x in " + dtype_str(x.dtype());
+  if (x.rank() != 2 || x.static_dim(1) <= 0) return "moe with x not [T, H] with a static H";
+  if (!is_index(node.input(kIds).dtype())) return "moe expert ids must be i32 or i64";
+  if (!is_float(node.input(kWeights).dtype())) return "moe expert weights must be float";
+  if (node.input(kIds).rank() != 2) return "moe expert ids must be [T, k]";
+  if (node.input(kGate).rank() != 3 || node.input(kUp).rank() != 3 || node.input(kDown).rank() != 3)
+    return "moe expert weights must be [E, rows, cols]";
+  if (node.input(kGate).static_dim(0) > launch::kMoeMaxExperts)
+    return "moe with more than " + std::to_string(launch::kMoeMaxExperts) + " experts";
+  static const char* const names[] = {"gate",        "up",        "down",
+                                      "shared_gate", "shared_up", "shared_down"};
+  const size_t weights[] = {kGate, kUp, kDown, kSharedGate, kSharedUp, kSharedDown};
+  const size_t scales[] = {kGateScale,       kUpScale,       kDownScale,
+                           kSharedGateScale, kSharedUpScale, kSharedDownScale};
+  for (size_t i = 0; i < 6; ++i) {
+    const std::string r = check_weight(node, weights[i], scales[i], names[i]);
+    if (!r.empty()) return r;
+  }
+  const bool shared = node.has_input(kSharedGate);
+  if (shared != node.has_input(kSharedUp) || shared != node.has_input(kSharedDown))
+    return "moe needs all three shared expert matrices or none";
+  if (node.has_input(kSharedExpertGate) &&
+      (!shared || !is_activation(node.input(kSharedExpertGate).dtype())))
+    return "moe with shared_expert_gate in " + dtype_str(node.input(kSharedExpertGate).dtype()) +
+           " or without a shared expert";
+  const std::vector<int64_t> block = node.attr_ints("block_size", {128, 128});
+  if (block.size() != 2 || block[0] <= 0 || block[1] <= 0)
+    return "moe with a block_size that is not two sizes > 0";
+  if (node.output(0).dtype() != x.dtype()) return "output dtype differs from x's";
+  return "";
+}
+
+class Moe final : public Kernel {
+ public:
+  explicit Moe(PrepareContext& pc) : slot_(pc.reserve_error_slots(1)) {
+    const std::vector<int64_t> block = pc.node().attr_ints("block_size", {128, 128});
+    b0_ = block[0];
+    b1_ = block[1];
+  }
+
+  void run(ExecContext& ctx) override {
+    const Tensor& x = ctx.in(kX);
+    const Tensor& ids = ctx.in(kIds);
+    const int64_t tokens = x.dim(0), hidden = x.dim(1), top_k = ids.dim(1);
+    const int64_t experts = ctx.in(kGate).dim(0), inter = ctx.in(kGate).dim(1);
+    require(ids.dim(0) == tokens, "input 'expert_ids' has " + std::to_string(ids.dim(0)) +
+                                      " rows, input 'x' has " + std::to_string(tokens) + " tokens");
+    require(ctx.in(kDown).dim(1) == hidden && ctx.in(kDown).dim(2) == inter,
+            "input 'down' " + shape_str(ctx.in(kDown)) + " does not match [E, H, I]");
+    if (tokens == 0) return;
+    const int64_t slots = tokens * top_k;
+    const bool gemv = tokens <= kGemvTokens;
+    cudaStream_t s = ctx.stream();
+
+    DeviceBlock h = ctx.scratch(static_cast<uint64_t>(slots * inter) * 4, "moe activations");
+    DeviceBlock y = ctx.scratch(static_cast<uint64_t>(slots * hidden) * 4, "moe expert outputs");
+    launch::ExpertProjection up;
+    up.gate_up = true;
+    up.units = slots;
+    up.top_k = top_k;
+    up.a_t = x.dtype;
+    up.a = x.data;
+    up.w1 = weights(ctx, kGate, kGateScale);
+    up.w2 = weights(ctx, kUp, kUpScale);
+    up.n = inter;
+    up.k = hidden;
+    up.out = h.as<float>();
+    launch::ExpertProjection down;
+    down.gate_up = false;
+    down.units = slots;
+    down.top_k = top_k;
+    down.a_t = MOERT_DTYPE_F32;
+    down.a = h.get();
+    down.w1 = weights(ctx, kDown, kDownScale);
+    down.n = hidden;
+    down.k = inter;
+    down.out = y.as<float>();
+    DeviceBlock route_block;
+    launch::MoeRoute route;
+    if (gemv) {
+      for (launch::ExpertProjection* p : {&up, &down}) {
+        p->ids_t = ids.dtype;
+        p->ids = ids.data;
+        p->experts = experts;
+        p->error = ctx.error_slot(slot_);
+      }
+      launch::expert_gemv(s, up);
+      launch::expert_gemv(s, down);
+    } else {
+      route.max_tiles = launch::moe_max_tiles(slots, experts);
+      const int64_t ints = slots + experts + 1 + 2 * route.max_tiles;
+      route_block = ctx.scratch(static_cast<uint64_t>(ints) * 4, "moe grouping by expert");
+      int32_t* p = route_block.as<int32_t>();
+      route.sorted_slot = p;
+      route.expert_start = p + slots;
+      route.tile_expert = route.expert_start + experts + 1;
+      route.tile_start = route.tile_expert + route.max_tiles;
+      launch::moe_route(s, ids.dtype, ids.data, slots, experts, route, ctx.error_slot(slot_));
+      up.route = &route;
+      down.route = &route;
+      launch::expert_gemm(s, up);
+      launch::expert_gemm(s, down);
+    }
+
+    launch::MoeCombine c;
+    DeviceBlock sh, sy;
+    if (ctx.has(kSharedGate)) {
+      const int64_t shared_inter = ctx.in(kSharedGate).dim(0);
+      sh = ctx.scratch(static_cast<uint64_t>(tokens * shared_inter) * 4,
+                       "shared expert activations");
+      sy = ctx.scratch(static_cast<uint64_t>(tokens * hidden) * 4, "shared expert outputs");
+      launch::ExpertProjection su = up, sd = down;
+      su.units = sd.units = tokens;
+      su.top_k = sd.top_k = 1;
+      su.ids = sd.ids = nullptr;
+      su.route = sd.route = nullptr;
+      su.w1 = weights(ctx, kSharedGate, kSharedGateScale);
+      su.w2 = weights(ctx, kSharedUp, kSharedUpScale);
+      su.n = shared_inter;
+      su.out = sh.as<float>();
+      sd.a = sh.get();
+      sd.w1 = weights(ctx, kSharedDown, kSharedDownScale);
+      sd.k = shared_inter;
+      sd.out = sy.as<float>();
+      if (gemv) {
+        launch::expert_gemv(s, su);
+        launch::expert_gemv(s, sd);
+      } else {
+        launch::expert_gemm(s, su);
+        launch::expert_gemm(s, sd);
+      }
+      c.shared = sy.as<float>();
+      if (ctx.has(kSharedExpertGate)) {
+        c.gate_t = ctx.in(kSharedExpertGate).dtype;
+        c.gate = ctx.in(kSharedExpertGate).data;
+      }
+    }
+    c.tokens = tokens;
+    c.top_k = top_k;
+    c.hidden = hidden;
+    c.w_t = ctx.in(kWeights).dtype;
+    c.w = ctx.in(kWeights).data;
+    c.routed = y.as<float>();
+    c.x_t = x.dtype;
+    c.x = x.data;
+    c.out_t = ctx.out(0).dtype;
+    c.out = ctx.out(0).data;
+    launch::moe_combine(s, c);
+  }
+
+  std::string describe_error(ExecContext& ctx, int, int64_t position) override {
+    const int64_t k = ctx.in(kIds).dim(1);
+    return "input 'expert_ids'[" + std::to_string(position / k) + ", " +
+           std::to_string(position % k) + "] = " +
+           std::to_string(static_cast<int64_t>(read_element(ctx, ctx.in(kIds), position))) +
+           " is out of range [0, " + std::to_string(ctx.in(kGate).dim(0)) + ")";
+  }
+
+ private:
+  launch::Weights weights(const ExecContext& ctx, size_t w, size_t scale) const {
+    launch::Weights r;
+    r.t = ctx.in(w).dtype;
+    r.w = ctx.in(w).data;
+    r.scale = ctx.has(scale) ? static_cast<const float*>(ctx.in(scale).data) : nullptr;
+    r.b0 = b0_;
+    r.b1 = b1_;
+    return r;
+  }
+
+  int slot_;
+  int64_t b0_ = 128, b1_ = 128;
+};
+
+std::unique_ptr<Kernel> create_moe(PrepareContext& pc) { return std::make_unique<Moe>(pc); }
+
+const KernelRegistration moe_reg({"moe", check_moe, create_moe});
+
+}  // namespace
+}  // namespace moert::cuda

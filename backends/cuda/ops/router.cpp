@@ -1,0 +1,162 @@
+// router (softmax / sigmoid / softmax_topk scoring; greedy, grouped and
+// noaux_tc selection; bias, normalisation, scaling), in double on the
+// device, one block per token; and routing_dense.  Non-finite logits or
+// bias entries and expert ids out of range are reported through error
+// slots.
+#include <cmath>
+
+#include "kernel.h"
+#include "kernels/launch.h"
+
+namespace moert::cuda {
+namespace {
+
+// The router's attributes for E experts; throws with the reason.
+launch::Router router_params(const NodeDesc& n, int64_t experts) {
+  launch::Router p;
+  require(n.attr("top_k") != nullptr, "attribute 'top_k' is required");
+  p.top_k = n.attr_int("top_k", 1);
+  require(p.top_k >= 1 && p.top_k <= experts,
+          "attribute 'top_k' must be in [1, " + std::to_string(experts) + "]");
+  const std::string scoring = n.attr_string("scoring", "softmax");
+  if (scoring == "softmax")
+    p.scoring = 0;
+  else if (scoring == "sigmoid")
+    p.scoring = 1;
+  else if (scoring == "softmax_topk")
+    p.scoring = 2;
+  else
+    fail("attribute 'scoring' must be \"softmax\", \"sigmoid\" or \"softmax_topk\", got \"" +
+         scoring + "\"");
+  const std::string method = n.attr_string("topk_method", "greedy");
+  if (method == "greedy")
+    p.method = 0;
+  else if (method == "group_limited_greedy")
+    p.method = 1;
+  else if (method == "noaux_tc")
+    p.method = 2;
+  else
+    fail("attribute 'topk_method' must be \"greedy\", \"group_limited_greedy\" or \"noaux_tc\"");
+  p.n_group = n.attr_int("n_group", 1);
+  require(p.n_group >= 1 && experts % p.n_group == 0,
+          "attribute 'n_group' must be >= 1 and divide the number of experts");
+  p.topk_group = n.attr_int("topk_group", 1);
+  require(p.topk_group >= 1 && p.topk_group <= p.n_group,
+          "attribute 'topk_group' must be in [1, n_group]");
+  if (p.n_group > 1) {
+    require(p.top_k <= p.topk_group * (experts / p.n_group),
+            "attribute 'top_k' exceeds the experts of the kept groups");
+    require(p.method != 2 || experts / p.n_group >= 2,
+            "topk_method \"noaux_tc\" needs at least two experts per group");
+  }
+  const int64_t normalize = n.attr_int("normalize", 0);
+  require(normalize == 0 || normalize == 1, "attribute 'normalize' must be 0 or 1");
+  p.normalize = normalize == 1;
+  p.normalize_eps = n.attr_float("normalize_eps", 0.0);
+  require(p.normalize_eps >= 0.0 && std::isfinite(p.normalize_eps),
+          "attribute 'normalize_eps' must be a finite number >= 0");
+  p.scaling_factor = n.attr_float("scaling_factor", 1.0);
+  require(std::isfinite(p.scaling_factor), "attribute 'scaling_factor' must be finite");
+  return p;
+}
+
+std::string check_router(const NodeDesc& node) {
+  const TensorDesc l = node.input(0);
+  if (!is_float(l.dtype())) return "router logits of " + dtype_str(l.dtype());
+  if (l.rank() != 2 || l.static_dim(1) < 1) return "router needs logits [T, E], E static";
+  if (l.static_dim(1) > launch::kRouterMaxExperts)
+    return "router over more than " + std::to_string(launch::kRouterMaxExperts) + " experts";
+  if (node.has_input(1) && !is_float(node.input(1).dtype())) return "router bias must be float";
+  if (node.num_outputs() != 2 || node.output(0).dtype() != MOERT_DTYPE_I32 ||
+      node.output(1).dtype() != MOERT_DTYPE_F32)
+    return "router outputs must be i32 ids and f32 weights";
+  try {
+    router_params(node, l.static_dim(1));
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+
+class Router final : public Kernel {
+ public:
+  explicit Router(PrepareContext& pc)
+      : params_(router_params(pc.node(), pc.node().input(0).static_dim(1))),
+        slot_(pc.reserve_error_slots(2)) {}
+  void run(ExecContext& ctx) override {
+    const Tensor& logits = ctx.in(0);
+    launch::Router r = params_;
+    r.logits_t = logits.dtype;
+    r.logits = logits.data;
+    if (ctx.has(1)) {
+      r.bias_t = ctx.in(1).dtype;
+      r.bias = ctx.in(1).data;
+    }
+    r.ids = static_cast<int32_t*>(ctx.out(0).data);
+    r.weights = static_cast<float*>(ctx.out(1).data);
+    r.tokens = logits.dim(0);
+    r.experts = logits.dim(1);
+    r.bias_error = ctx.error_slot(slot_);
+    r.logits_error = ctx.error_slot(slot_ + 1);
+    launch::router(ctx.stream(), r);
+  }
+  std::string describe_error(ExecContext& ctx, int slot, int64_t position) override {
+    if (slot == 0)
+      return "input 'bias'[" + std::to_string(position) +
+             "] = " + number_str(read_element(ctx, ctx.in(1), position)) + " is not finite";
+    const int64_t experts = ctx.in(0).dim(1);
+    return "input 'logits'[" + std::to_string(position / experts) + ", " +
+           std::to_string(position % experts) +
+           "] = " + number_str(read_element(ctx, ctx.in(0), position)) + " is not finite";
+  }
+
+ private:
+  launch::Router params_;
+  int slot_;
+};
+
+std::string check_routing_dense(const NodeDesc& node) {
+  const moert_dtype ids = node.input(0).dtype(), w = node.input(1).dtype();
+  if (!is_index(ids)) return "expert ids of " + dtype_str(ids);
+  if (!is_float(w)) return "expert weights of " + dtype_str(w);
+  if (node.attr_int("num_experts", 0) <= 0) return "num_experts must be > 0";
+  if (node.output(0).dtype() != MOERT_DTYPE_F32) return "routing_dense output must be f32";
+  return "";
+}
+
+class RoutingDense final : public Kernel {
+ public:
+  explicit RoutingDense(PrepareContext& pc)
+      : experts_(pc.node().attr_int("num_experts", 1)), slot_(pc.reserve_error_slots(1)) {}
+  void run(ExecContext& ctx) override {
+    const Tensor& ids = ctx.in(0);
+    const Tensor& w = ctx.in(1);
+    require(w.numel() == ids.numel(), "inputs 'expert_ids' and 'expert_weights' differ in size");
+    launch::routing_dense(ctx.stream(), ids.dtype, ids.data, w.dtype, w.data,
+                          static_cast<float*>(ctx.out(0).data), ids.dim(0), ids.dim(1), experts_,
+                          ctx.error_slot(slot_));
+  }
+  std::string describe_error(ExecContext& ctx, int, int64_t position) override {
+    const int64_t k = ctx.in(0).dim(1);
+    return "input 'expert_ids'[" + std::to_string(position / k) + ", " +
+           std::to_string(position % k) +
+           "] = " + std::to_string(static_cast<int64_t>(read_element(ctx, ctx.in(0), position))) +
+           " is out of range [0, " + std::to_string(experts_) + ")";
+  }
+
+ private:
+  int64_t experts_;
+  int slot_;
+};
+
+std::unique_ptr<Kernel> create_router(PrepareContext& pc) { return std::make_unique<Router>(pc); }
+std::unique_ptr<Kernel> create_routing_dense(PrepareContext& pc) {
+  return std::make_unique<RoutingDense>(pc);
+}
+
+const KernelRegistration router_reg({"router", check_router, create_router});
+const KernelRegistration routing_dense_reg({"routing_dense", check_routing_dense,
+                                            create_routing_dense});
+
+}  // namespace
+}  // namespace moert::cuda

@@ -1,0 +1,70 @@
+// The plugin's testing interface: a few extern "C" symbols that
+// tests/unit/test_cuda_backend.cpp finds with dlsym.  They reach the host
+// logic of the plugin (node checks, the kernel table, the GEMM plan cache)
+// without going through init(), so that logic is tested on a machine with
+// no GPU too; the device ones answer only after a successful init().
+#include <cstdio>
+#include <string>
+
+#include "kernel.h"
+
+namespace {
+
+void copy_text(const std::string& s, char* text, size_t capacity) {
+  if (text && capacity) std::snprintf(text, capacity, "%s", s.c_str());
+}
+
+}  // namespace
+
+// 1 when node `node` of `graph` can run on this backend, else 0 with the
+// reason in `reason`.  Needs no device.
+extern "C" MOERT_BACKEND_EXPORT int moert_cuda_testing_check_node(const moert_graph_desc* graph,
+                                                                  size_t node, char* reason,
+                                                                  size_t capacity) {
+  const std::string why = node < graph->num_nodes ? moert::cuda::unsupported_reason(*graph, node)
+                                                  : std::string("node index out of range");
+  copy_text(why, reason, capacity);
+  return why.empty() ? 1 : 0;
+}
+
+// 1 when the plugin has a kernel for `op`.  Needs no device.
+extern "C" MOERT_BACKEND_EXPORT int moert_cuda_testing_has_kernel(const char* op) {
+  return moert::cuda::find_kernel(op) != nullptr ? 1 : 0;
+}
+
+// One line describing device `device` (compute capability, SMs, memory,
+// shared memory, tensor cores, the architectures built for).
+extern "C" MOERT_BACKEND_EXPORT int moert_cuda_testing_capabilities(int32_t device, char* text,
+                                                                    size_t capacity) {
+  moert_error err{};
+  err.struct_size = sizeof(err);
+  const moert_status s = moert::plugin::guarded(
+      &err, [&] { copy_text(moert::cuda::device(device).caps().summary(), text, capacity); });
+  if (s != MOERT_OK) copy_text(err.message, text, capacity);
+  return s;
+}
+
+// The GEMM plan cache of device `device`: plans held, hits and misses.
+extern "C" MOERT_BACKEND_EXPORT int moert_cuda_testing_gemm_plans(int32_t device, int64_t* plans,
+                                                                  int64_t* hits, int64_t* misses) {
+  moert_error err{};
+  err.struct_size = sizeof(err);
+  return moert::plugin::guarded(&err, [&] {
+    auto& cache = moert::cuda::device(device).gemm_plans();
+    *plans = static_cast<int64_t>(cache.size());
+    *hits = static_cast<int64_t>(cache.hits());
+    *misses = static_cast<int64_t>(cache.misses());
+  });
+}
+
+// Bytes in use and cached by device `device`'s memory pool.
+extern "C" MOERT_BACKEND_EXPORT int moert_cuda_testing_pool(int32_t device, int64_t* in_use,
+                                                            int64_t* cached) {
+  moert_error err{};
+  err.struct_size = sizeof(err);
+  return moert::plugin::guarded(&err, [&] {
+    auto& pool = moert::cuda::device(device).pool();
+    *in_use = static_cast<int64_t>(pool.in_use_bytes());
+    *cached = static_cast<int64_t>(pool.cached_bytes());
+  });
+}

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The CUDA backend on a machine with an NVIDIA GPU: builds with the cuda
+# backend required (warnings are errors), then runs its unit test, the
+# conformance suite on the cuda devices, and the tiny whole models on the
+# cuda backend against the reference backend.
+#   BUILD_DIR (default build-gpu), CUDA_ARCHS (default "90-real;90-virtual").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD_DIR=${BUILD_DIR:-build-gpu}
+nvidia-smi --query-gpu=name,compute_cap,memory.total,driver_version --format=csv,noheader || true
+cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMOERT_WERROR=ON \
+  -DMOERT_BACKEND_CUDA=ON -DMOERT_CUDA_ARCHITECTURES="${CUDA_ARCHS:-90-real;90-virtual}"
+cmake --build "$BUILD_DIR" -j "$(nproc)"
+"$BUILD_DIR/bin/moert" info
+"$BUILD_DIR/bin/test_cuda_backend"
+"$BUILD_DIR/bin/test_conformance" --gtest_filter='Conformance_cuda*'
+MOERT_PYTHON_DIR="$BUILD_DIR/python" PYTHONPATH=python \
+  python3 -m pytest -q -p no:cacheprovider tests/python/test_backend_models.py -k cuda
