@@ -25,7 +25,7 @@ for spec in mixtral:bf16 deepseek_v3:fp8; do
   echo "=== $arch ($dtype) ==="
   build/bin/moert-demo --model "$dir" "$@"
   echo
-  python3 -m moert bench "$dir" --prompt-tokens 8 --new-tokens 16
+  python3 -m moert bench "$dir" --new-tokens 16
   echo
 done
 devices=$(python3 -c "import moert; print(','.join(b['name'] for b in moert.backends() if b['available'] and b['name'] != 'reference'))")
