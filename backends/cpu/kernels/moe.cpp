@@ -26,29 +26,13 @@
 #include "gemm/scratch.h"
 #include "gemm/simd.h"
 #include "kernel.h"
+#include "moe_inputs.h"
 #include "parallel.h"
 
 namespace moert::cpu {
 namespace {
 
-enum : size_t {
-  kX,
-  kIds,
-  kWeights,
-  kGate,
-  kUp,
-  kDown,
-  kGateScale,
-  kUpScale,
-  kDownScale,
-  kSharedGate,
-  kSharedUp,
-  kSharedDown,
-  kSharedGateScale,
-  kSharedUpScale,
-  kSharedDownScale,
-  kSharedExpertGate,
-};
+using namespace plugin::moe_inputs;
 
 // Rows past the last route in the per-expert buffers (see run_chunk).
 constexpr int64_t kSlack = 16;

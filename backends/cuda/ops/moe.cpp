@@ -9,28 +9,12 @@
 // combine adds a token's slots in slot order, then the shared expert.
 #include "kernel.h"
 #include "kernels/launch.h"
+#include "moe_inputs.h"
 
 namespace moert::cuda {
 namespace {
 
-enum : size_t {
-  kX,
-  kIds,
-  kWeights,
-  kGate,
-  kUp,
-  kDown,
-  kGateScale,
-  kUpScale,
-  kDownScale,
-  kSharedGate,
-  kSharedUp,
-  kSharedDown,
-  kSharedGateScale,
-  kSharedUpScale,
-  kSharedDownScale,
-  kSharedExpertGate,
-};
+using namespace plugin::moe_inputs;
 
 // Up to this many tokens take the GEMV form.
 constexpr int64_t kGemvTokens = 4;

@@ -15,28 +15,12 @@
 #include <vector>
 
 #include "gemm.h"
+#include "moe_inputs.h"
 
 namespace moert::ocl {
 namespace {
 
-enum : size_t {
-  kX,
-  kIds,
-  kWeights,
-  kGate,
-  kUp,
-  kDown,
-  kGateScale,
-  kUpScale,
-  kDownScale,
-  kSharedGate,
-  kSharedUp,
-  kSharedDown,
-  kSharedGateScale,
-  kSharedUpScale,
-  kSharedDownScale,
-  kSharedExpertGate,
-};
+using namespace plugin::moe_inputs;
 
 constexpr const char* kFile = "moe.cl";
 // Tokens from which the grouped path beats the per-token GEMVs.
