@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "moert/error.h"
+#include "moert/tensor.h"
 
 namespace moert {
 namespace {
@@ -33,7 +34,11 @@ BandwidthMeasurement measure_read_bandwidth(uint64_t bytes, int threads, int rep
   check(bytes >= (uint64_t{1} << 20), "measure_read_bandwidth: buffer must be at least 1 MiB");
   if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   const size_t words = static_cast<size_t>(bytes / 8);
-  std::unique_ptr<uint64_t[]> buffer(new uint64_t[words]);
+  // Allocated as the weights are (allocate_host_bytes: huge pages for large
+  // blocks), so the figure is the roofline of the tensors a decode step reads.
+  std::unique_ptr<uint64_t[], decltype(&std::free)> buffer(
+      static_cast<uint64_t*>(allocate_host_bytes(words * 8)), &std::free);
+  check(buffer != nullptr, "measure_read_bandwidth: out of memory for the buffer");
   // Touch every page with distinct values so none is a shared zero page.
   for (size_t i = 0; i < words; ++i) buffer[i] = i;
   std::vector<uint64_t> sums(static_cast<size_t>(threads));

@@ -22,7 +22,11 @@ class Storage {
   virtual std::string location() const = 0;
 };
 
-// Owned, 64-byte aligned host memory.
+// Host memory for tensors: 64-byte aligned, and blocks of 4 MiB or more in
+// transparent huge pages (unless MOERT_HUGEPAGES=0).  nullptr when out of
+// memory; release with std::free.
+void* allocate_host_bytes(size_t bytes);
+// Owned host memory from allocate_host_bytes.
 std::shared_ptr<Storage> allocate_host_storage(size_t bytes);
 // Host memory owned by someone else; `keepalive` is held as long as the
 // storage lives (pass nullptr when the caller guarantees the lifetime).
