@@ -48,8 +48,15 @@ const uint16_t* x_to_bf16(const float* x, int64_t m, int64_t rows, int64_t k, in
 
 }  // namespace
 
-int64_t gemv_max_rows(const WeightMatrix& w) {
+int64_t gemv_max_rows(const WeightMatrix& w, Products products) {
   if (const int64_t o = gemv_rows_override(); o >= 0) return o;
+  // Exact products of a narrow W: the alternative widens W to f32 in memory
+  // (2-4x its bytes written and read again) before oneDNN's f32 matmul,
+  // while GEMV passes re-read W as stored, from L3 when it fits (one
+  // expert: 5.8 MB).  Measured on bench-moe-s (bf16 W, f32 activations, 2
+  // threads): crossover 8 -> 128 rows took pp128 from 290 to 630 tok/s and
+  // pp512 from 570 to 665; 256 rows was no better.
+  if (products == Products::exact && w.dtype != MOERT_DTYPE_F32) return 128;
   // Crossovers measured on a 2-core Sapphire Rapids (2816 x 1024, weights
   // not in cache, the oneDNN primitive compiled for the exact M): the GEMV
   // passes (up to 8 rows of x per pass over W) beat oneDNN up to 8 rows for
@@ -75,7 +82,7 @@ void gemm(const float* x, int64_t m, int64_t ldx, const WeightMatrix& w, float* 
     for (int64_t r = 0; r < m; ++r) std::fill(y + r * ldy, y + r * ldy + n, 0.0f);
     return;
   }
-  if (m <= gemv_max_rows(w)) {
+  if (m <= gemv_max_rows(w, products)) {
     const GemvTask task{&w, x, ldx, m, y, ldy};
     gemv(&task, 1);
     return;

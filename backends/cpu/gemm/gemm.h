@@ -1,9 +1,10 @@
 // The GEMM engine's entry point: y[m, N] = x[m, K] · W^T for f32 x and a
 // weight matrix of any dtype (weight.h), the product behind linear and moe.
 //
-//   m <= gemv_max_rows(W): the GEMV kernels (gemv.h), reading W once per 8
-//     rows of x in its stored dtype and accumulating in f32: as exact as an
-//     f32 computation.
+//   m <= gemv_max_rows(W, products): the GEMV kernels (gemv.h), reading W
+//     once per 8 rows of x in its stored dtype and accumulating in f32: as
+//     exact as an f32 computation.  8-20 rows for bf16 products; 128 for
+//     exact products of a narrow W, where the alternative widens W first.
 //   larger m: oneDNN (onednn.h), with the products the caller asks for:
 //     Products::exact (callers whose activations are f32): f32 products of
 //       x and W as stored.  f32 W: oneDNN's f32 matmul.  Other W: widened to
@@ -32,8 +33,8 @@ namespace moert::cpu::gemm {
 // How the products of a large-m GEMM are formed (above).
 enum class Products { exact, bf16 };
 
-// The largest m the GEMV kernels serve for this matrix.
-int64_t gemv_max_rows(const WeightMatrix& w);
+// The largest m the GEMV kernels serve for this matrix and products.
+int64_t gemv_max_rows(const WeightMatrix& w, Products products);
 
 // y rows are `ldy` apart, x rows `ldx` apart; every element of y[:m, :N] is
 // written.  `rows_room`: how many rows of x may be read and of y written

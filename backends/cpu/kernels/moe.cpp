@@ -182,7 +182,7 @@ class Moe final : public Kernel {
   // `room` (gemm.h: one compiled oneDNN primitive per 16 row counts).
   void product(const gemm::WeightMatrix& w, const float* x, int64_t m, float* y, int64_t room) {
     if (m <= 0) return;
-    if (m <= gemm::gemv_max_rows(w))
+    if (m <= gemm::gemv_max_rows(w, products_))
       tasks_.push_back({&w, x, w.cols, m, y, w.rows});
     else
       gemm::gemm(x, m, w.cols, w, y, w.rows, products_, room);
