@@ -17,12 +17,6 @@
 
 namespace moert::plugin {
 
-inline std::string format_number(double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof(buf), "%.17g", v);
-  return buf;
-}
-
 struct RopeTable {
   int64_t rotary_dim = 0;
   bool interleaved = false;

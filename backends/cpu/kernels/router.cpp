@@ -16,86 +16,16 @@
 #include "convert.h"
 #include "kernel.h"
 #include "parallel.h"
+#include "router_params.h"
 
 namespace moert::cpu {
 namespace {
 
 using attn::num;
 
-enum class Scoring { softmax, sigmoid, softmax_topk };
-enum class Method { greedy, group_limited_greedy, noaux_tc };
-
-struct RouterParams {
-  int64_t top_k = 1;
-  Scoring scoring = Scoring::softmax;
-  Method method = Method::greedy;
-  int64_t n_group = 1;
-  int64_t topk_group = 1;
-  bool normalize = false;
-  double normalize_eps = 0.0;
-  double scaling_factor = 1.0;
-};
-
-// Validates the attributes for E experts into *p; "" or why they are invalid.
-std::string parse(const NodeDesc& node, int64_t experts, RouterParams* p) {
-  if (!node.attr("top_k")) return "attribute 'top_k' is required";
-  p->top_k = node.attr_int("top_k", 1);
-  if (p->top_k < 1 || p->top_k > experts)
-    return "attribute 'top_k' must be in [1, " + std::to_string(experts) +
-           "] (the number of experts), got " + std::to_string(p->top_k);
-  const std::string scoring = node.attr_string("scoring", "softmax");
-  if (scoring == "softmax")
-    p->scoring = Scoring::softmax;
-  else if (scoring == "sigmoid")
-    p->scoring = Scoring::sigmoid;
-  else if (scoring == "softmax_topk")
-    p->scoring = Scoring::softmax_topk;
-  else
-    return "attribute 'scoring' must be \"softmax\", \"sigmoid\" or \"softmax_topk\", got \"" +
-           scoring + "\"";
-  const std::string method = node.attr_string("topk_method", "greedy");
-  if (method == "greedy")
-    p->method = Method::greedy;
-  else if (method == "group_limited_greedy")
-    p->method = Method::group_limited_greedy;
-  else if (method == "noaux_tc")
-    p->method = Method::noaux_tc;
-  else
-    return "attribute 'topk_method' must be \"greedy\", \"group_limited_greedy\" or "
-           "\"noaux_tc\", got \"" +
-           method + "\"";
-  p->n_group = node.attr_int("n_group", 1);
-  if (p->n_group < 1 || experts % p->n_group != 0)
-    return "attribute 'n_group' must be >= 1 and divide the number of experts " +
-           std::to_string(experts) + ", got " + std::to_string(p->n_group);
-  p->topk_group = node.attr_int("topk_group", 1);
-  if (p->topk_group < 1 || p->topk_group > p->n_group)
-    return "attribute 'topk_group' must be in [1, n_group = " + std::to_string(p->n_group) +
-           "], got " + std::to_string(p->topk_group);
-  const int64_t group_size = experts / p->n_group;
-  if (p->n_group > 1) {
-    if (p->top_k > p->topk_group * group_size)
-      return "attribute 'top_k' = " + std::to_string(p->top_k) + " exceeds the " +
-             std::to_string(p->topk_group * group_size) +
-             " experts of the topk_group = " + std::to_string(p->topk_group) + " kept groups of " +
-             std::to_string(group_size);
-    if (p->method == Method::noaux_tc && group_size < 2)
-      return "topk_method \"noaux_tc\" scores a group by its two best experts, but n_group = " +
-             std::to_string(p->n_group) + " leaves " + std::to_string(group_size) +
-             " expert per group";
-  }
-  const int64_t normalize = node.attr_int("normalize", 0);
-  if (normalize != 0 && normalize != 1)
-    return "attribute 'normalize' must be 0 or 1, got " + std::to_string(normalize);
-  p->normalize = normalize == 1;
-  p->normalize_eps = node.attr_float("normalize_eps", 0.0);
-  if (!(p->normalize_eps >= 0.0) || !std::isfinite(p->normalize_eps))
-    return "attribute 'normalize_eps' must be a finite number >= 0, got " + num(p->normalize_eps);
-  p->scaling_factor = node.attr_float("scaling_factor", 1.0);
-  if (!std::isfinite(p->scaling_factor))
-    return "attribute 'scaling_factor' must be finite, got " + num(p->scaling_factor);
-  return "";
-}
+using Scoring = plugin::RouterScoring;
+using Method = plugin::RouterMethod;
+using plugin::RouterParams;
 
 std::string check(const NodeDesc& node) {
   const TensorDesc l = node.input(0);
@@ -108,7 +38,7 @@ std::string check(const NodeDesc& node) {
       node.output(1).dtype() != MOERT_DTYPE_F32)
     return "router outputs must be i32 ids and f32 weights";
   RouterParams p;
-  return parse(node, l.static_dim(1), &p);
+  return plugin::router_params(node, l.static_dim(1), &p);
 }
 
 // The first k of `order` (indices into v) rearranged to be the k largest
@@ -122,7 +52,7 @@ void top_indices(const double* v, int64_t n, int64_t k, int64_t* order) {
 class Router final : public Kernel {
  public:
   explicit Router(const NodeDesc& node) : experts_(node.input(0).static_dim(1)) {
-    const std::string problem = parse(node, experts_, &p_);
+    const std::string problem = plugin::router_params(node, experts_, &p_);
     if (!problem.empty()) fail(problem);
   }
 

@@ -7,57 +7,26 @@
 
 #include "kernel.h"
 #include "kernels/launch.h"
+#include "router_params.h"
 
 namespace moert::cuda {
 namespace {
 
-// The router's attributes for E experts; throws with the reason.
+// The router's attributes for E experts (plugin::router_params); throws
+// with the reason.
 launch::Router router_params(const NodeDesc& n, int64_t experts) {
-  launch::Router p;
-  require(n.attr("top_k") != nullptr, "attribute 'top_k' is required");
-  p.top_k = n.attr_int("top_k", 1);
-  require(p.top_k >= 1 && p.top_k <= experts,
-          "attribute 'top_k' must be in [1, " + std::to_string(experts) + "]");
-  const std::string scoring = n.attr_string("scoring", "softmax");
-  if (scoring == "softmax")
-    p.scoring = 0;
-  else if (scoring == "sigmoid")
-    p.scoring = 1;
-  else if (scoring == "softmax_topk")
-    p.scoring = 2;
-  else
-    fail("attribute 'scoring' must be \"softmax\", \"sigmoid\" or \"softmax_topk\", got \"" +
-         scoring + "\"");
-  const std::string method = n.attr_string("topk_method", "greedy");
-  if (method == "greedy")
-    p.method = 0;
-  else if (method == "group_limited_greedy")
-    p.method = 1;
-  else if (method == "noaux_tc")
-    p.method = 2;
-  else
-    fail("attribute 'topk_method' must be \"greedy\", \"group_limited_greedy\" or \"noaux_tc\"");
-  p.n_group = n.attr_int("n_group", 1);
-  require(p.n_group >= 1 && experts % p.n_group == 0,
-          "attribute 'n_group' must be >= 1 and divide the number of experts");
-  p.topk_group = n.attr_int("topk_group", 1);
-  require(p.topk_group >= 1 && p.topk_group <= p.n_group,
-          "attribute 'topk_group' must be in [1, n_group]");
-  if (p.n_group > 1) {
-    require(p.top_k <= p.topk_group * (experts / p.n_group),
-            "attribute 'top_k' exceeds the experts of the kept groups");
-    require(p.method != 2 || experts / p.n_group >= 2,
-            "topk_method \"noaux_tc\" needs at least two experts per group");
-  }
-  const int64_t normalize = n.attr_int("normalize", 0);
-  require(normalize == 0 || normalize == 1, "attribute 'normalize' must be 0 or 1");
-  p.normalize = normalize == 1;
-  p.normalize_eps = n.attr_float("normalize_eps", 0.0);
-  require(p.normalize_eps >= 0.0 && std::isfinite(p.normalize_eps),
-          "attribute 'normalize_eps' must be a finite number >= 0");
-  p.scaling_factor = n.attr_float("scaling_factor", 1.0);
-  require(std::isfinite(p.scaling_factor), "attribute 'scaling_factor' must be finite");
-  return p;
+  plugin::RouterParams p;
+  if (std::string problem = plugin::router_params(n, experts, &p); !problem.empty()) fail(problem);
+  launch::Router r;
+  r.top_k = p.top_k;
+  r.scoring = static_cast<int>(p.scoring);
+  r.method = static_cast<int>(p.method);
+  r.n_group = p.n_group;
+  r.topk_group = p.topk_group;
+  r.normalize = p.normalize;
+  r.normalize_eps = p.normalize_eps;
+  r.scaling_factor = p.scaling_factor;
+  return r;
 }
 
 std::string check_router(const NodeDesc& node) {

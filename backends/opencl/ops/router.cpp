@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "kernel.h"
+#include "router_params.h"
 
 namespace moert::ocl {
 namespace {
@@ -12,48 +13,26 @@ constexpr const char* kFile = "router.cl";
 constexpr int kScratchRouter = 2;
 constexpr int64_t kMaxTopK = 64;  // the weights array of the router kernel
 
-struct RouterParams {
+// The attributes as the router kernel takes them.
+struct RouterArgs {
   int32_t top_k = 1, scoring = 0, method = 0, n_group = 1, topk_group = 1, normalize = 0;
   float normalize_eps = 0, scaling_factor = 1;
 };
 
-// The attributes, or a reason they cannot be served.
-std::string router_params(const NodeDesc& node, int64_t experts, RouterParams* out) {
-  RouterParams p;
-  const int64_t top_k = node.attr_int("top_k", 0);
-  if (top_k < 1 || top_k > experts) return "top_k outside [1, E]";
-  if (top_k > kMaxTopK) return "top_k above " + std::to_string(kMaxTopK);
-  p.top_k = static_cast<int32_t>(top_k);
-  const std::string scoring = node.attr_string("scoring", "softmax");
-  if (scoring == "softmax")
-    p.scoring = 0;
-  else if (scoring == "sigmoid")
-    p.scoring = 1;
-  else if (scoring == "softmax_topk")
-    p.scoring = 2;
-  else
-    return "scoring '" + scoring + "'";
-  const std::string method = node.attr_string("topk_method", "greedy");
-  if (method == "greedy")
-    p.method = 0;
-  else if (method == "group_limited_greedy")
-    p.method = 1;
-  else if (method == "noaux_tc")
-    p.method = 2;
-  else
-    return "topk_method '" + method + "'";
-  const int64_t n_group = node.attr_int("n_group", 1), topk_group = node.attr_int("topk_group", 1);
-  if (n_group < 1 || experts % n_group != 0) return "n_group must divide E";
-  if (topk_group < 1 || topk_group > n_group) return "topk_group outside [1, n_group]";
-  if (n_group > 1 && top_k > topk_group * (experts / n_group))
-    return "top_k exceeds the experts of the kept groups";
-  if (n_group > 1 && p.method == 2 && experts / n_group < 2) return "noaux_tc needs 2 per group";
-  p.n_group = static_cast<int32_t>(n_group);
-  p.topk_group = static_cast<int32_t>(topk_group);
-  p.normalize = static_cast<int32_t>(node.attr_int("normalize", 0));
-  p.normalize_eps = static_cast<float>(node.attr_float("normalize_eps", 0.0));
-  p.scaling_factor = static_cast<float>(node.attr_float("scaling_factor", 1.0));
-  *out = p;
+// The attributes (plugin::router_params), or a reason they cannot be served.
+std::string router_args(const NodeDesc& node, int64_t experts, RouterArgs* out) {
+  plugin::RouterParams p;
+  if (std::string problem = plugin::router_params(node, experts, &p); !problem.empty())
+    return problem;
+  if (p.top_k > kMaxTopK) return "top_k above " + std::to_string(kMaxTopK);
+  out->top_k = static_cast<int32_t>(p.top_k);
+  out->scoring = static_cast<int32_t>(p.scoring);
+  out->method = static_cast<int32_t>(p.method);
+  out->n_group = static_cast<int32_t>(p.n_group);
+  out->topk_group = static_cast<int32_t>(p.topk_group);
+  out->normalize = p.normalize ? 1 : 0;
+  out->normalize_eps = static_cast<float>(p.normalize_eps);
+  out->scaling_factor = static_cast<float>(p.scaling_factor);
   return "";
 }
 
@@ -63,8 +42,8 @@ std::string check_router(const NodeDesc& node, const Device&) {
   if (l.rank() != 2 || l.static_dim(1) <= 0) return "router logits must be [T, E], E static";
   if (node.has_input(1) && !is_float(node.input(1).dtype()))
     return "router bias of " + dtype_str(node.input(1).dtype());
-  RouterParams p;
-  return router_params(node, l.static_dim(1), &p);
+  RouterArgs p;
+  return router_args(node, l.static_dim(1), &p);
 }
 
 std::string number(double v) {
@@ -77,7 +56,7 @@ class Router final : public Kernel {
  public:
   explicit Router(PrepareContext& pc)
       : k_(pc.kernel(kFile, "router")), slot_(pc.reserve_error_slots(2)) {
-    router_params(pc.node(), pc.node().input(0).static_dim(1), &p_);
+    router_args(pc.node(), pc.node().input(0).static_dim(1), &p_);
   }
   void run(ExecContext& ctx) override {
     const Tensor &logits = ctx.in(0), &ids = ctx.out(0), &weights = ctx.out(1);
@@ -125,7 +104,7 @@ class Router final : public Kernel {
  private:
   ClKernel k_;
   int slot_;
-  RouterParams p_;
+  RouterArgs p_;
 };
 
 std::unique_ptr<Kernel> create_router(PrepareContext& pc) { return std::make_unique<Router>(pc); }
