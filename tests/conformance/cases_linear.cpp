@@ -30,18 +30,6 @@
 namespace moert::conformance {
 namespace {
 
-// conformance.h's random(), without its per-element Tensor::data() call
-// (which formats an error message each time): fast for large weights.
-Tensor random_tensor(DType dtype, std::vector<int64_t> shape, std::mt19937& rng,
-                     double stddev = 1.0) {
-  std::normal_distribution<double> dist(0.0, stddev);
-  Tensor t = Tensor::empty(dtype, std::move(shape));
-  void* p = t.data();
-  for (int64_t i = 0; i < t.numel(); ++i)
-    store_element(dtype, p, static_cast<size_t>(i), dist(rng));
-  return t;
-}
-
 const char* const kExactWhy =
     " (f32 products of exact operands: f32 x, few rows, or f32/bf16 operands); an f32 sum of K "
     "terms "
@@ -86,11 +74,11 @@ Case make(const Spec& s, std::mt19937& rng) {
   if (!s.block.empty()) c.attrs.set("block_size", s.block);
   if (s.out) c.attrs.set("dtype", std::string(dtype_name(*s.out)));
 
-  const Tensor w = random_tensor(s.w, {s.n, s.k}, rng, s.w == DType::f8_e4m3 ? 8.0 : 1.0);
+  const Tensor w = random(s.w, {s.n, s.k}, rng, s.w == DType::f8_e4m3 ? 8.0 : 1.0);
   Tensor scale;
   if (s.w == DType::f8_e4m3) scale = random_scales({(s.n + b0 - 1) / b0, (s.k + b1 - 1) / b1}, rng);
   Tensor bias;
-  if (s.bias) bias = random_tensor(*s.bias, {s.n}, rng);
+  if (s.bias) bias = random(*s.bias, {s.n}, rng);
 
   // x of each step.
   std::vector<Tensor> xs;
@@ -98,10 +86,10 @@ Case make(const Spec& s, std::mt19937& rng) {
   if (s.steps.empty()) {
     std::vector<int64_t> dims = s.lead;
     dims.push_back(s.k);
-    xs.push_back(random_tensor(s.x, dims, rng));
+    xs.push_back(random(s.x, dims, rng));
     x_shape = Shape::of(dims);
   } else {
-    for (int64_t t : s.steps) xs.push_back(random_tensor(s.x, {t, s.k}, rng));
+    for (int64_t t : s.steps) xs.push_back(random(s.x, {t, s.k}, rng));
     x_shape = Shape{Dim::tokens(), Dim(s.k)};
   }
 

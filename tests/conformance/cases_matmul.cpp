@@ -16,18 +16,6 @@
 namespace moert::conformance {
 namespace {
 
-// conformance.h's random(), without its per-element Tensor::data() call
-// (which formats an error message each time): fast for large weights.
-Tensor random_tensor(DType dtype, std::vector<int64_t> shape, std::mt19937& rng,
-                     double stddev = 1.0) {
-  std::normal_distribution<double> dist(0.0, stddev);
-  Tensor t = Tensor::empty(dtype, std::move(shape));
-  void* p = t.data();
-  for (int64_t i = 0; i < t.numel(); ++i)
-    store_element(dtype, p, static_cast<size_t>(i), dist(rng));
-  return t;
-}
-
 // Sum of squares of the exact a . b (or a . b^T) over all batches.
 double sum_squares(const Tensor& a, const Tensor& b, bool transpose_b) {
   const int64_t m = a.dim(-2), k = a.dim(-1), n = transpose_b ? b.dim(-2) : b.dim(-1);
@@ -51,7 +39,7 @@ const char* const kFloorWhy =
 
 Case make(const std::string& name, DType ta, DType tb, std::vector<int64_t> a_shape,
           std::vector<int64_t> b_shape, bool transpose_b, std::mt19937& rng) {
-  Tensor a = random_tensor(ta, a_shape, rng), b = random_tensor(tb, b_shape, rng);
+  Tensor a = random(ta, a_shape, rng), b = random(tb, b_shape, rng);
   const int64_t outputs = a.numel() / a.dim(-1) * (transpose_b ? b.dim(-2) : b.dim(-1));
   const double rms = std::sqrt(sum_squares(a, b, transpose_b) / static_cast<double>(outputs));
   Case c = simple_case(name, "matmul", {a, b}, {{"transpose_b", int64_t{transpose_b ? 1 : 0}}},
@@ -119,11 +107,11 @@ std::vector<Case> cases() {
         s.tokens = tokens;
         const int64_t total = past + tokens;
         if (which == 0) {
-          s.inputs.push_back(random_tensor(t, {heads, tokens, dim}, rng));
-          s.inputs.push_back(random_tensor(t, {heads, total, dim}, rng));
+          s.inputs.push_back(random(t, {heads, tokens, dim}, rng));
+          s.inputs.push_back(random(t, {heads, total, dim}, rng));
         } else {
-          s.inputs.push_back(random_tensor(t, {heads, tokens, total}, rng));
-          s.inputs.push_back(random_tensor(t, {heads, total, dim}, rng));
+          s.inputs.push_back(random(t, {heads, tokens, total}, rng));
+          s.inputs.push_back(random(t, {heads, total, dim}, rng));
         }
         sum += sum_squares(s.inputs[0], s.inputs[1], which == 0);
         outputs += heads * tokens * (which == 0 ? total : dim);

@@ -29,18 +29,6 @@
 namespace moert::conformance {
 namespace {
 
-// conformance.h's random(), without its per-element Tensor::data() call
-// (which formats an error message each time): fast for large weights.
-Tensor random_tensor(DType dtype, std::vector<int64_t> shape, std::mt19937& rng,
-                     double stddev = 1.0) {
-  std::normal_distribution<double> dist(0.0, stddev);
-  Tensor t = Tensor::empty(dtype, std::move(shape));
-  void* p = t.data();
-  for (int64_t i = 0; i < t.numel(); ++i)
-    store_element(dtype, p, static_cast<size_t>(i), dist(rng));
-  return t;
-}
-
 struct Spec {
   std::string name;
   DType x = DType::f32, w = DType::f32;
@@ -81,11 +69,11 @@ Weight make_weight(DType t, int64_t experts, int64_t rows, int64_t cols, int64_t
   // Stddev 1/sqrt(cols) keeps every layer's output near unit scale.
   const double sd = 1.0 / std::sqrt(static_cast<double>(cols));
   if (t != DType::f8_e4m3) {
-    w.data = random_tensor(t, shape, rng, sd);
+    w.data = random(t, shape, rng, sd);
     w.values = w.data.to_doubles();
     return w;
   }
-  w.data = random_tensor(t, shape, rng, 8.0);
+  w.data = random(t, shape, rng, 8.0);
   std::vector<int64_t> sshape{ceil_div(rows, b0), ceil_div(cols, b1)};
   if (experts > 0) sshape.insert(sshape.begin(), experts);
   w.scale = random_scales(sshape, rng);
@@ -142,7 +130,7 @@ Case make(const Spec& s, std::mt19937& rng) {
     sdown = make_weight(*s.shared, 0, H, Is, b0, b1, rng);
   }
   Tensor seg;
-  if (s.shared_gate) seg = random_tensor(s.x, {1, H}, rng, 1.0 / std::sqrt(static_cast<double>(H)));
+  if (s.shared_gate) seg = random(s.x, {1, H}, rng, 1.0 / std::sqrt(static_cast<double>(H)));
 
   const Shape x_shape = s.symbolic ? Shape{Dim::tokens(), Dim(H)} : Shape::of({s.tokens[0], H});
   const Shape r_shape = s.symbolic ? Shape{Dim::tokens(), Dim(s.k)} : Shape::of({s.tokens[0], s.k});
@@ -164,7 +152,7 @@ Case make(const Spec& s, std::mt19937& rng) {
   for (int64_t tokens : s.tokens) {
     Step step;
     step.tokens = s.symbolic ? tokens : 0;
-    const Tensor x = random_tensor(s.x, {tokens, H}, rng);
+    const Tensor x = random(s.x, {tokens, H}, rng);
     std::vector<double> idv(static_cast<size_t>(tokens * s.k)), wts(idv.size());
     std::vector<int64_t> rows(static_cast<size_t>(E), 0);
     std::uniform_int_distribution<int64_t> pick(0, pool - 1);
@@ -393,11 +381,10 @@ std::vector<Case> routing_cases() {
     for (DType w : {DType::f32, DType::bf16}) {
       const std::string name =
           std::string(dtype_name(ids)) + "_ids_" + std::string(dtype_name(w)) + "_weights";
-      out.push_back(
-          simple_case(name, "routing_dense",
-                      {random_ints(ids, {9, 3}, 0, 5, rng), random_tensor(w, {9, 3}, rng)},
-                      {{"num_experts", int64_t{6}}}, 1e-6,
-                      "a sum of at most 3 weights in f32 against double: exact to ~1e-7"));
+      out.push_back(simple_case(
+          name, "routing_dense", {random_ints(ids, {9, 3}, 0, 5, rng), random(w, {9, 3}, rng)},
+          {{"num_experts", int64_t{6}}}, 1e-6,
+          "a sum of at most 3 weights in f32 against double: exact to ~1e-7"));
     }
   {
     Case c;
@@ -409,8 +396,7 @@ std::vector<Case> routing_cases() {
     for (int64_t t : {1, 5}) {
       Step s;
       s.tokens = t;
-      s.inputs = {random_ints(DType::i32, {t, 2}, 0, 6, rng),
-                  random_tensor(DType::f32, {t, 2}, rng)};
+      s.inputs = {random_ints(DType::i32, {t, 2}, 0, 6, rng), random(DType::f32, {t, 2}, rng)};
       c.steps.push_back(std::move(s));
     }
     c.tolerance = 1e-6;

@@ -56,8 +56,9 @@ Slot state(DType dtype, std::vector<int64_t> shape) {
 Tensor random(DType dtype, std::vector<int64_t> shape, std::mt19937& rng, double stddev) {
   std::normal_distribution<double> dist(0.0, stddev);
   Tensor t = Tensor::empty(dtype, std::move(shape));
+  void* p = t.data();  // once: data() is checked on each call
   for (int64_t i = 0; i < t.numel(); ++i)
-    store_element(dtype, t.data(), static_cast<size_t>(i), dist(rng));
+    store_element(dtype, p, static_cast<size_t>(i), dist(rng));
   return t;
 }
 
@@ -65,8 +66,9 @@ Tensor random_ints(DType dtype, std::vector<int64_t> shape, int64_t lo, int64_t 
                    std::mt19937& rng) {
   std::uniform_int_distribution<int64_t> dist(lo, hi);
   Tensor t = Tensor::empty(dtype, std::move(shape));
+  void* p = t.data();
   for (int64_t i = 0; i < t.numel(); ++i)
-    store_element(dtype, t.data(), static_cast<size_t>(i), static_cast<double>(dist(rng)));
+    store_element(dtype, p, static_cast<size_t>(i), static_cast<double>(dist(rng)));
   return t;
 }
 
