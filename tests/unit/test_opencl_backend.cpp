@@ -25,6 +25,7 @@
 #include "moert/executor.h"
 #include "moert/graph.h"
 #include "moert/op_registry.h"
+#include "support/backend_test.h"
 #include "support/op_runner.h"
 
 extern char** environ;
@@ -43,8 +44,11 @@ using moert::SymbolValues;
 using moert::Tensor;
 using moert::ValueId;
 using moert::testing::error_of;
+using moert::testing::on;
 using moert::testing::random_ints;
 using moert::testing::random_tensor;
+using moert::testing::run_error;
+using moert::testing::testing_symbol;
 
 // The opencl backend when it loaded and found a device, else nullptr with
 // the reason in *why.
@@ -69,16 +73,6 @@ moert::Backend* opencl_backend(std::string* why) {
   moert::Backend* backend = opencl_backend(&skip_reason); \
   if (!backend) GTEST_SKIP() << skip_reason;              \
   (void)backend
-
-// A symbol of the plugin's internal testing interface (testing.cpp).
-template <typename F>
-F testing_symbol(moert::Backend* backend, const char* name) {
-  void* lib = dlopen(backend->path().c_str(), RTLD_NOW | RTLD_NOLOAD);
-  if (!lib) return nullptr;
-  F f = reinterpret_cast<F>(dlsym(lib, name));
-  dlclose(lib);  // the registry keeps its own reference
-  return f;
-}
 
 using BuildFn = int (*)(int32_t, const char*, char*, size_t);
 using StatsFn = void (*)(int64_t*, int64_t*, int64_t*, double*);
@@ -186,14 +180,6 @@ struct LayerGraph {
   }
 };
 
-ExecutorOptions on(const std::string& device) {
-  ExecutorOptions o;
-  o.device = device;
-  o.strict = device != "reference";
-  o.poison = true;
-  return o;
-}
-
 TEST(OpenclBackend, ADecoderLayerMatchesTheReferenceOverSteps) {
   REQUIRE_OPENCL();
   LayerGraph layer;
@@ -232,53 +218,40 @@ TEST(OpenclBackend, ProfilingTimesEveryNode) {
   for (const moert::NodeTiming& t : dev.profile()) EXPECT_GE(t.seconds, 0.0) << t.node;
 }
 
-// Runs `fn` on a one-node graph and returns the error message.
-std::string run_error(const std::string& op, const std::vector<Tensor>& inputs,
-                      const Attributes& attrs = {}) {
-  Graph g;
-  std::vector<ValueId> ids;
-  for (size_t i = 0; i < inputs.size(); ++i)
-    ids.push_back(
-        g.add_input("in" + std::to_string(i), inputs[i].dtype(), Shape::of(inputs[i].shape())));
-  for (ValueId out : g.add_node(op, "node", ids, attrs)) g.mark_output(out);
-  return error_of([&] {
-    Executor dev(g, on("opencl:0"));
-    dev.run(inputs, SymbolValues::of(0, 0));
-  });
-}
-
 TEST(OpenclBackend, ReportsErrorsFoundOnTheDevice) {
   REQUIRE_OPENCL();
   std::mt19937 rng(7);
   const Tensor table = random_tensor(DType::f32, {10, 4}, rng);
   const Tensor ids = Tensor::from_doubles(DType::i64, {2, 3}, {1, 2, 3, 4, 12, -1});
-  std::string msg = run_error("embedding", {table, ids});
+  std::string msg = run_error("opencl:0", "embedding", {table, ids});
   EXPECT_NE(msg.find("node 'node' (embedding)"), std::string::npos) << msg;
   EXPECT_NE(msg.find("id 12 at position [1, 1], outside [0, V) with V = 10"), std::string::npos)
       << msg;
 
   const Tensor experts = Tensor::from_doubles(DType::i32, {2, 2}, {0, 1, 1, 7});
   const Tensor weights = random_tensor(DType::f32, {2, 2}, rng);
-  msg = run_error("routing_dense", {experts, weights}, Attributes{{"num_experts", int64_t{4}}});
+  msg = run_error("opencl:0", "routing_dense", {experts, weights},
+                  Attributes{{"num_experts", int64_t{4}}});
   EXPECT_NE(msg.find("input 'expert_ids'[1, 1] = 7 is out of range [0, 4)"), std::string::npos)
       << msg;
 
   const Tensor x = random_tensor(DType::f32, {2, 8}, rng);
   const Tensor w1 = random_tensor(DType::f32, {4, 6, 8}, rng),
                w2 = random_tensor(DType::f32, {4, 8, 6}, rng);
-  msg = run_error("moe", {x, experts, weights, w1, w1, w2});
+  msg = run_error("opencl:0", "moe", {x, experts, weights, w1, w1, w2});
   EXPECT_NE(msg.find("input 'expert_ids'[1, 1] = 7 is out of range [0, 4)"), std::string::npos)
       << msg;
   // Enough tokens for the grouped path.
   const Tensor many =
       Tensor::from_doubles(DType::i64, {6, 2}, {0, 1, 2, 3, 1, 2, 3, -2, 0, 9, 1, 1});
-  msg = run_error("moe", {random_tensor(DType::bf16, {6, 8}, rng), many,
-                          random_tensor(DType::f32, {6, 2}, rng), w1, w1, w2});
+  msg = run_error("opencl:0", "moe",
+                  {random_tensor(DType::bf16, {6, 8}, rng), many,
+                   random_tensor(DType::f32, {6, 2}, rng), w1, w1, w2});
   EXPECT_NE(msg.find("input 'expert_ids'[3, 1] = -2 is out of range [0, 4)"), std::string::npos)
       << msg;
 
   const Tensor logits = Tensor::from_doubles(DType::f32, {2, 3}, {0, 1, 2, 3, NAN, 5});
-  msg = run_error("router", {logits}, Attributes{{"top_k", int64_t{1}}});
+  msg = run_error("opencl:0", "router", {logits}, Attributes{{"top_k", int64_t{1}}});
   EXPECT_NE(msg.find("input 'logits'[1, 1] = nan is not finite"), std::string::npos) << msg;
 }
 

@@ -1,0 +1,55 @@
+// Test support shared by the unit tests of individual backend plugins
+// (test_opencl_backend.cpp, test_cuda_backend.cpp): executor options for
+// checks against the reference, a one-node run that returns its error, and
+// access to a plugin's internal testing symbols.
+#pragma once
+
+#include <dlfcn.h>
+
+#include <string>
+#include <vector>
+
+#include "moert/backend_registry.h"
+#include "moert/executor.h"
+#include "moert/graph.h"
+#include "support/op_runner.h"
+
+namespace moert::testing {
+
+// Strict (no fallback) and poisoned on a backend device; plain on "reference".
+inline ExecutorOptions on(const std::string& device) {
+  ExecutorOptions o;
+  o.device = device;
+  o.strict = device != "reference";
+  o.poison = true;
+  return o;
+}
+
+// The error message of one `op` node run on `device` over `inputs` (a
+// tensor of T = 0 symbols: static shapes), or "(no error)".
+inline std::string run_error(const std::string& device, const std::string& op,
+                             const std::vector<Tensor>& inputs, const Attributes& attrs = {}) {
+  Graph g;
+  std::vector<ValueId> ids;
+  for (size_t i = 0; i < inputs.size(); ++i)
+    ids.push_back(
+        g.add_input("in" + std::to_string(i), inputs[i].dtype(), Shape::of(inputs[i].shape())));
+  for (ValueId out : g.add_node(op, "node", ids, attrs)) g.mark_output(out);
+  return error_of([&] {
+    Executor dev(g, on(device));
+    dev.run(inputs, SymbolValues::of(0, 0));
+  });
+}
+
+// A symbol of a plugin's internal testing interface (its testing.cpp), or
+// nullptr.
+template <typename F>
+F testing_symbol(moert::Backend* backend, const char* name) {
+  void* lib = dlopen(backend->path().c_str(), RTLD_NOW | RTLD_NOLOAD);
+  if (!lib) return nullptr;
+  F f = reinterpret_cast<F>(dlsym(lib, name));
+  dlclose(lib);  // the registry keeps its own reference
+  return f;
+}
+
+}  // namespace moert::testing
