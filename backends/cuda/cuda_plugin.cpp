@@ -13,6 +13,8 @@
 #include <vector>
 
 #include "kernel.h"
+#include "options.h"
+#include "step_graph.h"
 
 struct moert_buffer_impl {
   void* data = nullptr;
@@ -42,6 +44,7 @@ struct moert_executable_impl {
   moert::cuda::DeviceBlock errors;  // one 64-bit word per error slot
   int num_error_slots = 0;
   unsigned long long* host_errors = nullptr;  // pinned mirror of the slots
+  moert::cuda::StepGraph graph;               // decode steps, captured and replayed
   ~moert_executable_impl() {
     if (host_errors) cudaFreeHost(host_errors);
   }
@@ -304,6 +307,56 @@ void check_errors(moert_executable_impl& exe) {
     }
 }
 
+// Enqueues every node's work.  With `times`, waits for each node and
+// records its seconds; with `keep`, scratch memory goes there (a graph is
+// being captured).
+void enqueue_steps(moert_executable_impl& exe, const moert_execute_args& args,
+                   const Symbols& symbols, double* times, std::vector<DeviceBlock>* keep) {
+  Device& d = *exe.device;
+  for (size_t s = 0; s < exe.steps.size(); ++s) {
+    auto& step = exe.steps[s];
+    const auto start = std::chrono::steady_clock::now();
+    try {
+      step.ctx.symbols = symbols;
+      step.ctx.keep = keep;
+      for (size_t i = 0; i < step.inputs.size(); ++i)
+        step.ctx.inputs[i] = bind(exe, args, step.inputs[i], symbols);
+      for (size_t i = 0; i < step.outputs.size(); ++i)
+        step.ctx.outputs[i] = bind(exe, args, step.outputs[i], symbols);
+      step.kernel->run(step.ctx);
+      step.ctx.keep = nullptr;
+      if (times) d.synchronize("running the node");
+    } catch (const plugin::Failure& e) {
+      step.ctx.keep = nullptr;
+      plugin::fail(step.where + ": " + e.what(), e.status());
+    } catch (const std::bad_alloc&) {
+      step.ctx.keep = nullptr;
+      throw;
+    } catch (const std::exception& e) {
+      step.ctx.keep = nullptr;
+      plugin::fail(step.where + ": " + e.what(), MOERT_ERR_INTERNAL);
+    }
+    if (times)
+      times[s] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  }
+}
+
+// What a step's launches depend on: T, P and every bound address (the
+// constants' are fixed for the executable's life).
+std::vector<uint64_t> step_key(const moert_executable_impl& exe, const moert_execute_args& args,
+                               const Symbols& symbols) {
+  std::vector<uint64_t> key;
+  key.reserve(2 + exe.tensors.size());
+  key.push_back(static_cast<uint64_t>(symbols.tokens));
+  key.push_back(static_cast<uint64_t>(symbols.past));
+  for (size_t i = 0; i < exe.tensors.size(); ++i) {
+    const moert_buffer_view& v = args.views[i];
+    const bool bound = exe.tensors[i].kind != MOERT_TENSOR_CONSTANT && v.buffer;
+    key.push_back(bound ? reinterpret_cast<uint64_t>(v.buffer->data) + v.offset : 0);
+  }
+  return key;
+}
+
 moert_status cuda_execute(moert_executable exe, const moert_execute_args* args, moert_error* err) {
   return guarded(err, [&] {
     require(args->num_views == exe->tensors.size(),
@@ -319,27 +372,18 @@ moert_status cuda_execute(moert_executable exe, const moert_execute_args* args, 
     if (MOERT_ABI_HAS_MEMBER(args, moert_execute_args, num_node_seconds) && args->node_seconds &&
         args->num_node_seconds >= exe->steps.size())
       times = args->node_seconds;
-    if (times) d.synchronize("waiting before a profiled run");
-    for (size_t s = 0; s < exe->steps.size(); ++s) {
-      auto& step = exe->steps[s];
-      const auto start = std::chrono::steady_clock::now();
-      try {
-        step.ctx.symbols = symbols;
-        for (size_t i = 0; i < step.inputs.size(); ++i)
-          step.ctx.inputs[i] = bind(*exe, *args, step.inputs[i], symbols);
-        for (size_t i = 0; i < step.outputs.size(); ++i)
-          step.ctx.outputs[i] = bind(*exe, *args, step.outputs[i], symbols);
-        step.kernel->run(step.ctx);
-        if (times) d.synchronize("running the node");
-      } catch (const plugin::Failure& e) {
-        plugin::fail(step.where + ": " + e.what(), e.status());
-      } catch (const std::bad_alloc&) {
-        throw;
-      } catch (const std::exception& e) {
-        plugin::fail(step.where + ": " + e.what(), MOERT_ERR_INTERNAL);
-      }
-      if (times)
-        times[s] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    // A profiled run times each node, so it runs node by node.
+    const bool graph =
+        !times && symbols.tokens <= kGraphMaxTokens && exe->graph.enabled() && graphs_enabled();
+    bool enqueued = false;
+    if (graph)
+      enqueued =
+          exe->graph.run(d, step_key(*exe, *args, symbols), [&](std::vector<DeviceBlock>* keep) {
+            enqueue_steps(*exe, *args, symbols, nullptr, keep);
+          });
+    if (!enqueued) {
+      if (times) d.synchronize("waiting before a profiled run");
+      enqueue_steps(*exe, *args, symbols, times, nullptr);
     }
     check_errors(*exe);
   });

@@ -98,6 +98,13 @@ class DeviceBlock {
   DeviceBlock() = default;
   DeviceBlock(Device& d, uint64_t bytes, const std::string& what)
       : device_(&d), data_(d.allocate(bytes, what)), bytes_(bytes) {}
+  // A view of memory another block owns (nothing is released on destruction).
+  static DeviceBlock borrow(const DeviceBlock& owner) {
+    DeviceBlock b;
+    b.data_ = owner.data_;
+    b.bytes_ = owner.bytes_;
+    return b;
+  }
   ~DeviceBlock() { reset(); }
   DeviceBlock(DeviceBlock&& o) noexcept : device_(o.device_), data_(o.data_), bytes_(o.bytes_) {
     o.data_ = nullptr;
@@ -122,7 +129,7 @@ class DeviceBlock {
   }
   uint64_t bytes() const { return bytes_; }
   void reset() {
-    if (data_) device_->release(data_);
+    if (data_ && device_) device_->release(data_);
     data_ = nullptr;
   }
 

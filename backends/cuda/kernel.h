@@ -119,10 +119,16 @@ class ExecContext {
 
   // Scratch device memory for this node's run, back in the pool when the
   // block is destroyed (work already enqueued on the stream still sees it:
-  // the next user of the memory runs after it on the same stream).
+  // the next user of the memory runs after it on the same stream).  While a
+  // step is captured into a CUDA graph the memory must outlive the call, as
+  // the graph is replayed later: the block then goes to `keep` (owned by the
+  // graph) and the caller gets a view of it.
   DeviceBlock scratch(uint64_t bytes, const std::string& what) const {
-    return DeviceBlock(*device_, bytes, what);
+    if (!keep) return DeviceBlock(*device_, bytes, what);
+    keep->emplace_back(*device_, bytes, what);
+    return DeviceBlock::borrow(keep->back());
   }
+  std::vector<DeviceBlock>* keep = nullptr;  // set while capturing a graph
   // Copies between device memory on the stream (regions may not overlap).
   void copy(void* dst, const void* src, uint64_t bytes) const;
   // Reads bytes back to the host (waits for the stream).

@@ -7,6 +7,8 @@
 #include <string>
 
 #include "kernel.h"
+#include "options.h"
+#include "step_graph.h"
 
 namespace {
 
@@ -67,4 +69,24 @@ extern "C" MOERT_BACKEND_EXPORT int moert_cuda_testing_pool(int32_t device, int6
     *in_use = static_cast<int64_t>(pool.in_use_bytes());
     *cached = static_cast<int64_t>(pool.cached_bytes());
   });
+}
+
+// What the CUDA graphs of decode steps did in this process: graphs
+// instantiated, updated in place, replayed unchanged, and executables that
+// fell back to launching node by node.  Needs no device.
+extern "C" MOERT_BACKEND_EXPORT void moert_cuda_testing_graph_stats(int64_t* instantiated,
+                                                                    int64_t* updated,
+                                                                    int64_t* replayed,
+                                                                    int64_t* disabled) {
+  const auto& s = moert::cuda::step_graph_stats();
+  *instantiated = static_cast<int64_t>(s.instantiated.load());
+  *updated = static_cast<int64_t>(s.updated.load());
+  *replayed = static_cast<int64_t>(s.replayed.load());
+  *disabled = static_cast<int64_t>(s.disabled.load());
+}
+
+// 1 when decode steps run as CUDA graphs (MOERT_CUDA_GRAPHS and
+// MOERT_CUDA_BASELINE_KERNELS allow it).  Needs no device.
+extern "C" MOERT_BACKEND_EXPORT int moert_cuda_testing_graphs_enabled() {
+  return moert::cuda::graphs_enabled() ? 1 : 0;
 }

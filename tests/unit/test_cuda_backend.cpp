@@ -10,7 +10,8 @@
 //
 // Device side, skipped with the reason when there is no CUDA device: the
 // device list, a decoder layer (embedding to MoE with a KV cache over
-// several steps, prefill and decode) against the reference backend,
+// several steps, prefill and decode) against the reference backend, decode
+// steps run as CUDA graphs (captured, updated, replayed),
 // profiling, errors found on the device, a context overflow that writes
 // nothing, out-of-memory reporting, overlapping copies, and the GEMM plan
 // cache hit by a second run of the same shapes.
@@ -92,6 +93,8 @@ using CheckNodeFn = int (*)(const moert_graph_desc*, size_t, char*, size_t);
 using HasKernelFn = int (*)(const char*);
 using TextFn = int (*)(int32_t, char*, size_t);
 using PlansFn = int (*)(int32_t, int64_t*, int64_t*, int64_t*);
+using GraphStatsFn = void (*)(int64_t*, int64_t*, int64_t*, int64_t*);
+using FlagFn = int (*)();
 
 // ---------------------------------------------------------------------------
 // Loading, and the answer without a device.
@@ -476,6 +479,50 @@ TEST(CudaBackend, ADecoderLayerMatchesTheReferenceOverSteps) {
                                             ref.read_state(state).to_doubles(), 1e-3),
               3e-2)
         << state;
+}
+
+// Decode steps (T <= 8) run as CUDA graphs: captured, updated in place as P
+// grows, replayed unchanged for the same T, P and buffers, and give the
+// reference's results; no executable falls back to launching node by node.
+TEST(CudaBackend, DecodeStepsRunAsCudaGraphs) {
+  REQUIRE_CUDA_DEVICE();
+  auto enabled = testing_symbol<FlagFn>(backend, "moert_cuda_testing_graphs_enabled");
+  auto stats = testing_symbol<GraphStatsFn>(backend, "moert_cuda_testing_graph_stats");
+  ASSERT_NE(enabled, nullptr);
+  ASSERT_NE(stats, nullptr);
+  if (!enabled())
+    GTEST_SKIP() << "CUDA graphs are off (MOERT_CUDA_GRAPHS=0 or MOERT_CUDA_BASELINE_KERNELS=1)";
+  LayerGraph layer;
+  Executor dev(layer.g, on("cuda:0"));
+  Executor ref(layer.g, on("reference"));
+  std::mt19937 rng(7);
+  int64_t made0 = 0, updated0 = 0, replayed0 = 0, off0 = 0;
+  stats(&made0, &updated0, &replayed0, &off0);
+  auto check = [&](int64_t tokens, int64_t past, const std::vector<Tensor>& in) {
+    const SymbolValues s = SymbolValues::of(tokens, past);
+    const std::vector<double> got = dev.run(in, s)[0].to_doubles();
+    const std::vector<double> want = ref.run(in, s)[0].to_doubles();
+    double scale = 0;
+    for (double w : want) scale = std::max(scale, std::fabs(w));
+    EXPECT_LT(moert::testing::max_rel_error(got, want, 1e-2 * scale), 1e-4)
+        << "T=" << tokens << " P=" << past;
+    return got;
+  };
+  check(10, 0, LayerGraph::inputs(10, 0, rng));  // a prefill: node by node
+  for (int64_t past = 10; past < 16; ++past) check(1, past, LayerGraph::inputs(1, past, rng));
+  int64_t made1 = 0, updated1 = 0, replayed1 = 0, off1 = 0;
+  stats(&made1, &updated1, &replayed1, &off1);
+  EXPECT_EQ(off1, off0) << "an executable fell back to launching node by node";
+  EXPECT_GE((made1 - made0) + (updated1 - updated0), 6) << "every decode step is a graph";
+  EXPECT_LE(made1 - made0, 2) << "later steps update the graph in place";
+  // The same step twice (it writes the same cache row again): replayed.
+  const std::vector<Tensor> in = LayerGraph::inputs(2, 16, rng);
+  const std::vector<double> first = check(2, 16, in);
+  const std::vector<double> again = check(2, 16, in);
+  EXPECT_EQ(first, again);
+  int64_t made2 = 0, updated2 = 0, replayed2 = 0, off2 = 0;
+  stats(&made2, &updated2, &replayed2, &off2);
+  EXPECT_GT(replayed2, replayed1) << "an unchanged step is replayed without capturing";
 }
 
 TEST(CudaBackend, ProfilingTimesEveryNodeAndGemmPlansAreReused) {

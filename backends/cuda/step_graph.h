@@ -1,0 +1,72 @@
+// CUDA-graph replay of small steps (decode).  A decode step is a few
+// hundred short kernels; launched one by one, the gaps between them cost as
+// much as the kernels themselves on a fast GPU.  So a step with few tokens
+// is captured from the stream into a graph and launched as one.
+//
+// A step's kernels bake in its token counts and buffer addresses, and the
+// past-token count P grows by one every decode step, so a graph is rarely
+// replayed unchanged.  Each step is captured again (the host work of
+// capturing is that of launching), and the instantiated graph is updated in
+// place with cudaGraphExecUpdate, which is much cheaper than instantiating
+// and keeps the GPU-side launch of the whole step as one.  A step whose key
+// (T, P and every bound address) equals the last one's is replayed without
+// capturing.  When the topology changes (another path was chosen), the
+// graph is instantiated anew; when a step cannot be captured at all, the
+// executable falls back to launching node by node for good.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "device.h"
+
+namespace moert::cuda {
+
+// The most tokens a step may have to run as a graph: decode and short
+// speculative steps, whose scratch memory is small (a graph keeps its
+// scratch allocated while it may be replayed).
+inline constexpr int64_t kGraphMaxTokens = 8;
+
+class StepGraph {
+ public:
+  StepGraph() = default;
+  ~StepGraph();
+  StepGraph(const StepGraph&) = delete;
+  StepGraph& operator=(const StepGraph&) = delete;
+
+  // Whether graphs are still in use for this executable.
+  bool enabled() const { return enabled_; }
+  // Why graphs were turned off ("" while enabled).
+  const std::string& disabled_reason() const { return disabled_reason_; }
+
+  // Runs one step on `d`'s stream.  `key` identifies the step's launches
+  // (the same key launches the same kernels with the same arguments);
+  // `enqueue(keep)` enqueues the step's work, putting its scratch memory in
+  // `keep`.  Returns false when the step could not be captured: nothing was
+  // enqueued, graphs are now disabled, and the caller runs it node by node.
+  // Throws what enqueue throws (nothing is enqueued then either).
+  bool run(Device& d, const std::vector<uint64_t>& key,
+           const std::function<void(std::vector<DeviceBlock>* keep)>& enqueue);
+
+ private:
+  void disable(const std::string& why);
+
+  bool enabled_ = true;
+  std::string disabled_reason_;
+  std::vector<uint64_t> key_;
+  cudaGraphExec_t exec_ = nullptr;
+  std::vector<DeviceBlock> scratch_;  // what exec_'s kernels use
+};
+
+// What the step graphs of this process did, for the tests.
+struct StepGraphStats {
+  std::atomic<uint64_t> instantiated{0}, updated{0}, replayed{0}, disabled{0};
+};
+StepGraphStats& step_graph_stats();
+
+}  // namespace moert::cuda
