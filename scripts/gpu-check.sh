@@ -2,7 +2,10 @@
 # The CUDA backend on a machine with an NVIDIA GPU: builds with the cuda
 # backend required (warnings are errors), then runs its unit test, the
 # conformance suite on the cuda devices, and the tiny whole models on the
-# cuda backend against the reference backend.
+# cuda backend against the reference backend; then the unit test and the
+# conformance suite again with MOERT_CUDA_BASELINE_KERNELS=1, so the fast
+# kernels (vectorised GEMV, tensor-core expert tiles, tiled prefill
+# attention, CUDA graphs) and the simple ones they replace are both checked.
 #   BUILD_DIR (default build-gpu), CUDA_ARCHS (default "90-real;90-virtual").
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,3 +19,6 @@ cmake --build "$BUILD_DIR" -j "$(nproc)"
 "$BUILD_DIR/bin/test_conformance" --gtest_filter='Conformance_cuda*'
 MOERT_PYTHON_DIR="$BUILD_DIR/python" PYTHONPATH=python \
   python3 -m pytest -q -p no:cacheprovider tests/python/test_backend_models.py -k cuda
+echo "== again with the baseline kernels (MOERT_CUDA_BASELINE_KERNELS=1) =="
+MOERT_CUDA_BASELINE_KERNELS=1 "$BUILD_DIR/bin/test_cuda_backend"
+MOERT_CUDA_BASELINE_KERNELS=1 "$BUILD_DIR/bin/test_conformance" --gtest_filter='Conformance_cuda*'

@@ -2,7 +2,10 @@
 # The CUDA benchmark of a GPU machine, in one call: for each GPU shape of
 # ../shared/bench/models.json, moert-bench on cuda (random bf16 weights,
 # bf16 activations; pp2048, tg64) and then PyTorch + transformers on the
-# same shapes (transformers_baseline.py); JSON of both in OUT_DIR.
+# same shapes (transformers_baseline.py); JSON of both in OUT_DIR.  The
+# first config also runs with MOERT_CUDA_BASELINE_KERNELS=1 (the simple
+# kernels, no CUDA graphs), so the fast paths' gain is measured in the same
+# call.
 #   bench/gpu/run.sh BUILD_DIR OUT_DIR [CONFIGS...]
 # BUILD_DIR must hold a build with the cuda backend (scripts/gpu-check.sh).
 set -euo pipefail
@@ -18,3 +21,6 @@ for c in $configs; do
   python3 "$here/transformers_baseline.py" --config "$c" --prompt 2048 --new 64 \
     --json "$out/transformers-$c.json"
 done
+first=${configs%% *}
+MOERT_CUDA_BASELINE_KERNELS=1 "$build/bin/moert-bench" --config "$first" --backend cuda \
+  --dtype bf16 --act-dtype bf16 -p 2048 -n 64 -r 3 --json "$out/moert-$first-baseline-kernels.json"
