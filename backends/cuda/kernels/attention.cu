@@ -3,8 +3,12 @@
 // `splits` pieces; a block of four warps runs each piece with an online
 // softmax (one key per warp at a time: the warp's lanes share the dot
 // product over dk and hold dv / 32 accumulators each), and a second kernel
-// merges the pieces, adds the sink term and normalises.  Scores, softmax and
-// accumulation are f32.
+// merges the pieces, adds the sink term and normalises.  For prefill (many
+// queries) a tiled kernel instead reuses each key/value tile across 64
+// queries held in shared memory (see "tiled prefill" below).  Scores,
+// softmax and accumulation are f32.
+#include <atomic>
+
 #include "common.cuh"
 
 namespace moert::cuda::launch {
@@ -126,6 +130,297 @@ __global__ void attention_merge_kernel(Attention a, int splits, const float* scr
   }
 }
 
+// ---- tiled prefill --------------------------------------------------------
+//
+// One block of 256 threads per (64 consecutive queries, query head); it walks
+// the keys the tile's queries may see in tiles of 64.  Per key tile, K and V
+// are widened to f32 in shared memory (read from global memory once per 64
+// queries), S = scale * Q K^T is computed as a 16 x 16 grid of threads with a
+// 4 x 4 micro-tile each (rows ty + 16 r, keys tx + 16 c), masked, and folded
+// into a per-row online softmax (running max m and sum l, f32); P goes
+// through shared memory and O += P V accumulates in registers (thread
+// (ty, tx) owns rows ty + 16 r and columns 64 v + 4 tx + e).  A row's 64
+// scores live in the 16 lanes of one half-warp, so its max and sum are
+// half-warp shuffles.  At the end the sink joins the denominator and the
+// rows are normalised exactly as attention_merge_kernel does.
+
+constexpr int kTileQ = 64, kTileK = 64, kTiledThreads = 256;
+constexpr int kTilePStride = kTileK + 4;  // float4 rows of P
+
+// The row stride (floats) of the Q and K tiles: dk rounded up to a float4,
+// plus one float4 when that count of float4s is even, so the 8 rows a
+// quarter-warp reads with 128-bit loads fall on distinct banks.
+__host__ __device__ __forceinline__ int tiled_k_stride(int64_t dk) {
+  int ks = static_cast<int>((dk + 3) / 4 * 4);
+  if ((ks / 4) % 2 == 0) ks += 4;
+  return ks;
+}
+
+__device__ __forceinline__ float half_warp_max(float v) {
+  for (int o = 8; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+__device__ __forceinline__ float half_warp_sum(float v) {
+  for (int o = 8; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+__device__ __forceinline__ float component(const float4& v, int i) {
+  return i == 0 ? v.x : (i == 1 ? v.y : (i == 2 ? v.z : v.w));
+}
+
+// dst[r * dst_stride + c] = src[base + r * row_stride + c] as f32 for
+// r < valid and c < width, 0 elsewhere in r < rows, c < padded.  Elements
+// are numbered row-major over [rows][padded] and dealt to the threads in
+// turn (coalesced); each thread issues kBatch loads before storing any, so
+// a tile takes few round trips to memory rather than one per row.
+template <moert_dtype T>
+__device__ __forceinline__ void load_tile_as(const void* src, int64_t base, int64_t row_stride,
+                                             int valid, int rows, int width, int padded, float* dst,
+                                             int dst_stride) {
+  constexpr int kBatch = 16;
+  const int total = rows * padded;
+  for (int e0 = threadIdx.x; e0 < total; e0 += kTiledThreads * kBatch) {
+    float v[kBatch];
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) {
+      const int e = e0 + kTiledThreads * u;
+      const int r = e / padded, c = e - r * padded;
+      v[u] = e < total && r < valid && c < width ? load_float(T, src, base + r * row_stride + c)
+                                                 : 0.0f;
+    }
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) {
+      const int e = e0 + kTiledThreads * u;
+      const int r = e / padded, c = e - r * padded;
+      if (e < total) dst[r * dst_stride + c] = v[u];
+    }
+  }
+}
+
+__device__ __forceinline__ void load_tile(moert_dtype t, const void* src, int64_t base,
+                                          int64_t row_stride, int valid, int rows, int width,
+                                          int padded, float* dst, int dst_stride) {
+  switch (t) {
+    case MOERT_DTYPE_BF16:
+      load_tile_as<MOERT_DTYPE_BF16>(src, base, row_stride, valid, rows, width, padded, dst,
+                                     dst_stride);
+      break;
+    case MOERT_DTYPE_F16:
+      load_tile_as<MOERT_DTYPE_F16>(src, base, row_stride, valid, rows, width, padded, dst,
+                                    dst_stride);
+      break;
+    case MOERT_DTYPE_F8_E4M3:
+      load_tile_as<MOERT_DTYPE_F8_E4M3>(src, base, row_stride, valid, rows, width, padded, dst,
+                                        dst_stride);
+      break;
+    default:
+      load_tile_as<MOERT_DTYPE_F32>(src, base, row_stride, valid, rows, width, padded, dst,
+                                    dst_stride);
+      break;
+  }
+}
+
+// NV: 64-column chunks of dv per row (dv <= 64 * NV).  Shared memory:
+// Q [64][ks], K [64][ks], V [64][64 NV], P [64][kTilePStride] floats.
+template <int NV>
+__global__ void __launch_bounds__(kTiledThreads, 1) attention_tiled_kernel(Attention a) {
+  extern __shared__ float4 tiled_shared[];
+  constexpr int vs = 64 * NV;
+  const int ks = tiled_k_stride(a.dk);
+  float* const qs = reinterpret_cast<float*>(tiled_shared);
+  float* const kts = qs + kTileQ * ks;
+  float* const vts = kts + kTileK * ks;
+  float* const ps = vts + kTileK * vs;
+
+  const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
+  // Query tiles in reverse: under a causal mask the last tiles see the most
+  // keys, and starting them first shortens the tail of the grid.
+  const int64_t q0 = (static_cast<int64_t>(gridDim.x) - 1 - blockIdx.x) * kTileQ;
+  const int64_t h = blockIdx.y;
+  const int64_t g = h / (a.heads / a.kv_heads);
+  const int nq = static_cast<int>(min(static_cast<int64_t>(kTileQ), a.tokens - q0));
+  const int dk = static_cast<int>(a.dk), dv = static_cast<int>(a.dv);
+  const int dk4 = (dk + 3) / 4 * 4;
+
+  load_tile(a.q_t, a.q, (q0 * a.heads + h) * a.dk, a.heads * a.dk, nq, kTileQ, dk, dk4, qs, ks);
+
+  // The keys of this thread's rows, and of the whole tile: both ends of
+  // key_range grow with the query, so the tile's keys are
+  // [first of its first query, last of its last query].
+  int64_t lo[4], hi[4];
+#pragma unroll
+  for (int r = 0; r < 4; ++r) {
+    const int row = ty + 16 * r;
+    if (row < nq) {
+      key_range(a, q0 + row, &lo[r], &hi[r]);
+    } else {
+      lo[r] = 1;  // empty
+      hi[r] = 0;
+    }
+  }
+  int64_t first, last, unused;
+  key_range(a, q0, &first, &unused);
+  key_range(a, q0 + nq - 1, &unused, &last);
+
+  float m[4], l[4], acc[4][NV][4];
+#pragma unroll
+  for (int r = 0; r < 4; ++r) {
+    m[r] = -INFINITY;
+    l[r] = 0.0f;
+#pragma unroll
+    for (int v = 0; v < NV; ++v)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[r][v][e] = 0.0f;
+  }
+
+  for (int64_t j0 = first; j0 <= last; j0 += kTileK) {
+    const int kv = static_cast<int>(min(static_cast<int64_t>(kTileK), last - j0 + 1));
+    // Rows past kv are zeros: their P is 0, and 0 * (stale V) could be NaN.
+    load_tile(a.k_t, a.k, (j0 * a.kv_heads + g) * a.dk, a.kv_heads * a.dk, kv, kTileK, dk, dk4, kts,
+              ks);
+    load_tile(a.v_t, a.v, (j0 * a.kv_heads + g) * a.dv, a.kv_heads * a.dv, kv, kTileK, dv, vs, vts,
+              vs);
+    __syncthreads();  // Q (first pass), K and V tiles complete
+
+    float s[4][4];
+#pragma unroll
+    for (int r = 0; r < 4; ++r)
+#pragma unroll
+      for (int c = 0; c < 4; ++c) s[r][c] = 0.0f;
+    for (int d = 0; d < dk4; d += 4) {
+      float4 qv[4], kv4[4];
+#pragma unroll
+      for (int r = 0; r < 4; ++r)
+        qv[r] = *reinterpret_cast<const float4*>(qs + (ty + 16 * r) * ks + d);
+#pragma unroll
+      for (int c = 0; c < 4; ++c)
+        kv4[c] = *reinterpret_cast<const float4*>(kts + (tx + 16 * c) * ks + d);
+#pragma unroll
+      for (int r = 0; r < 4; ++r)
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+          s[r][c] = fmaf(qv[r].x, kv4[c].x, s[r][c]);
+          s[r][c] = fmaf(qv[r].y, kv4[c].y, s[r][c]);
+          s[r][c] = fmaf(qv[r].z, kv4[c].z, s[r][c]);
+          s[r][c] = fmaf(qv[r].w, kv4[c].w, s[r][c]);
+        }
+    }
+
+    // Mask, then the online softmax of each row over this tile.  A masked
+    // key (or one past kv: j0 + col > last >= hi) gets p = 0 exactly.
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+      float tile_max = -INFINITY;
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        const int64_t key = j0 + tx + 16 * c;
+        s[r][c] = key >= lo[r] && key <= hi[r] ? a.mask.scale * s[r][c] : -INFINITY;
+        tile_max = fmaxf(tile_max, s[r][c]);
+      }
+      tile_max = half_warp_max(tile_max);
+      const float m_new = fmaxf(m[r], tile_max);
+      const float correction = m[r] == -INFINITY ? 0.0f : expf(m[r] - m_new);
+      float row_sum = 0.0f;
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        const float p = s[r][c] == -INFINITY ? 0.0f : expf(s[r][c] - m_new);
+        row_sum += p;
+        ps[(ty + 16 * r) * kTilePStride + tx + 16 * c] = p;
+      }
+      row_sum = half_warp_sum(row_sum);
+      l[r] = l[r] * correction + row_sum;
+      m[r] = m_new;
+#pragma unroll
+      for (int v = 0; v < NV; ++v)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc[r][v][e] *= correction;
+    }
+    __syncthreads();  // P complete
+
+    // O += P V over the tile's keys (kv rounded up to 4: the extra P are 0
+    // and the extra V rows zeros).
+    const int kv_end = (kv + 3) / 4 * 4;
+    for (int j = 0; j < kv_end; j += 4) {
+      float4 pv[4];
+#pragma unroll
+      for (int r = 0; r < 4; ++r)
+        pv[r] = *reinterpret_cast<const float4*>(ps + (ty + 16 * r) * kTilePStride + j);
+#pragma unroll
+      for (int jj = 0; jj < 4; ++jj) {
+#pragma unroll
+        for (int v = 0; v < NV; ++v) {
+          const float4 vv = *reinterpret_cast<const float4*>(vts + (j + jj) * vs + 64 * v + 4 * tx);
+#pragma unroll
+          for (int r = 0; r < 4; ++r) {
+            const float p = component(pv[r], jj);
+            acc[r][v][0] = fmaf(p, vv.x, acc[r][v][0]);
+            acc[r][v][1] = fmaf(p, vv.y, acc[r][v][1]);
+            acc[r][v][2] = fmaf(p, vv.z, acc[r][v][2]);
+            acc[r][v][3] = fmaf(p, vv.w, acc[r][v][3]);
+          }
+        }
+      }
+    }
+    __syncthreads();  // K, V and P are overwritten by the next tile
+  }
+
+  // The sink and the normalisation, as attention_merge_kernel computes them
+  // for a single piece; no allowed key and no sink gives 0.
+  const float sink = a.sinks ? load_float(a.sinks_t, a.sinks, h) : -INFINITY;
+#pragma unroll
+  for (int r = 0; r < 4; ++r) {
+    const int row = ty + 16 * r;
+    if (row >= nq) continue;
+    const float mx = fmaxf(sink, m[r]);
+    float sum = a.sinks ? expf(sink - mx) : 0.0f;
+    const float factor = m[r] == -INFINITY ? 0.0f : expf(m[r] - mx);
+    if (m[r] != -INFINITY) sum += l[r] * factor;
+    const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
+    const int64_t out_row = ((q0 + row) * a.heads + h) * a.dv;
+#pragma unroll
+    for (int v = 0; v < NV; ++v)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int col = 64 * v + 4 * tx + e;
+        if (col < dv) store_float(a.out_t, a.out, out_row + col, acc[r][v][e] * factor * inv);
+      }
+  }
+}
+
+// The dynamic shared memory of the tiled kernel for this shape, in bytes.
+size_t tiled_shared_bytes(const Attention& a) {
+  const int64_t nv = (a.dv + 63) / 64;
+  const int64_t ks = tiled_k_stride(a.dk);
+  return sizeof(float) *
+         static_cast<size_t>(kTileQ * ks + kTileK * ks + kTileK * 64 * nv + kTileQ * kTilePStride);
+}
+
+template <int NV>
+void launch_tiled(cudaStream_t s, const Attention& a, size_t shared, size_t max_shared) {
+  // Above 48 KiB the kernel must be allowed more dynamic shared memory.
+  // Raising the limit to the device's maximum once per device (bit d of
+  // `raised`) keeps later launches free of the call, so they stay cheap and
+  // capturable in a CUDA graph.
+  static std::atomic<uint64_t> raised{0};
+  if (shared > 48 * 1024) {
+    int device = 0;
+    check_cuda(cudaGetDevice(&device), "cudaGetDevice");
+    const uint64_t bit = device >= 0 && device < 64 ? uint64_t{1} << device : 0;
+    if (bit == 0 || (raised.load(std::memory_order_relaxed) & bit) == 0) {
+      check_cuda(cudaFuncSetAttribute(attention_tiled_kernel<NV>,
+                                      cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      static_cast<int>(max_shared)),
+                 "raising the shared memory of the tiled attention kernel");
+      raised.fetch_or(bit, std::memory_order_relaxed);
+    }
+  }
+  const int64_t tiles = (a.tokens + kTileQ - 1) / kTileQ;
+  attention_tiled_kernel<NV><<<dim3(static_cast<unsigned>(tiles), static_cast<unsigned>(a.heads)),
+                               kTiledThreads, shared, s>>>(a);
+  check_launch("attention_tiled");
+}
+
 }  // namespace
 
 int attention_splits(const Attention& a, int multiprocessors) {
@@ -158,6 +453,34 @@ void attention(cudaStream_t s, const Attention& a, int splits, float* scratch) {
   check_launch("attention_split");
   attention_merge_kernel<<<static_cast<unsigned>(rows), 128, 0, s>>>(a, splits, scratch);
   check_launch("attention_merge");
+}
+
+bool attention_tiled_fits(const Attention& a, size_t max_shared) {
+  // The dk bound keeps the kernel's int indices (row * ks) far from
+  // overflow; the shared memory check bounds it much lower in practice.
+  return a.tokens > 0 && a.heads > 0 && a.heads <= 65535 && a.kv_heads > 0 &&
+         a.heads % a.kv_heads == 0 && a.dk > 0 && a.dk <= 16384 && a.dv > 0 &&
+         a.dv <= kAttentionTiledMaxDv && (a.tokens + kTileQ - 1) / kTileQ <= 0x7fffffff &&
+         tiled_shared_bytes(a) <= max_shared;
+}
+
+void attention_tiled(cudaStream_t s, const Attention& a, size_t max_shared) {
+  if (a.tokens == 0 || a.heads == 0) return;
+  const size_t shared = tiled_shared_bytes(a);
+  switch ((a.dv + 63) / 64) {
+    case 1:
+      launch_tiled<1>(s, a, shared, max_shared);
+      break;
+    case 2:
+      launch_tiled<2>(s, a, shared, max_shared);
+      break;
+    case 3:
+      launch_tiled<3>(s, a, shared, max_shared);
+      break;
+    default:
+      launch_tiled<4>(s, a, shared, max_shared);
+      break;
+  }
 }
 
 }  // namespace moert::cuda::launch

@@ -109,6 +109,17 @@ int attention_splits(const Attention& a, int multiprocessors);
 int64_t attention_scratch_floats(const Attention& a, int splits);
 void attention(cudaStream_t s, const Attention& a, int splits, float* scratch);
 
+// Tiled (flash-attention style) prefill: one block per 64 queries of one
+// head loops over 64-key tiles, so each key and value is read once per 64
+// queries instead of once per query.  f32 products and softmax.
+// `max_shared`: the device's opt-in shared memory per block
+// (DeviceCaps::shared_memory_per_block).  fits: dv <= kAttentionTiledMaxDv
+// and the tiles of this dk and dv fit in max_shared; otherwise use
+// attention() above.
+inline constexpr int64_t kAttentionTiledMaxDv = 256;
+bool attention_tiled_fits(const Attention& a, size_t max_shared);
+void attention_tiled(cudaStream_t s, const Attention& a, size_t max_shared);
+
 // ---- gemv.cu: linear layers ----------------------------------------------
 
 // A weight matrix (or a stack of E of them) as stored: f32, bf16, f16, or

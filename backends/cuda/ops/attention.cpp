@@ -7,6 +7,7 @@
 
 #include "kernel.h"
 #include "kernels/launch.h"
+#include "options.h"
 
 namespace moert::cuda {
 namespace {
@@ -112,6 +113,16 @@ class Attention final : public Kernel {
       a.v = v.data;
       a.len = tokens;
       a.past = 0;
+    }
+    // Prefill: the tiled kernel reads each key and value once per 64 queries
+    // instead of once per query.  Few queries (decode) keep the split path,
+    // which spreads a long cache over the device.
+    constexpr int64_t kTiledMinTokens = 16;
+    const size_t max_shared = ctx.device().caps().shared_memory_per_block;
+    if (!baseline_kernels() && tokens >= kTiledMinTokens &&
+        launch::attention_tiled_fits(a, max_shared)) {
+      launch::attention_tiled(ctx.stream(), a, max_shared);
+      return;
     }
     const int splits = launch::attention_splits(a, ctx.device().caps().multiprocessors);
     DeviceBlock scratch = ctx.scratch(
