@@ -217,8 +217,19 @@ struct ExpertProjection {
 };
 // Few units: one block per unit, each weight row read once per unit.
 void expert_gemv(cudaStream_t s, const ExpertProjection& p);
-// Many units: 64 x 64 output tiles of one expert each, f32 products.
-void expert_gemm(cudaStream_t s, const ExpertProjection& p);
+// Many units: 64 x 64 output tiles of one expert each, f32 products.  Tiles
+// of an expert with more than `max_rows` rows (identity form: units) are
+// left out, for expert_gemm_tc; INT64_MAX computes every tile.
+void expert_gemm(cudaStream_t s, const ExpertProjection& p, int64_t max_rows);
+
+// ---- expert_gemm_tc.cu: tensor-core expert tiles (prefill) ------------------
+
+// The same outputs as expert_gemm for the tiles of experts with more than
+// `min_rows` rows (identity form: units), with A and the dequantised weights
+// rounded to bf16 (nearest even) and f32 accumulation on the tensor cores
+// (sm_80 and newer).  Launched with expert_gemm(max_rows = min_rows) over
+// the same route, the two cover every tile exactly once.
+void expert_gemm_tc(cudaStream_t s, const ExpertProjection& p, int64_t min_rows);
 
 // out[t, :] = sum_j w[t, j] y[t * top_k + j, :] (+ g_t shared[t, :]), with
 // g_t = sigmoid(x[t] . gate[0]) when `gate` is given, else 1.
