@@ -251,35 +251,7 @@ __global__ void moe_route_kernel(moert_dtype ids_t, const void* ids, int64_t slo
 
 // ---- expert projections -----------------------------------------------------
 
-constexpr int kGemvWarps = 8;
-
-__global__ void expert_gemv_kernel(ExpertProjection p) {
-  const int64_t unit = blockIdx.y;
-  int64_t e = 0;
-  if (p.ids) {
-    e = load_id(p.ids_t, p.ids, unit);
-    if (e < 0 || e >= p.experts) {
-      if (blockIdx.x == 0 && threadIdx.x == 0) record_error(p.error, unit);
-      return;
-    }
-  }
-  const int64_t a_row = p.gate_up ? unit / p.top_k : unit;
-  const int lane = threadIdx.x & 31;
-  const int64_t first = static_cast<int64_t>(blockIdx.x) * kGemvWarps + (threadIdx.x >> 5);
-  const int64_t step = static_cast<int64_t>(gridDim.x) * kGemvWarps;
-  for (int64_t col = first; col < p.n; col += step) {
-    float g = 0.0f, u = 0.0f;
-    for (int64_t c = lane; c < p.k; c += 32) {
-      const float a = load_float(p.a_t, p.a, a_row * p.k + c);
-      g += a * weight_element(p.w1.t, p.w1.w, p.w1.scale, e, col, c, p.n, p.k, p.w1.b0, p.w1.b1);
-      if (p.gate_up)
-        u += a * weight_element(p.w2.t, p.w2.w, p.w2.scale, e, col, c, p.n, p.k, p.w2.b0, p.w2.b1);
-    }
-    g = warp_sum(g);
-    u = warp_sum(u);
-    if (lane == 0) p.out[unit * p.n + col] = p.gate_up ? g * sigmoid_f(g) * u : g;
-  }
-}
+// The GEMV form (expert_gemv) is in expert_gemv.cu.
 
 constexpr int kTileN = 64, kTileK = 16, kGemmThreads = 256;
 constexpr int kTileM = static_cast<int>(kMoeTileRows);
@@ -287,9 +259,10 @@ constexpr int kTileM = static_cast<int>(kMoeTileRows);
 // A 64 x 64 tile of one expert's outputs; each thread computes 4 x 4 of
 // them (two such sets for gate and up).  Rows of A are gathered through the
 // grouping; weights are dequantised as they are loaded into shared memory.
+// Experts with more than `max_rows` rows are left to expert_gemm_tc.
 template <bool kGateUp>
 __global__ void __launch_bounds__(kGemmThreads)
-    expert_gemm_kernel(ExpertProjection p, MoeRoute route, bool identity) {
+    expert_gemm_kernel(ExpertProjection p, MoeRoute route, bool identity, int64_t max_rows) {
   __shared__ float as[kTileK][kTileM + 1];
   __shared__ float bs[kTileK][kTileN + 1];
   __shared__ float bs2[kGateUp ? kTileK : 1][kGateUp ? kTileN + 1 : 1];
@@ -301,6 +274,7 @@ __global__ void __launch_bounds__(kGemmThreads)
   } else {
     e = route.tile_expert[tile];
     if (e < 0) return;
+    if (route.expert_start[e + 1] - route.expert_start[e] > max_rows) return;
     row0 = route.tile_start[tile];
     row_end = min(row0 + kTileM, static_cast<int64_t>(route.expert_start[e + 1]));
   }
@@ -422,25 +396,17 @@ void moe_route(cudaStream_t s, moert_dtype ids_t, const void* ids, int64_t slots
   check_launch("moe_route");
 }
 
-void expert_gemv(cudaStream_t s, const ExpertProjection& p) {
-  if (p.units == 0 || p.n == 0) return;
-  const int64_t blocks = (p.n + kGemvWarps - 1) / kGemvWarps;
-  const dim3 grid(static_cast<unsigned>(blocks < 65535 ? blocks : 65535),
-                  static_cast<unsigned>(p.units));
-  expert_gemv_kernel<<<grid, 32 * kGemvWarps, 0, s>>>(p);
-  check_launch("expert_gemv");
-}
-
-void expert_gemm(cudaStream_t s, const ExpertProjection& p) {
+void expert_gemm(cudaStream_t s, const ExpertProjection& p, int64_t max_rows) {
   if (p.units == 0 || p.n == 0) return;
   const bool identity = p.route == nullptr;
+  if (identity && p.units > max_rows) return;  // all of it is expert_gemm_tc's
   const MoeRoute route = identity ? MoeRoute{} : *p.route;
   const int64_t tiles = identity ? (p.units + kTileM - 1) / kTileM : route.max_tiles;
   const dim3 grid(static_cast<unsigned>((p.n + kTileN - 1) / kTileN), static_cast<unsigned>(tiles));
   if (p.gate_up)
-    expert_gemm_kernel<true><<<grid, kGemmThreads, 0, s>>>(p, route, identity);
+    expert_gemm_kernel<true><<<grid, kGemmThreads, 0, s>>>(p, route, identity, max_rows);
   else
-    expert_gemm_kernel<false><<<grid, kGemmThreads, 0, s>>>(p, route, identity);
+    expert_gemm_kernel<false><<<grid, kGemmThreads, 0, s>>>(p, route, identity, max_rows);
   check_launch("expert_gemm");
 }
 

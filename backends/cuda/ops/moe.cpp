@@ -5,11 +5,19 @@
 //     from the ids on the device;
 //   many tokens: the (token, slot) pairs are grouped by expert on the
 //     device (moe_route), then tiled GEMMs run over the groups.
-// Products and sums are f32 of the exact operands in both forms; the
-// combine adds a token's slots in slot order, then the shared expert.
+// Products and sums are f32 of the exact operands in both forms, except
+// that with bf16/f16 x, on a GPU with bf16 tensor cores, the experts with
+// more than kGemvMaxRows rows (the shared expert: more than that many
+// tokens) take the tensor-core tiles: operands rounded to bf16, f32 sums.
+// f32 x keeps f32 products everywhere (f32 activations promise them), as
+// does MOERT_CUDA_BASELINE_KERNELS=1.  The combine adds a token's slots in
+// slot order, then the shared expert.
+#include <cstdint>
+
 #include "kernel.h"
 #include "kernels/launch.h"
 #include "moe_inputs.h"
+#include "options.h"
 
 namespace moert::cuda {
 namespace {
@@ -89,6 +97,18 @@ class Moe final : public Kernel {
     const int64_t slots = tokens * top_k;
     const bool gemv = tokens <= kGemvTokens;
     cudaStream_t s = ctx.stream();
+    // The tiled form's split: experts with up to kGemvMaxRows rows keep the
+    // exact SIMT tiles, larger ones go to the tensor cores.
+    const bool tensor_cores = (x.dtype == MOERT_DTYPE_BF16 || x.dtype == MOERT_DTYPE_F16) &&
+                              !baseline_kernels() && ctx.device().caps().bf16_tensor_cores;
+    auto gemm = [&](const launch::ExpertProjection& p) {
+      if (tensor_cores) {
+        launch::expert_gemm(s, p, launch::kGemvMaxRows);
+        launch::expert_gemm_tc(s, p, launch::kGemvMaxRows);
+      } else {
+        launch::expert_gemm(s, p, INT64_MAX);
+      }
+    };
 
     DeviceBlock h = ctx.scratch(static_cast<uint64_t>(slots * inter) * 4, "moe activations");
     DeviceBlock y = ctx.scratch(static_cast<uint64_t>(slots * hidden) * 4, "moe expert outputs");
@@ -136,8 +156,8 @@ class Moe final : public Kernel {
       launch::moe_route(s, ids.dtype, ids.data, slots, experts, route, ctx.error_slot(slot_));
       up.route = &route;
       down.route = &route;
-      launch::expert_gemm(s, up);
-      launch::expert_gemm(s, down);
+      gemm(up);
+      gemm(down);
     }
 
     launch::MoeCombine c;
@@ -164,8 +184,8 @@ class Moe final : public Kernel {
         launch::expert_gemv(s, su);
         launch::expert_gemv(s, sd);
       } else {
-        launch::expert_gemm(s, su);
-        launch::expert_gemm(s, sd);
+        gemm(su);
+        gemm(sd);
       }
       c.shared = sy.as<float>();
       if (ctx.has(kSharedExpertGate)) {
