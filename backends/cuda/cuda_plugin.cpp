@@ -5,6 +5,7 @@
 // shapes, launch planning) and kernels/ (device code).  Without a device or
 // a driver, init() reports MOERT_ERR_NO_DEVICE with the CUDA error and the
 // runtime lists the backend as unavailable.
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <memory>
@@ -44,7 +45,8 @@ struct moert_executable_impl {
   moert::cuda::DeviceBlock errors;  // one 64-bit word per error slot
   int num_error_slots = 0;
   unsigned long long* host_errors = nullptr;  // pinned mirror of the slots
-  moert::cuda::StepGraph graph;               // decode steps, captured and replayed
+  // Decode steps as CUDA graphs: one per segment of kGraphSegmentSteps nodes.
+  std::vector<std::unique_ptr<moert::cuda::StepGraph>> graphs;
   ~moert_executable_impl() {
     if (host_errors) cudaFreeHost(host_errors);
   }
@@ -240,6 +242,9 @@ moert_status cuda_prepare(int32_t index, const moert_graph_desc* g, moert_execut
                  "allocating pinned host memory for the error slots");
     }
     for (auto& step : exe->steps) step.ctx.errors = exe->errors.as<unsigned long long>();
+    const size_t segments = (exe->steps.size() + kGraphSegmentSteps - 1) / kGraphSegmentSteps;
+    for (size_t i = 0; i < segments; ++i)
+      exe->graphs.push_back(std::make_unique<moert::cuda::StepGraph>());
     // The uploads read host memory that is only valid during this call.
     d.synchronize("uploading the constants");
     *out = exe.release();
@@ -307,13 +312,14 @@ void check_errors(moert_executable_impl& exe) {
     }
 }
 
-// Enqueues every node's work.  With `times`, waits for each node and
-// records its seconds; with `keep`, scratch memory goes there (a graph is
-// being captured).
+// Enqueues the work of nodes [begin, end).  With `times`, waits for each
+// node and records its seconds; with `keep`, scratch memory goes there (a
+// graph is being captured).
 void enqueue_steps(moert_executable_impl& exe, const moert_execute_args& args,
-                   const Symbols& symbols, double* times, std::vector<DeviceBlock>* keep) {
+                   const Symbols& symbols, size_t begin, size_t end, double* times,
+                   std::vector<DeviceBlock>* keep) {
   Device& d = *exe.device;
-  for (size_t s = 0; s < exe.steps.size(); ++s) {
+  for (size_t s = begin; s < end; ++s) {
     auto& step = exe.steps[s];
     const auto start = std::chrono::steady_clock::now();
     try {
@@ -373,18 +379,25 @@ moert_status cuda_execute(moert_executable exe, const moert_execute_args* args, 
         args->num_node_seconds >= exe->steps.size())
       times = args->node_seconds;
     // A profiled run times each node, so it runs node by node.
-    const bool graph =
-        !times && symbols.tokens <= kGraphMaxTokens && exe->graph.enabled() && graphs_enabled();
-    bool enqueued = false;
-    if (graph)
-      enqueued =
-          exe->graph.run(d, step_key(*exe, *args, symbols), [&](std::vector<DeviceBlock>* keep) {
-            enqueue_steps(*exe, *args, symbols, nullptr, keep);
-          });
-    if (!enqueued) {
-      if (times) d.synchronize("waiting before a profiled run");
-      enqueue_steps(*exe, *args, symbols, times, nullptr);
+    size_t done = 0;  // nodes enqueued
+    const size_t total = exe->steps.size();
+    if (!times && symbols.tokens <= kGraphMaxTokens && graphs_enabled() && !exe->graphs.empty() &&
+        exe->graphs.front()->enabled()) {
+      const std::vector<uint64_t> key = step_key(*exe, *args, symbols);
+      for (size_t g = 0; g < exe->graphs.size() && done < total; ++g) {
+        const size_t end = std::min(total, done + kGraphSegmentSteps);
+        const bool ok = exe->graphs[g]->run(d, key, [&](std::vector<DeviceBlock>* keep) {
+          enqueue_steps(*exe, *args, symbols, done, end, nullptr, keep);
+        });
+        if (!ok) {  // this segment cannot be captured: none of them run as graphs
+          for (auto& other : exe->graphs) other->disable(exe->graphs[g]->disabled_reason());
+          break;
+        }
+        done = end;
+      }
     }
+    if (times) d.synchronize("waiting before a profiled run");
+    enqueue_steps(*exe, *args, symbols, done, total, times, nullptr);
     check_errors(*exe);
   });
 }

@@ -28,6 +28,7 @@ StepGraphStats& step_graph_stats() {
 }
 
 void StepGraph::disable(const std::string& why) {
+  if (!enabled_) return;
   ++step_graph_stats().disabled;
   enabled_ = false;
   disabled_reason_ = why;

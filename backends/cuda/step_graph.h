@@ -1,7 +1,12 @@
 // CUDA-graph replay of small steps (decode).  A decode step is a few
 // hundred short kernels; launched one by one, the gaps between them cost as
 // much as the kernels themselves on a fast GPU.  So a step with few tokens
-// is captured from the stream into a graph and launched as one.
+// is captured from the stream into graphs and launched as such.
+//
+// A step is cut into segments of kGraphSegmentSteps nodes, one graph each:
+// while the GPU runs one segment the host captures the next, so capturing
+// overlaps the GPU's work as launching node by node does (one graph of the
+// whole step would leave the GPU idle while the host captures it).
 //
 // A step's kernels bake in its token counts and buffer addresses, and the
 // past-token count P grows by one every decode step, so a graph is rarely
@@ -31,6 +36,9 @@ namespace moert::cuda {
 // speculative steps, whose scratch memory is small (a graph keeps its
 // scratch allocated while it may be replayed).
 inline constexpr int64_t kGraphMaxTokens = 8;
+// Nodes per graph: enough to amortise a graph launch (a few microseconds),
+// few enough that the GPU starts on a step while the host captures the rest.
+inline constexpr size_t kGraphSegmentSteps = 48;
 
 class StepGraph {
  public:
@@ -39,10 +47,12 @@ class StepGraph {
   StepGraph(const StepGraph&) = delete;
   StepGraph& operator=(const StepGraph&) = delete;
 
-  // Whether graphs are still in use for this executable.
+  // Whether this graph is still in use.
   bool enabled() const { return enabled_; }
-  // Why graphs were turned off ("" while enabled).
+  // Why it was turned off ("" while enabled).
   const std::string& disabled_reason() const { return disabled_reason_; }
+  // Turns it off for good (another segment of the step cannot be captured).
+  void disable(const std::string& why);
 
   // Runs one step on `d`'s stream.  `key` identifies the step's launches
   // (the same key launches the same kernels with the same arguments);
@@ -54,8 +64,6 @@ class StepGraph {
            const std::function<void(std::vector<DeviceBlock>* keep)>& enqueue);
 
  private:
-  void disable(const std::string& why);
-
   bool enabled_ = true;
   std::string disabled_reason_;
   std::vector<uint64_t> key_;

@@ -72,8 +72,9 @@ extern "C" MOERT_BACKEND_EXPORT int moert_cuda_testing_pool(int32_t device, int6
 }
 
 // What the CUDA graphs of decode steps did in this process: graphs
-// instantiated, updated in place, replayed unchanged, and executables that
-// fell back to launching node by node.  Needs no device.
+// instantiated, updated in place, replayed unchanged, and turned off
+// because a step could not be captured (its executable then launches node
+// by node).  Needs no device.
 extern "C" MOERT_BACKEND_EXPORT void moert_cuda_testing_graph_stats(int64_t* instantiated,
                                                                     int64_t* updated,
                                                                     int64_t* replayed,
