@@ -5,11 +5,23 @@
 // product over dk and hold dv / 32 accumulators each), and a second kernel
 // merges the pieces, adds the sink term and normalises.  For prefill (many
 // queries) a tiled kernel instead reuses each key/value tile across 64
-// queries held in shared memory (see "tiled prefill" below).  Scores,
-// softmax and accumulation are f32.
+// queries held in shared memory (see "tiled prefill" below), and for
+// bf16 / f16 queries a form of it runs the two products on the tensor cores
+// ("tiled prefill on the tensor cores").  Scores, softmax and accumulation
+// are f32.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <mma.h>
+
 #include <atomic>
 
 #include "common.cuh"
+
+// Below sm_80 (no bf16 tensor cores) the tensor-core kernels compile to a
+// trap, which leaves their helpers unreferenced in that device pass.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+#pragma nv_diag_suppress 177
+#endif
 
 namespace moert::cuda::launch {
 namespace {
@@ -169,14 +181,32 @@ __device__ __forceinline__ float component(const float4& v, int i) {
   return i == 0 ? v.x : (i == 1 ? v.y : (i == 2 ? v.z : v.w));
 }
 
-// dst[r * dst_stride + c] = src[base + r * row_stride + c] as f32 for
-// r < valid and c < width, 0 elsewhere in r < rows, c < padded.  Elements
-// are numbered row-major over [rows][padded] and dealt to the threads in
-// turn (coalesced); each thread issues kBatch loads before storing any, so
-// a tile takes few round trips to memory rather than one per row.
-template <moert_dtype T>
+// f32 as a shared-memory tile element: unchanged for the f32 tiles, rounded
+// to nearest even for the 16-bit tiles of the tensor-core kernel.
+template <typename D>
+__device__ __forceinline__ D narrow(float v);
+template <>
+__device__ __forceinline__ float narrow<float>(float v) {
+  return v;
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 narrow<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
+template <>
+__device__ __forceinline__ __half narrow<__half>(float v) {
+  return __float2half_rn(v);
+}
+
+// dst[r * dst_stride + c] = src[base + r * row_stride + c] as D (f32, or
+// rounded to bf16 / f16) for r < valid and c < width, 0 elsewhere in
+// r < rows, c < padded.  Elements are numbered row-major over
+// [rows][padded] and dealt to the threads in turn (coalesced); each thread
+// issues kBatch loads before storing any, so a tile takes few round trips
+// to memory rather than one per row.
+template <moert_dtype T, typename D>
 __device__ __forceinline__ void load_tile_as(const void* src, int64_t base, int64_t row_stride,
-                                             int valid, int rows, int width, int padded, float* dst,
+                                             int valid, int rows, int width, int padded, D* dst,
                                              int dst_stride) {
   constexpr int kBatch = 16;
   const int total = rows * padded;
@@ -193,14 +223,15 @@ __device__ __forceinline__ void load_tile_as(const void* src, int64_t base, int6
     for (int u = 0; u < kBatch; ++u) {
       const int e = e0 + kTiledThreads * u;
       const int r = e / padded, c = e - r * padded;
-      if (e < total) dst[r * dst_stride + c] = v[u];
+      if (e < total) dst[r * dst_stride + c] = narrow<D>(v[u]);
     }
   }
 }
 
+template <typename D>
 __device__ __forceinline__ void load_tile(moert_dtype t, const void* src, int64_t base,
                                           int64_t row_stride, int valid, int rows, int width,
-                                          int padded, float* dst, int dst_stride) {
+                                          int padded, D* dst, int dst_stride) {
   switch (t) {
     case MOERT_DTYPE_BF16:
       load_tile_as<MOERT_DTYPE_BF16>(src, base, row_stride, valid, rows, width, padded, dst,
@@ -396,29 +427,262 @@ size_t tiled_shared_bytes(const Attention& a) {
          static_cast<size_t>(kTileQ * ks + kTileK * ks + kTileK * 64 * nv + kTileQ * kTilePStride);
 }
 
+// Above 48 KiB a kernel must be allowed more dynamic shared memory.
+// Raising the limit to the device's maximum once per device (bit d of
+// `raised`, one per kernel) keeps later launches free of the call, so they
+// stay cheap and capturable in a CUDA graph.
+template <typename Kernel>
+void raise_shared_once(Kernel kernel, std::atomic<uint64_t>& raised, size_t shared,
+                       size_t max_shared, const char* what) {
+  if (shared <= 48 * 1024) return;
+  int device = 0;
+  check_cuda(cudaGetDevice(&device), "cudaGetDevice");
+  const uint64_t bit = device >= 0 && device < 64 ? uint64_t{1} << device : 0;
+  if (bit == 0 || (raised.load(std::memory_order_relaxed) & bit) == 0) {
+    check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    static_cast<int>(max_shared)),
+               what);
+    raised.fetch_or(bit, std::memory_order_relaxed);
+  }
+}
+
 template <int NV>
 void launch_tiled(cudaStream_t s, const Attention& a, size_t shared, size_t max_shared) {
-  // Above 48 KiB the kernel must be allowed more dynamic shared memory.
-  // Raising the limit to the device's maximum once per device (bit d of
-  // `raised`) keeps later launches free of the call, so they stay cheap and
-  // capturable in a CUDA graph.
   static std::atomic<uint64_t> raised{0};
-  if (shared > 48 * 1024) {
-    int device = 0;
-    check_cuda(cudaGetDevice(&device), "cudaGetDevice");
-    const uint64_t bit = device >= 0 && device < 64 ? uint64_t{1} << device : 0;
-    if (bit == 0 || (raised.load(std::memory_order_relaxed) & bit) == 0) {
-      check_cuda(cudaFuncSetAttribute(attention_tiled_kernel<NV>,
-                                      cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                      static_cast<int>(max_shared)),
-                 "raising the shared memory of the tiled attention kernel");
-      raised.fetch_or(bit, std::memory_order_relaxed);
-    }
-  }
+  raise_shared_once(attention_tiled_kernel<NV>, raised, shared, max_shared,
+                    "raising the shared memory of the tiled attention kernel");
   const int64_t tiles = (a.tokens + kTileQ - 1) / kTileQ;
   attention_tiled_kernel<NV><<<dim3(static_cast<unsigned>(tiles), static_cast<unsigned>(a.heads)),
                                kTiledThreads, shared, s>>>(a);
   check_launch("attention_tiled");
+}
+
+// ---- tiled prefill on the tensor cores -------------------------------------
+//
+// The tiled kernel's schedule (a block of 256 threads per 64 queries of one
+// head, 64-key tiles, the same key ranges, tile skipping, sink and
+// normalisation) with the two products on the tensor cores: wmma 16x16x16
+// with 16-bit inputs H (bf16 or f16: q's dtype) and f32 accumulators.  Only
+// for bf16 / f16 queries, whose activations already are 16-bit; f32 queries
+// keep the f32 kernel.  Q is rounded to H once per block (exact: it is of
+// dtype H), K and V per tile (any float dtype, nearest even), P per tile
+// after the f32 softmax.  Per key tile, separated by barriers:
+//   1. K and V to shared memory as H (rows past the tile's last key and
+//      columns past dk / dv are zeros: dk and dv are padded to 16);
+//   2. S = Q K^T into an f32 tile: warp w computes rows 16 (w / 2) .. +15,
+//      keys 32 (w % 2) .. +31 (two accumulator fragments);
+//   3. warp w owns rows 8 w .. 8 w + 7 (and their running max m and sum l,
+//      in registers, lane-uniform): lane c takes keys c and c + 32, masks,
+//      updates m, writes P = exp(s - m) rounded to H and adds the rounded
+//      values to l (so the weights of V sum exactly to l), and scales its
+//      O rows in shared memory by the correction exp(m_old - m_new);
+//   4. O += P V: O is kept in f32 shared memory, so warp w loads the
+//      accumulator fragments of rows 16 (w % 4) .. +15, column blocks
+//      w / 4, w / 4 + 2, ... from it, adds its P fragments (loaded once) times
+//      the V fragments and stores them back.  Each O fragment belongs to one
+//      warp in step 4 and each O row to one warp in step 3, and the barriers
+//      keep the steps apart.
+// The epilogue (warp w, its rows) adds the sink and normalises as the tiled
+// kernel does.
+
+namespace wmma = nvcuda::wmma;
+
+constexpr int kTcWarps = kTiledThreads / 32;
+constexpr int kTcRows = kTileQ / kTcWarps;  // softmax rows per warp
+constexpr int kTcLdP = kTileK + 8;          // H elements per P row
+constexpr int kTcLdS = kTileK + 4;          // floats per S row
+static_assert(kTcWarps == 8 && kTileQ == 64 && kTileK == 64, "the warp layout below");
+
+// The shared memory of the tensor-core kernel for dk, dv: the padded sizes,
+// the row strides (elements; wmma's ldm must be a multiple of 8 for 16-bit
+// and 4 for f32 elements, and the 8 (16-bit) or 4 (f32) extra elements put
+// consecutive rows of a fragment in different banks) and the byte offsets
+// of the sections Q, K, V [64][ld*] (H), P [64][kTcLdP] (H), S [64][kTcLdS]
+// and O [64][ldo] (f32), each rounded to 128 bytes so that every fragment
+// pointer (row a multiple of 16, column a multiple of 16) is 32-byte aligned.
+struct TcLayout {
+  int dkp, dvp, ldk, ldv, ldo;
+  int64_t k, v, p, s, o, bytes;
+};
+
+__host__ __device__ __forceinline__ int64_t tc_round(int64_t bytes) {
+  return (bytes + 127) / 128 * 128;
+}
+
+// dk and dv bounded by the caller (attention_tiled_tc_fits).
+__host__ __device__ __forceinline__ TcLayout tc_layout(int64_t dk, int64_t dv) {
+  TcLayout t;
+  t.dkp = static_cast<int>((dk + 15) / 16 * 16);
+  t.dvp = static_cast<int>((dv + 15) / 16 * 16);
+  t.ldk = t.dkp + 8;
+  t.ldv = t.dvp + 8;
+  t.ldo = t.dvp + 4;
+  t.k = tc_round(int64_t{2} * kTileQ * t.ldk);
+  t.v = t.k + tc_round(int64_t{2} * kTileK * t.ldk);
+  t.p = t.v + tc_round(int64_t{2} * kTileK * t.ldv);
+  t.s = t.p + tc_round(int64_t{2} * kTileQ * kTcLdP);
+  t.o = t.s + tc_round(int64_t{4} * kTileQ * kTcLdS);
+  t.bytes = t.o + tc_round(int64_t{4} * kTileQ * t.ldo);
+  return t;
+}
+
+__device__ __forceinline__ float widen(__nv_bfloat16 v) { return __bfloat162float(v); }
+__device__ __forceinline__ float widen(__half v) { return __half2float(v); }
+
+// Two blocks per multiprocessor (128 registers) where the shared memory
+// allows it (dk, dv <= 128: 110 KiB each), so one block's loads and softmax
+// overlap the other's products; ptxas spills a few words to reach it.
+template <typename H>
+__global__ void __launch_bounds__(kTiledThreads, 2) attention_tiled_tc_kernel(Attention a) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+  // bf16 tensor cores start with sm_80; the host never launches this
+  // kernel below that (DeviceCaps::bf16_tensor_cores).
+  __trap();
+#else
+  extern __shared__ __align__(128) unsigned char tc_shared[];
+  const TcLayout L = tc_layout(a.dk, a.dv);
+  H* const qs = reinterpret_cast<H*>(tc_shared);
+  H* const kts = reinterpret_cast<H*>(tc_shared + L.k);
+  H* const vts = reinterpret_cast<H*>(tc_shared + L.v);
+  H* const ps = reinterpret_cast<H*>(tc_shared + L.p);
+  float* const ss = reinterpret_cast<float*>(tc_shared + L.s);
+  float* const os = reinterpret_cast<float*>(tc_shared + L.o);
+
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  // Query tiles in reverse, as in the tiled kernel (the longest first).
+  const int64_t q0 = (static_cast<int64_t>(gridDim.x) - 1 - blockIdx.x) * kTileQ;
+  const int64_t h = blockIdx.y;
+  const int64_t g = h / (a.heads / a.kv_heads);
+  const int nq = static_cast<int>(min(static_cast<int64_t>(kTileQ), a.tokens - q0));
+  const int dk = static_cast<int>(a.dk), dv = static_cast<int>(a.dv);
+
+  load_tile(a.q_t, a.q, (q0 * a.heads + h) * a.dk, a.heads * a.dk, nq, kTileQ, dk, L.dkp, qs,
+            L.ldk);
+  for (int e = threadIdx.x; e < kTileQ * L.ldo; e += kTiledThreads) os[e] = 0.0f;
+
+  // The running max and sum of this warp's rows (the same in every lane:
+  // warp_max and warp_sum leave every lane the same value).
+  float m[kTcRows], l[kTcRows];
+#pragma unroll
+  for (int r = 0; r < kTcRows; ++r) {
+    m[r] = -INFINITY;
+    l[r] = 0.0f;
+  }
+  int64_t first, last, unused;
+  key_range(a, q0, &first, &unused);
+  key_range(a, q0 + nq - 1, &unused, &last);
+  __syncthreads();  // Q and O complete (the epilogue reads O even without key tiles)
+
+  const int s_row = 16 * (warp >> 1), s_key = 32 * (warp & 1);  // step 2
+  const int o_row = 16 * (warp & 3);                            // step 4
+  const int nvb = L.dvp / 16;
+  const float scale = a.mask.scale;
+
+  for (int64_t j0 = first; j0 <= last; j0 += kTileK) {
+    const int kv = static_cast<int>(min(static_cast<int64_t>(kTileK), last - j0 + 1));
+    // Rows past kv are zeros: their P is 0, and 0 * (stale V) could be NaN.
+    load_tile(a.k_t, a.k, (j0 * a.kv_heads + g) * a.dk, a.kv_heads * a.dk, kv, kTileK, dk, L.dkp,
+              kts, L.ldk);
+    load_tile(a.v_t, a.v, (j0 * a.kv_heads + g) * a.dv, a.kv_heads * a.dv, kv, kTileK, dv, L.dvp,
+              vts, L.ldv);
+    __syncthreads();  // K and V complete
+
+    // 2. S = Q K^T (K row-major [key][d] is K^T column-major).
+    {
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> c0, c1;
+      wmma::fill_fragment(c0, 0.0f);
+      wmma::fill_fragment(c1, 0.0f);
+      for (int d = 0; d < L.dkp; d += 16) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, H, wmma::row_major> fq;
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, H, wmma::col_major> fk0, fk1;
+        wmma::load_matrix_sync(fq, qs + s_row * L.ldk + d, L.ldk);
+        wmma::load_matrix_sync(fk0, kts + s_key * L.ldk + d, L.ldk);
+        wmma::load_matrix_sync(fk1, kts + (s_key + 16) * L.ldk + d, L.ldk);
+        wmma::mma_sync(c0, fq, fk0, c0);
+        wmma::mma_sync(c1, fq, fk1, c1);
+      }
+      wmma::store_matrix_sync(ss + s_row * kTcLdS + s_key, c0, kTcLdS, wmma::mem_row_major);
+      wmma::store_matrix_sync(ss + s_row * kTcLdS + s_key + 16, c1, kTcLdS, wmma::mem_row_major);
+    }
+    __syncthreads();  // S complete
+
+    // 3. Mask and online softmax of this warp's rows; P as H.  A masked key
+    // (or one past kv: j0 + col > last >= hi) gets p = 0 exactly.  The key
+    // ranges are recomputed here rather than held (16 int64 registers).
+#pragma unroll
+    for (int r = 0; r < kTcRows; ++r) {
+      const int row = warp * kTcRows + r;
+      int64_t lo = 1, hi = 0;  // empty for the rows past nq
+      if (row < nq) key_range(a, q0 + row, &lo, &hi);
+      const int64_t key0 = j0 + lane, key1 = key0 + 32;
+      const float s0 = key0 >= lo && key0 <= hi ? scale * ss[row * kTcLdS + lane] : -INFINITY;
+      const float s1 = key1 >= lo && key1 <= hi ? scale * ss[row * kTcLdS + lane + 32] : -INFINITY;
+      const float m_new = fmaxf(m[r], warp_max(fmaxf(s0, s1)));
+      const float correction = m[r] == -INFINITY ? 0.0f : expf(m[r] - m_new);
+      const H p0 = narrow<H>(s0 == -INFINITY ? 0.0f : expf(s0 - m_new));
+      const H p1 = narrow<H>(s1 == -INFINITY ? 0.0f : expf(s1 - m_new));
+      ps[row * kTcLdP + lane] = p0;
+      ps[row * kTcLdP + lane + 32] = p1;
+      l[r] = l[r] * correction + warp_sum(widen(p0) + widen(p1));
+      m[r] = m_new;
+      if (correction != 1.0f)
+        for (int c = lane; c < dv; c += 32) os[row * L.ldo + c] *= correction;
+    }
+    __syncthreads();  // P and the scaled O complete
+
+    // 4. O += P V over the 16-key steps that hold keys (the rest of P is 0).
+    {
+      const int steps = (kv + 15) / 16;
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, H, wmma::row_major> fp[kTileK / 16];
+#pragma unroll
+      for (int t = 0; t < kTileK / 16; ++t)
+        if (t < steps) wmma::load_matrix_sync(fp[t], ps + o_row * kTcLdP + 16 * t, kTcLdP);
+      for (int n = warp >> 2; n < nvb; n += 2) {
+        float* const o = os + o_row * L.ldo + 16 * n;
+        wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+        wmma::load_matrix_sync(acc, o, L.ldo, wmma::mem_row_major);
+#pragma unroll
+        for (int t = 0; t < kTileK / 16; ++t) {
+          if (t < steps) {
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, H, wmma::row_major> fv;
+            wmma::load_matrix_sync(fv, vts + 16 * t * L.ldv + 16 * n, L.ldv);
+            wmma::mma_sync(acc, fp[t], fv, acc);
+          }
+        }
+        wmma::store_matrix_sync(o, acc, L.ldo, wmma::mem_row_major);
+      }
+    }
+    __syncthreads();  // O complete; K, V, S and P are overwritten by the next tile
+  }
+
+  // The sink and the normalisation, as the tiled kernel computes them.
+  const float sink = a.sinks ? load_float(a.sinks_t, a.sinks, h) : -INFINITY;
+#pragma unroll
+  for (int r = 0; r < kTcRows; ++r) {
+    const int row = warp * kTcRows + r;
+    if (row >= nq) continue;
+    const float mx = fmaxf(sink, m[r]);
+    float sum = a.sinks ? expf(sink - mx) : 0.0f;
+    const float factor = m[r] == -INFINITY ? 0.0f : expf(m[r] - mx);
+    if (m[r] != -INFINITY) sum += l[r] * factor;
+    const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
+    const int64_t out_row = ((q0 + row) * a.heads + h) * a.dv;
+    for (int c = lane; c < dv; c += 32)
+      store_float(a.out_t, a.out, out_row + c, os[row * L.ldo + c] * factor * inv);
+  }
+#endif
+}
+
+template <typename H>
+void launch_tiled_tc(cudaStream_t s, const Attention& a, size_t max_shared) {
+  const size_t shared = static_cast<size_t>(tc_layout(a.dk, a.dv).bytes);
+  static std::atomic<uint64_t> raised{0};
+  raise_shared_once(attention_tiled_tc_kernel<H>, raised, shared, max_shared,
+                    "raising the shared memory of the tensor-core attention kernel");
+  const int64_t tiles = (a.tokens + kTileQ - 1) / kTileQ;
+  attention_tiled_tc_kernel<H><<<dim3(static_cast<unsigned>(tiles), static_cast<unsigned>(a.heads)),
+                                 kTiledThreads, shared, s>>>(a);
+  check_launch("attention_tiled_tc");
 }
 
 }  // namespace
@@ -455,13 +719,19 @@ void attention(cudaStream_t s, const Attention& a, int splits, float* scratch) {
   check_launch("attention_merge");
 }
 
-bool attention_tiled_fits(const Attention& a, size_t max_shared) {
-  // The dk bound keeps the kernel's int indices (row * ks) far from
-  // overflow; the shared memory check bounds it much lower in practice.
+namespace {
+// The shapes both tiled kernels take: grid dimensions in range, and a dk
+// bound that keeps the kernels' int indices (row * stride) far from
+// overflow (the shared memory check bounds it much lower in practice).
+bool tiled_shape_ok(const Attention& a) {
   return a.tokens > 0 && a.heads > 0 && a.heads <= 65535 && a.kv_heads > 0 &&
          a.heads % a.kv_heads == 0 && a.dk > 0 && a.dk <= 16384 && a.dv > 0 &&
-         a.dv <= kAttentionTiledMaxDv && (a.tokens + kTileQ - 1) / kTileQ <= 0x7fffffff &&
-         tiled_shared_bytes(a) <= max_shared;
+         a.dv <= kAttentionTiledMaxDv && (a.tokens + kTileQ - 1) / kTileQ <= 0x7fffffff;
+}
+}  // namespace
+
+bool attention_tiled_fits(const Attention& a, size_t max_shared) {
+  return tiled_shape_ok(a) && tiled_shared_bytes(a) <= max_shared;
 }
 
 void attention_tiled(cudaStream_t s, const Attention& a, size_t max_shared) {
@@ -481,6 +751,19 @@ void attention_tiled(cudaStream_t s, const Attention& a, size_t max_shared) {
       launch_tiled<4>(s, a, shared, max_shared);
       break;
   }
+}
+
+bool attention_tiled_tc_fits(const Attention& a, size_t max_shared) {
+  return (a.q_t == MOERT_DTYPE_BF16 || a.q_t == MOERT_DTYPE_F16) && tiled_shape_ok(a) &&
+         static_cast<size_t>(tc_layout(a.dk, a.dv).bytes) <= max_shared;
+}
+
+void attention_tiled_tc(cudaStream_t s, const Attention& a, size_t max_shared) {
+  if (a.tokens == 0 || a.heads == 0) return;
+  if (a.q_t == MOERT_DTYPE_F16)
+    launch_tiled_tc<__half>(s, a, max_shared);
+  else
+    launch_tiled_tc<__nv_bfloat16>(s, a, max_shared);
 }
 
 }  // namespace moert::cuda::launch

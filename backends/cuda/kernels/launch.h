@@ -119,6 +119,14 @@ void attention(cudaStream_t s, const Attention& a, int splits, float* scratch);
 inline constexpr int64_t kAttentionTiledMaxDv = 256;
 bool attention_tiled_fits(const Attention& a, size_t max_shared);
 void attention_tiled(cudaStream_t s, const Attention& a, size_t max_shared);
+// The same on the tensor cores, for bf16 / f16 q only: Q, K, V and the
+// softmax weights P rounded to q's dtype (nearest even), S = Q K^T and
+// O += P V accumulated in f32 (wmma, sm_80 and newer); softmax in f32.
+// fits: q bf16 or f16, dv <= kAttentionTiledMaxDv (dk and dv padded to 16
+// in shared memory) and the tiles fit in max_shared; otherwise use
+// attention_tiled() or attention().
+bool attention_tiled_tc_fits(const Attention& a, size_t max_shared);
+void attention_tiled_tc(cudaStream_t s, const Attention& a, size_t max_shared);
 
 // ---- gemv.cu: linear layers ----------------------------------------------
 

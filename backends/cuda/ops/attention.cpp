@@ -114,15 +114,21 @@ class Attention final : public Kernel {
       a.len = tokens;
       a.past = 0;
     }
-    // Prefill: the tiled kernel reads each key and value once per 64 queries
-    // instead of once per query.  Few queries (decode) keep the split path,
-    // which spreads a long cache over the device.
+    // Prefill: the tiled kernels read each key and value once per 64 queries
+    // instead of once per query; bf16 / f16 queries take the tensor-core
+    // form, f32 queries keep f32 products.  Few queries (decode) keep the
+    // split path, which spreads a long cache over the device.
     constexpr int64_t kTiledMinTokens = 16;
     const size_t max_shared = ctx.device().caps().shared_memory_per_block;
-    if (!baseline_kernels() && tokens >= kTiledMinTokens &&
-        launch::attention_tiled_fits(a, max_shared)) {
-      launch::attention_tiled(ctx.stream(), a, max_shared);
-      return;
+    if (!baseline_kernels() && tokens >= kTiledMinTokens) {
+      if (ctx.device().caps().bf16_tensor_cores && launch::attention_tiled_tc_fits(a, max_shared)) {
+        launch::attention_tiled_tc(ctx.stream(), a, max_shared);
+        return;
+      }
+      if (launch::attention_tiled_fits(a, max_shared)) {
+        launch::attention_tiled(ctx.stream(), a, max_shared);
+        return;
+      }
     }
     const int splits = launch::attention_splits(a, ctx.device().caps().multiprocessors);
     DeviceBlock scratch = ctx.scratch(
