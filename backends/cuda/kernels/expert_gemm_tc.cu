@@ -30,6 +30,12 @@
 
 #include "common.cuh"
 
+// Below sm_80 (no bf16 tensor cores) the tensor-core kernels compile to a
+// trap, which leaves their helpers unreferenced in that device pass.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+#pragma nv_diag_suppress 177
+#endif
+
 namespace moert::cuda::launch {
 namespace {
 
@@ -215,6 +221,11 @@ template <bool kGateUp, moert_dtype kW>
 __global__ void __launch_bounds__(kTcThreads, 2)
     expert_gemm_tc_kernel(ExpertProjection p, MoeRoute route, bool identity, int64_t tiles,
                           int64_t min_rows, bool a_vec, bool w_vec) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+  // bf16 tensor cores start with sm_80; the host never launches this
+  // kernel below that (DeviceCaps::bf16_tensor_cores).
+  __trap();
+#else
   __shared__ __align__(128) unsigned char smem[kSmemBytes];
   __shared__ int64_t out_row[kTcM];  // the output row of each tile row, -1: none
   constexpr int kOutCols = kGateUp ? kTcB / 2 : kTcB;
@@ -353,6 +364,7 @@ __global__ void __launch_bounds__(kTcThreads, 2)
     // The next tile refills the memory just read.
     __syncthreads();
   }
+#endif
 }
 
 bool aligned(const void* ptr, uintptr_t bytes) {

@@ -180,9 +180,16 @@ inline void with_weight_dtype(moert_dtype t, F&& f) {
 // pass addresses inside the weights.
 __device__ __forceinline__ uint4 load_chunk(const uint4* p) {
   uint4 v;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+  // The L2 prefetch size modifier needs sm_80.
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+#else
   asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];"
                : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
                : "l"(p));
+#endif
   return v;
 }
 
