@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "kernel.h"
+#include "kernels/launch.h"
 #include "options.h"
 #include "step_graph.h"
 
@@ -35,6 +36,7 @@ struct moert_executable_impl {
     std::string where;  // "node 'x' (op)"
     std::unique_ptr<moert::cuda::Kernel> kernel;
     std::vector<uint32_t> inputs, outputs;
+    bool past_in_shapes = false;  // a tensor's shape has P in it
     int error_base = 0, error_count = 0;
     moert::cuda::ExecContext ctx;
     explicit Step(moert::cuda::Device& d) : ctx(d) {}
@@ -47,6 +49,10 @@ struct moert_executable_impl {
   unsigned long long* host_errors = nullptr;  // pinned mirror of the slots
   // Decode steps as CUDA graphs: one per segment of kGraphSegmentSteps nodes.
   std::vector<std::unique_ptr<moert::cuda::StepGraph>> graphs;
+  // Whether a segment's launches depend on P (then it is captured again as
+  // P grows; otherwise replayed unchanged, reading P from step_past).
+  std::vector<bool> segment_uses_past;
+  moert::cuda::DeviceBlock step_past;  // int64: P of the graph step running
   ~moert_executable_impl() {
     if (host_errors) cudaFreeHost(host_errors);
   }
@@ -228,6 +234,13 @@ moert_status cuda_prepare(int32_t index, const moert_graph_desc* g, moert_execut
       error_slots += pc.error_slots();
       for (size_t i = 0; i < node.num_inputs(); ++i) step.inputs.push_back(node.input_index(i));
       for (size_t i = 0; i < node.num_outputs(); ++i) step.outputs.push_back(node.output_index(i));
+      for (const std::vector<uint32_t>* list : {&step.inputs, &step.outputs})
+        for (uint32_t t : *list) {
+          if (t == MOERT_NO_TENSOR) continue;
+          const auto& b = exe->tensors[t];
+          for (uint32_t k = 0; k < b.rank; ++k)
+            if (b.dims[k].symbols & (1u << MOERT_SYM_PAST)) step.past_in_shapes = true;
+        }
       step.ctx.inputs.resize(step.inputs.size());
       step.ctx.outputs.resize(step.outputs.size());
       exe->steps.push_back(std::move(step));
@@ -243,8 +256,17 @@ moert_status cuda_prepare(int32_t index, const moert_graph_desc* g, moert_execut
     }
     for (auto& step : exe->steps) step.ctx.errors = exe->errors.as<unsigned long long>();
     const size_t segments = (exe->steps.size() + kGraphSegmentSteps - 1) / kGraphSegmentSteps;
-    for (size_t i = 0; i < segments; ++i)
+    for (size_t i = 0; i < segments; ++i) {
       exe->graphs.push_back(std::make_unique<moert::cuda::StepGraph>());
+      bool uses_past = false;
+      for (size_t n = i * kGraphSegmentSteps;
+           n < std::min(exe->steps.size(), (i + 1) * kGraphSegmentSteps); ++n) {
+        const auto& step = exe->steps[n];
+        uses_past = uses_past || step.past_in_shapes || step.kernel->launches_depend_on_past(true);
+      }
+      exe->segment_uses_past.push_back(uses_past);
+    }
+    exe->step_past = DeviceBlock(d, sizeof(int64_t), "the step's past-token count");
     // The uploads read host memory that is only valid during this call.
     d.synchronize("uploading the constants");
     *out = exe.release();
@@ -317,7 +339,7 @@ void check_errors(moert_executable_impl& exe) {
 // graph is being captured).
 void enqueue_steps(moert_executable_impl& exe, const moert_execute_args& args,
                    const Symbols& symbols, size_t begin, size_t end, double* times,
-                   std::vector<DeviceBlock>* keep) {
+                   std::vector<DeviceBlock>* keep, const int64_t* device_past) {
   Device& d = *exe.device;
   for (size_t s = begin; s < end; ++s) {
     auto& step = exe.steps[s];
@@ -325,6 +347,7 @@ void enqueue_steps(moert_executable_impl& exe, const moert_execute_args& args,
     try {
       step.ctx.symbols = symbols;
       step.ctx.keep = keep;
+      step.ctx.device_past = device_past;
       for (size_t i = 0; i < step.inputs.size(); ++i)
         step.ctx.inputs[i] = bind(exe, args, step.inputs[i], symbols);
       for (size_t i = 0; i < step.outputs.size(); ++i)
@@ -347,14 +370,13 @@ void enqueue_steps(moert_executable_impl& exe, const moert_execute_args& args,
   }
 }
 
-// What a step's launches depend on: T, P and every bound address (the
-// constants' are fixed for the executable's life).
+// What a step's launches depend on, but for P: T and every bound address
+// (the constants' are fixed for the executable's life).
 std::vector<uint64_t> step_key(const moert_executable_impl& exe, const moert_execute_args& args,
                                const Symbols& symbols) {
   std::vector<uint64_t> key;
   key.reserve(2 + exe.tensors.size());
   key.push_back(static_cast<uint64_t>(symbols.tokens));
-  key.push_back(static_cast<uint64_t>(symbols.past));
   for (size_t i = 0; i < exe.tensors.size(); ++i) {
     const moert_buffer_view& v = args.views[i];
     const bool bound = exe.tensors[i].kind != MOERT_TENSOR_CONSTANT && v.buffer;
@@ -383,12 +405,26 @@ moert_status cuda_execute(moert_executable exe, const moert_execute_args* args, 
     const size_t total = exe->steps.size();
     if (!times && symbols.tokens <= kGraphMaxTokens && graphs_enabled() && !exe->graphs.empty() &&
         exe->graphs.front()->enabled()) {
-      const std::vector<uint64_t> key = step_key(*exe, *args, symbols);
+      // A replayed segment runs no run(): its P checks first, then P for
+      // the kernels that read it on the device.
+      for (const auto& step : exe->steps) {
+        try {
+          step.kernel->check_past(symbols.past);
+        } catch (const plugin::Failure& e) {
+          plugin::fail(step.where + ": " + e.what(), e.status());
+        }
+      }
+      int64_t* device_past = exe->step_past.as<int64_t>();
+      launch::store_int64(d.stream(), device_past, symbols.past);
+      const std::vector<uint64_t> base = step_key(*exe, *args, symbols);
+      std::vector<uint64_t> with_past = base;
+      with_past.push_back(static_cast<uint64_t>(symbols.past));
       for (size_t g = 0; g < exe->graphs.size() && done < total; ++g) {
         const size_t end = std::min(total, done + kGraphSegmentSteps);
-        const bool ok = exe->graphs[g]->run(d, key, [&](std::vector<DeviceBlock>* keep) {
-          enqueue_steps(*exe, *args, symbols, done, end, nullptr, keep);
-        });
+        const bool ok = exe->graphs[g]->run(
+            d, exe->segment_uses_past[g] ? with_past : base, [&](std::vector<DeviceBlock>* keep) {
+              enqueue_steps(*exe, *args, symbols, done, end, nullptr, keep, device_past);
+            });
         if (!ok) {  // this segment cannot be captured: none of them run as graphs
           for (auto& other : exe->graphs) other->disable(exe->graphs[g]->disabled_reason());
           break;
@@ -397,7 +433,7 @@ moert_status cuda_execute(moert_executable exe, const moert_execute_args* args, 
       }
     }
     if (times) d.synchronize("waiting before a profiled run");
-    enqueue_steps(*exe, *args, symbols, done, total, times, nullptr);
+    enqueue_steps(*exe, *args, symbols, done, total, times, nullptr, nullptr);
     check_errors(*exe);
   });
 }

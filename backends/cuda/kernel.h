@@ -76,6 +76,18 @@ class Kernel {
     return "device kernel error " + std::to_string(slot) + " at position " +
            std::to_string(position);
   }
+  // Whether run() enqueues different work for another past-token count P
+  // (beyond what the shapes of its tensors say, which the executable checks
+  // itself).  `device_past`: ExecContext::device_past is set, and a kernel
+  // that reads P from there instead answers false.  A CUDA graph of steps
+  // that all answer false is replayed unchanged as P grows.
+  virtual bool launches_depend_on_past(bool device_past) const {
+    (void)device_past;
+    return false;
+  }
+  // The host-side checks of run() that depend on P (a context overflow),
+  // made before a graph is replayed without calling run().
+  virtual void check_past(int64_t past) const { (void)past; }
 };
 
 // What a kernel factory gets at prepare.
@@ -129,6 +141,9 @@ class ExecContext {
     return DeviceBlock::borrow(keep->back());
   }
   std::vector<DeviceBlock>* keep = nullptr;  // set while capturing a graph
+  // Set for graph steps: this call's P on the device (see
+  // Kernel::launches_depend_on_past); symbols.past holds it on the host.
+  const int64_t* device_past = nullptr;
   // Copies between device memory on the stream (regions may not overlap).
   void copy(void* dst, const void* src, uint64_t bytes) const;
   // Reads bytes back to the host (waits for the stream).

@@ -8,16 +8,19 @@
 // overlaps the GPU's work as launching node by node does (one graph of the
 // whole step would leave the GPU idle while the host captures it).
 //
-// A step's kernels bake in its token counts and buffer addresses, and the
-// past-token count P grows by one every decode step, so a graph is rarely
-// replayed unchanged.  Each step is captured again (the host work of
-// capturing is that of launching), and the instantiated graph is updated in
-// place with cudaGraphExecUpdate, which is much cheaper than instantiating
-// and keeps the GPU-side launch of the whole step as one.  A step whose key
-// (T, P and every bound address) equals the last one's is replayed without
-// capturing.  When the topology changes (another path was chosen), the
-// graph is instantiated anew; when a step cannot be captured at all, the
-// executable falls back to launching node by node for good.
+// A graph bakes in its kernels' arguments.  The past-token count P grows by
+// one every decode step, so the kernels whose launches would depend on it
+// read it on the device instead (attention writes its cache rows and
+// attends at *past, stored before each step): a segment whose kernels all
+// do (Kernel::launches_depend_on_past) and whose shapes have no P in them
+// is keyed on T and the bound addresses only, and is replayed unchanged
+// step after step.  Any other segment is captured again when its key
+// changes (the host work of capturing is that of launching), and the
+// instantiated graph is updated in place with cudaGraphExecUpdate, which is
+// much cheaper than instantiating.  When the topology changes (another path
+// was chosen) the graph is instantiated anew; when a step cannot be
+// captured at all, the executable falls back to launching node by node for
+// good.
 #pragma once
 
 #include <cuda_runtime_api.h>

@@ -481,9 +481,11 @@ TEST(CudaBackend, ADecoderLayerMatchesTheReferenceOverSteps) {
         << state;
 }
 
-// Decode steps (T <= 8) run as CUDA graphs: captured, updated in place as P
-// grows, replayed unchanged for the same T, P and buffers, and give the
-// reference's results; no executable falls back to launching node by node.
+// Decode steps (T <= 8) run as CUDA graphs: the first is captured, later
+// ones replay it unchanged (attention reads P on the device, so nothing
+// else changes from step to step), another T is captured again, and every
+// step gives the reference's results; no graph falls back to launching node
+// by node.
 TEST(CudaBackend, DecodeStepsRunAsCudaGraphs) {
   REQUIRE_CUDA_DEVICE();
   auto enabled = testing_symbol<FlagFn>(backend, "moert_cuda_testing_graphs_enabled");
@@ -512,17 +514,20 @@ TEST(CudaBackend, DecodeStepsRunAsCudaGraphs) {
   for (int64_t past = 10; past < 16; ++past) check(1, past, LayerGraph::inputs(1, past, rng));
   int64_t made1 = 0, updated1 = 0, replayed1 = 0, off1 = 0;
   stats(&made1, &updated1, &replayed1, &off1);
-  EXPECT_EQ(off1, off0) << "an executable fell back to launching node by node";
-  EXPECT_GE((made1 - made0) + (updated1 - updated0), 6) << "every decode step is a graph";
-  EXPECT_LE(made1 - made0, 2) << "later steps update the graph in place";
-  // The same step twice (it writes the same cache row again): replayed.
+  EXPECT_EQ(off1, off0) << "a graph fell back to launching node by node";
+  EXPECT_GE((made1 - made0) + (updated1 - updated0), 1) << "the first decode step is captured";
+  EXPECT_GE(replayed1 - replayed0, 5) << "later decode steps replay it as P grows";
+  // Another T is captured again; the same step twice (it writes the same
+  // cache rows again) gives the same result.
   const std::vector<Tensor> in = LayerGraph::inputs(2, 16, rng);
   const std::vector<double> first = check(2, 16, in);
   const std::vector<double> again = check(2, 16, in);
   EXPECT_EQ(first, again);
   int64_t made2 = 0, updated2 = 0, replayed2 = 0, off2 = 0;
   stats(&made2, &updated2, &replayed2, &off2);
-  EXPECT_GT(replayed2, replayed1) << "an unchanged step is replayed without capturing";
+  EXPECT_GE((made2 - made1) + (updated2 - updated1), 1) << "T = 2 is captured";
+  EXPECT_GT(replayed2, replayed1) << "the unchanged T = 2 step is replayed";
+  EXPECT_EQ(off2, off0);
 }
 
 TEST(CudaBackend, ProfilingTimesEveryNodeAndGemmPlansAreReused) {

@@ -43,6 +43,10 @@ __device__ __forceinline__ void key_range(const Attention& a, int64_t i, int64_t
 
 // scratch per (query, head, split): [max, sum, acc[dv]].
 __global__ void attention_split_kernel(Attention a, int splits, float* scratch) {
+  if (a.past_dev) {  // a replayed graph: this step's position
+    a.past = *a.past_dev;
+    a.len = a.past + a.tokens;
+  }
   extern __shared__ float shared[];
   float* q = shared;                     // [dk], q row as f32
   float* merge = shared + a.dk;          // [kWarps][dv]

@@ -68,6 +68,15 @@ __global__ void cast_kernel(moert_dtype from, const void* x, moert_dtype to, voi
   for (int64_t i = global_index(); i < n; i += global_stride()) cast_element(from, x, i, to, y, i);
 }
 
+__global__ void cast_at_past_kernel(moert_dtype from, const void* x, moert_dtype to, void* cache,
+                                    int64_t row, int64_t n, const int64_t* past) {
+  const int64_t first = *past * row;
+  for (int64_t i = global_index(); i < n; i += global_stride())
+    cast_element(from, x, i, to, cache, first + i);
+}
+
+__global__ void store_int64_kernel(int64_t* dst, int64_t v) { *dst = v; }
+
 __global__ void embedding_kernel(moert_dtype table_t, const void* table, moert_dtype ids_t,
                                  const void* ids, moert_dtype out_t, void* y, int64_t count,
                                  int64_t vocab, int64_t hidden, unsigned long long* error) {
@@ -136,6 +145,18 @@ void cast(cudaStream_t s, moert_dtype from, const void* x, moert_dtype to, void*
   if (n == 0) return;
   cast_kernel<<<grid_for(n), kThreads, 0, s>>>(from, x, to, y, n);
   check_launch("cast");
+}
+
+void cast_at_past(cudaStream_t s, moert_dtype from, const void* x, moert_dtype to, void* cache,
+                  int64_t row, int64_t n, const int64_t* past) {
+  if (n == 0) return;
+  cast_at_past_kernel<<<grid_for(n), kThreads, 0, s>>>(from, x, to, cache, row, n, past);
+  check_launch("cast_at_past");
+}
+
+void store_int64(cudaStream_t s, int64_t* dst, int64_t v) {
+  store_int64_kernel<<<1, 1, 0, s>>>(dst, v);
+  check_launch("store_int64");
 }
 
 void embedding(cudaStream_t s, moert_dtype table_t, const void* table, moert_dtype ids_t,

@@ -53,6 +53,13 @@ void swiglu(cudaStream_t s, moert_dtype t, const void* gate, const void* up, voi
 
 // y[i] = x[i] converted as the cast op defines (any dtype to any dtype).
 void cast(cudaStream_t s, moert_dtype from, const void* x, moert_dtype to, void* y, int64_t n);
+// The same into rows *past, *past + 1, ... of `cache` (rows of `row`
+// elements), with the past-token count read on the device: a KV-cache
+// write a replayed CUDA graph does at every step's own position.
+void cast_at_past(cudaStream_t s, moert_dtype from, const void* x, moert_dtype to, void* cache,
+                  int64_t row, int64_t n, const int64_t* past);
+// *dst = v, in stream order (the past-token count of a graph step).
+void store_int64(cudaStream_t s, int64_t* dst, int64_t v);
 
 // y[p, :] = table[ids[p], :] converted to out_t; an id outside [0, vocab)
 // records its position p in *error.
@@ -98,6 +105,10 @@ struct Attention {
   void* out = nullptr;          // [tokens, heads, dv]
   int64_t tokens = 0, heads = 0, kv_heads = 0, dk = 0, dv = 0;
   int64_t len = 0, past = 0;  // query i is at position past + i
+  // Set: past is *past_dev and len = past + tokens, read on the device, so
+  // a replayed CUDA graph attends at each step's own position (split
+  // kernel only; `splits` must then not depend on len).
+  const int64_t* past_dev = nullptr;
   Mask mask;
 };
 // The largest dv the kernel holds in registers (dk is limited only by

@@ -65,7 +65,17 @@ std::string check_attention(const NodeDesc& node) {
 class Attention final : public Kernel {
  public:
   explicit Attention(const NodeDesc& n)
-      : mask_(mask_of(n, 1.0 / std::sqrt(static_cast<double>(n.input(0).static_dim(2))))) {}
+      : mask_(mask_of(n, 1.0 / std::sqrt(static_cast<double>(n.input(0).static_dim(2))))),
+        capacity_(n.has_input(3) ? n.input(3).static_dim(0) : -1) {}
+
+  // With caches, where the new rows go and how many keys there are depend
+  // on P; read on the device (device_past) the launches do not.
+  bool launches_depend_on_past(bool device_past) const override {
+    return capacity_ >= 0 && !device_past;
+  }
+  void check_past(int64_t past) const override {
+    if (capacity_ >= 0) check_capacity(past, last_tokens_, capacity_);
+  }
 
   void run(ExecContext& ctx) override {
     const Tensor& q = ctx.in(0);
@@ -95,11 +105,20 @@ class Attention final : public Kernel {
       require(kc.dim(0) == vc.dim(0), "inputs 'k_cache' and 'v_cache' have different capacities");
       const int64_t past = ctx.symbols.past;
       check_capacity(past, tokens, kc.dim(0));
+      last_tokens_ = tokens;
       // This call's rows into the caches, then attend over rows 0..P+T-1.
-      launch::cast(ctx.stream(), k.dtype, k.data, kc.dtype,
-                   kc.bytes() + past * nkv * dk * kc.elem_size(), tokens * nkv * dk);
-      launch::cast(ctx.stream(), v.dtype, v.data, vc.dtype,
-                   vc.bytes() + past * nkv * dv * vc.elem_size(), tokens * nkv * dv);
+      if (ctx.device_past) {
+        launch::cast_at_past(ctx.stream(), k.dtype, k.data, kc.dtype, kc.data, nkv * dk,
+                             tokens * nkv * dk, ctx.device_past);
+        launch::cast_at_past(ctx.stream(), v.dtype, v.data, vc.dtype, vc.data, nkv * dv,
+                             tokens * nkv * dv, ctx.device_past);
+        a.past_dev = ctx.device_past;
+      } else {
+        launch::cast(ctx.stream(), k.dtype, k.data, kc.dtype,
+                     kc.bytes() + past * nkv * dk * kc.elem_size(), tokens * nkv * dk);
+        launch::cast(ctx.stream(), v.dtype, v.data, vc.dtype,
+                     vc.bytes() + past * nkv * dv * vc.elem_size(), tokens * nkv * dv);
+      }
       a.k_t = kc.dtype;
       a.k = kc.data;
       a.v_t = vc.dtype;
@@ -120,7 +139,7 @@ class Attention final : public Kernel {
     // split path, which spreads a long cache over the device.
     constexpr int64_t kTiledMinTokens = 16;
     const size_t max_shared = ctx.device().caps().shared_memory_per_block;
-    if (!baseline_kernels() && tokens >= kTiledMinTokens) {
+    if (!baseline_kernels() && tokens >= kTiledMinTokens && !a.past_dev) {
       if (ctx.device().caps().bf16_tensor_cores && launch::attention_tiled_tc_fits(a, max_shared)) {
         launch::attention_tiled_tc(ctx.stream(), a, max_shared);
         return;
@@ -130,7 +149,11 @@ class Attention final : public Kernel {
         return;
       }
     }
-    const int splits = launch::attention_splits(a, ctx.device().caps().multiprocessors);
+    // With P on the device the split count must not depend on it: plan for
+    // a full cache (pieces past the keys a step has are empty).
+    launch::Attention plan = a;
+    if (a.past_dev) plan.len = capacity_;
+    const int splits = launch::attention_splits(plan, ctx.device().caps().multiprocessors);
     DeviceBlock scratch = ctx.scratch(
         sizeof(float) * static_cast<uint64_t>(launch::attention_scratch_floats(a, splits)),
         "attention partial results");
@@ -139,6 +162,8 @@ class Attention final : public Kernel {
 
  private:
   launch::Mask mask_;
+  int64_t capacity_;         // the caches' rows; -1 without caches
+  int64_t last_tokens_ = 0;  // T of the last run, for check_past
 };
 
 std::string check_masked_softmax(const NodeDesc& node) {
@@ -183,6 +208,9 @@ std::string check_cache_update(const NodeDesc& node) {
 
 class CacheUpdate final : public Kernel {
  public:
+  // The output [P + T, ...] and the copy depend on P in any case.
+  bool launches_depend_on_past(bool) const override { return true; }
+
   void run(ExecContext& ctx) override {
     const Tensor& cache = ctx.in(0);
     const Tensor& x = ctx.in(1);
