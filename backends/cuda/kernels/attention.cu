@@ -256,6 +256,35 @@ __device__ __forceinline__ void load_tile(moert_dtype t, const void* src, int64_
   }
 }
 
+// The block's tile of the tiled kernels: queries q0 .. q0 + nq - 1 of
+// query head h, whose KV head is g.  Query tiles run in reverse: under a
+// causal mask the last tiles see the most keys, and starting them first
+// shortens the tail of the grid.
+struct QueryTile {
+  int64_t q0, h, g;
+  int nq;
+};
+__device__ __forceinline__ QueryTile query_tile(const Attention& a) {
+  QueryTile t;
+  t.q0 = (static_cast<int64_t>(gridDim.x) - 1 - blockIdx.x) * kTileQ;
+  t.h = blockIdx.y;
+  t.g = t.h / (a.heads / a.kv_heads);
+  t.nq = static_cast<int>(min(static_cast<int64_t>(kTileQ), a.tokens - t.q0));
+  return t;
+}
+
+// What turns a row's accumulated sum of p v (running max m, sum l) into its
+// output: the sink joins the denominator only, as attention_merge_kernel
+// computes it for a single piece; no allowed key and no sink gives 0.
+__device__ __forceinline__ float row_scale(const Attention& a, float sink, float m, float l) {
+  const float mx = fmaxf(sink, m);
+  float sum = a.sinks ? expf(sink - mx) : 0.0f;
+  const float factor = m == -INFINITY ? 0.0f : expf(m - mx);
+  if (m != -INFINITY) sum += l * factor;
+  const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
+  return factor * inv;
+}
+
 // NV: 64-column chunks of dv per row (dv <= 64 * NV).  Shared memory:
 // Q [64][ks], K [64][ks], V [64][64 NV], P [64][kTilePStride] floats.
 template <int NV>
@@ -269,12 +298,9 @@ __global__ void __launch_bounds__(kTiledThreads, 1) attention_tiled_kernel(Atten
   float* const ps = vts + kTileK * vs;
 
   const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
-  // Query tiles in reverse: under a causal mask the last tiles see the most
-  // keys, and starting them first shortens the tail of the grid.
-  const int64_t q0 = (static_cast<int64_t>(gridDim.x) - 1 - blockIdx.x) * kTileQ;
-  const int64_t h = blockIdx.y;
-  const int64_t g = h / (a.heads / a.kv_heads);
-  const int nq = static_cast<int>(min(static_cast<int64_t>(kTileQ), a.tokens - q0));
+  const QueryTile tile = query_tile(a);
+  const int64_t q0 = tile.q0, h = tile.h, g = tile.g;
+  const int nq = tile.nq;
   const int dk = static_cast<int>(a.dk), dv = static_cast<int>(a.dv);
   const int dk4 = (dk + 3) / 4 * 4;
 
@@ -407,18 +433,14 @@ __global__ void __launch_bounds__(kTiledThreads, 1) attention_tiled_kernel(Atten
   for (int r = 0; r < 4; ++r) {
     const int row = ty + 16 * r;
     if (row >= nq) continue;
-    const float mx = fmaxf(sink, m[r]);
-    float sum = a.sinks ? expf(sink - mx) : 0.0f;
-    const float factor = m[r] == -INFINITY ? 0.0f : expf(m[r] - mx);
-    if (m[r] != -INFINITY) sum += l[r] * factor;
-    const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
+    const float out_scale = row_scale(a, sink, m[r], l[r]);
     const int64_t out_row = ((q0 + row) * a.heads + h) * a.dv;
 #pragma unroll
     for (int v = 0; v < NV; ++v)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int col = 64 * v + 4 * tx + e;
-        if (col < dv) store_float(a.out_t, a.out, out_row + col, acc[r][v][e] * factor * inv);
+        if (col < dv) store_float(a.out_t, a.out, out_row + col, acc[r][v][e] * out_scale);
       }
   }
 }
@@ -553,11 +575,9 @@ __global__ void __launch_bounds__(kTiledThreads, 2) attention_tiled_tc_kernel(At
   float* const os = reinterpret_cast<float*>(tc_shared + L.o);
 
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  // Query tiles in reverse, as in the tiled kernel (the longest first).
-  const int64_t q0 = (static_cast<int64_t>(gridDim.x) - 1 - blockIdx.x) * kTileQ;
-  const int64_t h = blockIdx.y;
-  const int64_t g = h / (a.heads / a.kv_heads);
-  const int nq = static_cast<int>(min(static_cast<int64_t>(kTileQ), a.tokens - q0));
+  const QueryTile tile = query_tile(a);
+  const int64_t q0 = tile.q0, h = tile.h, g = tile.g;
+  const int nq = tile.nq;
   const int dk = static_cast<int>(a.dk), dv = static_cast<int>(a.dv);
 
   load_tile(a.q_t, a.q, (q0 * a.heads + h) * a.dk, a.heads * a.dk, nq, kTileQ, dk, L.dkp, qs,
@@ -665,14 +685,10 @@ __global__ void __launch_bounds__(kTiledThreads, 2) attention_tiled_tc_kernel(At
   for (int r = 0; r < kTcRows; ++r) {
     const int row = warp * kTcRows + r;
     if (row >= nq) continue;
-    const float mx = fmaxf(sink, m[r]);
-    float sum = a.sinks ? expf(sink - mx) : 0.0f;
-    const float factor = m[r] == -INFINITY ? 0.0f : expf(m[r] - mx);
-    if (m[r] != -INFINITY) sum += l[r] * factor;
-    const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
+    const float out_scale = row_scale(a, sink, m[r], l[r]);
     const int64_t out_row = ((q0 + row) * a.heads + h) * a.dv;
     for (int c = lane; c < dv; c += 32)
-      store_float(a.out_t, a.out, out_row + c, os[row * L.ldo + c] * factor * inv);
+      store_float(a.out_t, a.out, out_row + c, os[row * L.ldo + c] * out_scale);
   }
 #endif
 }
