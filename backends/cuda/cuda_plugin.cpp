@@ -371,16 +371,19 @@ void enqueue_steps(moert_executable_impl& exe, const moert_execute_args& args,
 }
 
 // What a step's launches depend on, but for P: T and every bound address
-// (the constants' are fixed for the executable's life).
+// (the constants' are fixed for the executable's life), with the size of
+// its buffer, so that a replay (which skips bind()'s range checks) sees
+// exactly the bindings its capture checked.
 std::vector<uint64_t> step_key(const moert_executable_impl& exe, const moert_execute_args& args,
                                const Symbols& symbols) {
   std::vector<uint64_t> key;
-  key.reserve(2 + exe.tensors.size());
+  key.reserve(1 + 2 * exe.tensors.size());
   key.push_back(static_cast<uint64_t>(symbols.tokens));
   for (size_t i = 0; i < exe.tensors.size(); ++i) {
     const moert_buffer_view& v = args.views[i];
     const bool bound = exe.tensors[i].kind != MOERT_TENSOR_CONSTANT && v.buffer;
     key.push_back(bound ? reinterpret_cast<uint64_t>(v.buffer->data) + v.offset : 0);
+    key.push_back(bound ? v.buffer->bytes : 0);
   }
   return key;
 }
