@@ -52,6 +52,8 @@ struct moert_executable_impl {
   // Whether a segment's launches depend on P (then it is captured again as
   // P grows; otherwise replayed unchanged, reading P from step_past).
   std::vector<bool> segment_uses_past;
+  // The tensors each segment's nodes read or write (their bindings key it).
+  std::vector<std::vector<uint32_t>> segment_tensors;
   moert::cuda::DeviceBlock step_past;  // int64: P of the graph step running
   ~moert_executable_impl() {
     if (host_errors) cudaFreeHost(host_errors);
@@ -259,12 +261,20 @@ moert_status cuda_prepare(int32_t index, const moert_graph_desc* g, moert_execut
     for (size_t i = 0; i < segments; ++i) {
       exe->graphs.push_back(std::make_unique<moert::cuda::StepGraph>());
       bool uses_past = false;
+      std::vector<uint32_t> tensors;
       for (size_t n = i * kGraphSegmentSteps;
            n < std::min(exe->steps.size(), (i + 1) * kGraphSegmentSteps); ++n) {
         const auto& step = exe->steps[n];
         uses_past = uses_past || step.past_in_shapes || step.kernel->launches_depend_on_past(true);
+        for (const std::vector<uint32_t>* list : {&step.inputs, &step.outputs})
+          for (uint32_t t : *list)
+            if (t != MOERT_NO_TENSOR && exe->tensors[t].kind != MOERT_TENSOR_CONSTANT)
+              tensors.push_back(t);
       }
+      std::sort(tensors.begin(), tensors.end());
+      tensors.erase(std::unique(tensors.begin(), tensors.end()), tensors.end());
       exe->segment_uses_past.push_back(uses_past);
+      exe->segment_tensors.push_back(std::move(tensors));
     }
     exe->step_past = DeviceBlock(d, sizeof(int64_t), "the step's past-token count");
     // The uploads read host memory that is only valid during this call.
@@ -370,22 +380,21 @@ void enqueue_steps(moert_executable_impl& exe, const moert_execute_args& args,
   }
 }
 
-// What a step's launches depend on, but for P: T and every bound address
-// (the constants' are fixed for the executable's life), with the size of
-// its buffer, so that a replay (which skips bind()'s range checks) sees
-// exactly the bindings its capture checked.
-std::vector<uint64_t> step_key(const moert_executable_impl& exe, const moert_execute_args& args,
-                               const Symbols& symbols) {
-  std::vector<uint64_t> key;
-  key.reserve(1 + 2 * exe.tensors.size());
-  key.push_back(static_cast<uint64_t>(symbols.tokens));
-  for (size_t i = 0; i < exe.tensors.size(); ++i) {
-    const moert_buffer_view& v = args.views[i];
-    const bool bound = exe.tensors[i].kind != MOERT_TENSOR_CONSTANT && v.buffer;
-    key.push_back(bound ? reinterpret_cast<uint64_t>(v.buffer->data) + v.offset : 0);
-    key.push_back(bound ? v.buffer->bytes : 0);
+// What a segment's launches depend on: T, P where `past` (a kernel or a
+// shape of the segment depends on it), and the binding of every tensor the
+// segment reads or writes (the constants' are fixed for the executable's
+// life), with its buffer's size, so that a replay, which skips bind()'s
+// range checks, sees exactly the bindings its capture checked.
+void segment_key(const moert_execute_args& args, const Symbols& symbols,
+                 const std::vector<uint32_t>& tensors, bool past, std::vector<uint64_t>* key) {
+  key->clear();
+  key->push_back(static_cast<uint64_t>(symbols.tokens));
+  if (past) key->push_back(static_cast<uint64_t>(symbols.past));
+  for (uint32_t t : tensors) {
+    const moert_buffer_view& v = args.views[t];
+    key->push_back(v.buffer ? reinterpret_cast<uint64_t>(v.buffer->data) + v.offset : 0);
+    key->push_back(v.buffer ? v.buffer->bytes : 0);
   }
-  return key;
 }
 
 moert_status cuda_execute(moert_executable exe, const moert_execute_args* args, moert_error* err) {
@@ -419,15 +428,13 @@ moert_status cuda_execute(moert_executable exe, const moert_execute_args* args, 
       }
       int64_t* device_past = exe->step_past.as<int64_t>();
       launch::store_int64(d.stream(), device_past, symbols.past);
-      const std::vector<uint64_t> base = step_key(*exe, *args, symbols);
-      std::vector<uint64_t> with_past = base;
-      with_past.push_back(static_cast<uint64_t>(symbols.past));
+      std::vector<uint64_t> key;
       for (size_t g = 0; g < exe->graphs.size() && done < total; ++g) {
         const size_t end = std::min(total, done + kGraphSegmentSteps);
-        const bool ok = exe->graphs[g]->run(
-            d, exe->segment_uses_past[g] ? with_past : base, [&](std::vector<DeviceBlock>* keep) {
-              enqueue_steps(*exe, *args, symbols, done, end, nullptr, keep, device_past);
-            });
+        segment_key(*args, symbols, exe->segment_tensors[g], exe->segment_uses_past[g], &key);
+        const bool ok = exe->graphs[g]->run(d, key, [&](std::vector<DeviceBlock>* keep) {
+          enqueue_steps(*exe, *args, symbols, done, end, nullptr, keep, device_past);
+        });
         if (!ok) {  // this segment cannot be captured: none of them run as graphs
           for (auto& other : exe->graphs) other->disable(exe->graphs[g]->disabled_reason());
           break;

@@ -13,7 +13,7 @@
 // read it on the device instead (attention writes its cache rows and
 // attends at *past, stored before each step): a segment whose kernels all
 // do (Kernel::launches_depend_on_past) and whose shapes have no P in them
-// is keyed on T and the bound addresses only, and is replayed unchanged
+// is keyed on T and its tensors' bindings only, and is replayed unchanged
 // step after step.  Any other segment is captured again when its key
 // changes (the host work of capturing is that of launching), and the
 // instantiated graph is updated in place with cudaGraphExecUpdate, which is
