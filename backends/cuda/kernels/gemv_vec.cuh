@@ -280,6 +280,17 @@ __device__ __forceinline__ void load_x4(const void* x, int64_t i, float (&f)[4])
   }
 }
 
+// Sets every sum of a per-lane accumulator array to 0.
+template <int M, int C, int R>
+__device__ __forceinline__ void zero(float (&a)[M][C][R]) {
+#pragma unroll
+  for (int m = 0; m < M; ++m)
+#pragma unroll
+    for (int c = 0; c < C; ++c)
+#pragma unroll
+      for (int r = 0; r < R; ++r) a[m][c][r] = 0.0f;
+}
+
 // dst[m][c][r] += x[r, c0 .. c0 + V) . chunk v[m][c] (unscaled).
 template <moert_dtype W, moert_dtype X, int R, int M, int C>
 __device__ __forceinline__ void chunk_products(const uint4 (&v)[M][C], const void* x, int64_t k,
@@ -336,12 +347,7 @@ __device__ __forceinline__ void chunks(const uint4* const (&row)[M][C],
     const int64_t c0 = static_cast<int64_t>(q + u * step) * chunk_elems(W);
     if constexpr (kScaled) {
       float part_sum[M][C][R];
-#pragma unroll
-      for (int m = 0; m < M; ++m)
-#pragma unroll
-        for (int c = 0; c < C; ++c)
-#pragma unroll
-          for (int r = 0; r < R; ++r) part_sum[m][c][r] = 0.0f;
+      zero(part_sum);
       chunk_products<W, X, R, M, C>(v[u], x, s.k, s.rows, c0, part_sum);
 #pragma unroll
       for (int m = 0; m < M; ++m)
@@ -372,12 +378,7 @@ __device__ __forceinline__ float columns(const unsigned char* const (&w)[M],
   static_assert(M * C * R <= 32, "one value per lane");
   constexpr bool kScaled = W == MOERT_DTYPE_F8_E4M3;
   float acc[M][C][R];
-#pragma unroll
-  for (int m = 0; m < M; ++m)
-#pragma unroll
-    for (int c = 0; c < C; ++c)
-#pragma unroll
-      for (int r = 0; r < R; ++r) acc[m][c][r] = 0.0f;
+  zero(acc);
 
   if (active) {
     const uint4* row[M][C];
