@@ -130,9 +130,6 @@ void register_attention_op(OpRegistry& r) {
   d.inputs = {{"q"},          {"k"}, {"v"}, {"k_cache", true, true}, {"v_cache", true, true},
               {"sinks", true}};
   d.outputs = {"out"};
-  d.attrs = {{"scale", AttrType::real, false},
-             {"causal", AttrType::integer, false},
-             {"window", AttrType::integer, false}};
   d.infer = [](const InferContext& ctx) {
     require_heads(ctx, 0, "input 'q' [T, nh, dk]");
     require_heads(ctx, 1, "input 'k' [T, nkv, dk]");
@@ -308,9 +305,6 @@ void register_masked_softmax(OpRegistry& r) {
   d.summary = "causal / sliding-window softmax of attention scores, with optional sinks";
   d.inputs = {{"scores"}, {"sinks", true}};
   d.outputs = {"y"};
-  d.attrs = {{"scale", AttrType::real, false},
-             {"causal", AttrType::integer, false},
-             {"window", AttrType::integer, false}};
   d.infer = [](const InferContext& ctx) {
     require_activation(ctx, 0, "input 'scores'");
     require_rank(ctx, 0, 3, "input 'scores' [nh, T, L]");

@@ -23,7 +23,6 @@ void register_cast(OpRegistry& r) {
   d.summary = "convert elements to another dtype";
   d.inputs = {{"x"}};
   d.outputs = {"y"};
-  d.attrs = {{"dtype", AttrType::string, true}};
   d.infer = [](const InferContext& ctx) {
     DType t = target_dtype(ctx.attrs(), "");
     return std::vector<ValueInfo>{{t, ctx.in(0).shape}};

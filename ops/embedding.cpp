@@ -38,7 +38,6 @@ void register_embedding(OpRegistry& registry) {
   d.summary = "gather rows of a table by integer id";
   d.inputs = {{"table"}, {"ids"}};
   d.outputs = {"y"};
-  d.attrs = {{"dtype", AttrType::string, false}};
   d.infer = [](const InferContext& ctx) {
     const ValueInfo& table = ctx.in(0);
     const ValueInfo& ids = ctx.in(1);

@@ -68,7 +68,6 @@ void register_reshape(OpRegistry& registry) {
   d.summary = "same elements, another shape (0 copies a dim, -1 infers one)";
   d.inputs = {{"x"}};
   d.outputs = {"y"};
-  d.attrs = {{"shape", AttrType::integers, true}};
   d.infer = [](const InferContext& ctx) {
     const ValueInfo& x = ctx.in(0);
     const std::vector<int64_t> spec = ctx.attrs().get_ints("shape");
@@ -136,9 +135,6 @@ void register_slice(OpRegistry& registry) {
   d.summary = "a contiguous range of indices along one axis";
   d.inputs = {{"x"}};
   d.outputs = {"y"};
-  d.attrs = {{"axis", AttrType::integer, true},
-             {"start", AttrType::integer, true},
-             {"length", AttrType::integer, true}};
   d.infer = [](const InferContext& ctx) {
     const ValueInfo& x = ctx.in(0);
     const size_t axis = axis_attr(ctx, x.shape);
@@ -179,7 +175,6 @@ void register_transpose(OpRegistry& registry) {
   d.summary = "permute the axes";
   d.inputs = {{"x"}};
   d.outputs = {"y"};
-  d.attrs = {{"perm", AttrType::integers, true}};
   d.infer = [](const InferContext& ctx) {
     const ValueInfo& x = ctx.in(0);
     const std::vector<int64_t> perm = ctx.attrs().get_ints("perm");
@@ -225,7 +220,6 @@ void register_repeat(OpRegistry& registry) {
   d.summary = "repeat each slice along an axis `times` times consecutively";
   d.inputs = {{"x"}};
   d.outputs = {"y"};
-  d.attrs = {{"axis", AttrType::integer, true}, {"times", AttrType::integer, true}};
   d.infer = [](const InferContext& ctx) {
     const ValueInfo& x = ctx.in(0);
     const size_t axis = axis_attr(ctx, x.shape);
@@ -259,7 +253,6 @@ void register_concat(OpRegistry& registry) {
   d.summary = "join two to four tensors along an axis";
   d.inputs = {{"a"}, {"b"}, {"c", true}, {"d", true}};
   d.outputs = {"y"};
-  d.attrs = {{"axis", AttrType::integer, true}};
   d.infer = [](const InferContext& ctx) {
     static const char* const kNames[] = {"a", "b", "c", "d"};
     const ValueInfo& a = ctx.in(0);

@@ -36,7 +36,6 @@ void register_linear_op(OpRegistry& registry) {
   d.summary = "x times the transpose of a (possibly fp8 block-scaled) weight, plus bias";
   d.inputs = {{"x"}, {"weight"}, {"bias", true}, {"weight_scale", true}};
   d.outputs = {"y"};
-  d.attrs = {{"block_size", AttrType::integers, false}, {"dtype", AttrType::string, false}};
   d.infer = [](const InferContext& ctx) {
     const ValueInfo& x = ctx.in(0);
     const ValueInfo& w = ctx.in(1);
@@ -116,7 +115,6 @@ void register_matmul(OpRegistry& registry) {
   d.summary = "batched matrix product, optionally with the second operand transposed";
   d.inputs = {{"a"}, {"b"}};
   d.outputs = {"y"};
-  d.attrs = {{"transpose_b", AttrType::integer, false}};
   d.infer = [](const InferContext& ctx) {
     const ValueInfo& a = ctx.in(0);
     const ValueInfo& b = ctx.in(1);

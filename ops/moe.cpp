@@ -176,7 +176,6 @@ void register_moe_op(OpRegistry& r) {
   d.summary = "routed SwiGLU experts (optionally fp8 block-scaled) plus optional shared expert";
   for (size_t i = 0; i < kNumInputs; ++i) d.inputs.push_back({input_names()[i], i >= kGateScale});
   d.outputs = {"out"};
-  d.attrs = {{"block_size", AttrType::integers, false}};
   d.infer = [](const InferContext& ctx) {
     const std::vector<int64_t> block = block_size(ctx.attrs());
     ctx.require(block.size() == 2 && block[0] > 0 && block[1] > 0,
@@ -364,7 +363,6 @@ void register_routing_dense(OpRegistry& r) {
   d.summary = "scatter top-k routing weights into a dense [T, E] matrix";
   d.inputs = {{"expert_ids"}, {"expert_weights"}};
   d.outputs = {"dense"};
-  d.attrs = {{"num_experts", AttrType::integer, true}};
   d.infer = [](const InferContext& ctx) {
     check_routing(ctx, 0, 1);
     const int64_t experts = ctx.attrs().get_int("num_experts");

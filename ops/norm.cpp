@@ -17,7 +17,6 @@ void register_norm(OpRegistry& registry) {
   d.summary = "root-mean-square normalisation over the last axis, times a weight";
   d.inputs = {{"x"}, {"weight"}};
   d.outputs = {"y"};
-  d.attrs = {{"eps", AttrType::real, false}};
   d.infer = [](const InferContext& ctx) {
     const ValueInfo& x = ctx.in(0);
     const ValueInfo& w = ctx.in(1);

@@ -145,18 +145,6 @@ void register_rope(OpRegistry& r) {
   d.summary = "rotary position embedding (NeoX or interleaved pairs; linear or YaRN scaling)";
   d.inputs = {{"x"}, {"positions"}};
   d.outputs = {"y"};
-  d.attrs = {{"theta", AttrType::real, true},
-             {"rotary_dim", AttrType::integer, false},
-             {"pairing", AttrType::string, false},
-             {"scaling", AttrType::string, false},
-             {"factor", AttrType::real, false},
-             {"original_max_position_embeddings", AttrType::integer, false},
-             {"beta_fast", AttrType::real, false},
-             {"beta_slow", AttrType::real, false},
-             {"mscale", AttrType::real, false},
-             {"mscale_all_dim", AttrType::real, false},
-             {"truncate", AttrType::integer, false},
-             {"attention_factor", AttrType::real, false}};
   d.infer = [](const InferContext& ctx) {
     const ValueInfo& x = ctx.in(0);
     const ValueInfo& pos = ctx.in(1);

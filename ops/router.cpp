@@ -131,10 +131,6 @@ void register_router(OpRegistry& r) {
   d.summary = "MoE top-k expert selection (softmax / sigmoid / GPT-OSS; grouped; DeepSeek bias)";
   d.inputs = {{"logits"}, {"bias", true}};
   d.outputs = {"expert_ids", "expert_weights"};
-  d.attrs = {{"top_k", AttrType::integer, true},       {"scoring", AttrType::string, false},
-             {"topk_method", AttrType::string, false}, {"n_group", AttrType::integer, false},
-             {"topk_group", AttrType::integer, false}, {"normalize", AttrType::integer, false},
-             {"normalize_eps", AttrType::real, false}, {"scaling_factor", AttrType::real, false}};
   d.infer = [](const InferContext& ctx) {
     require_float(ctx, 0, "input 'logits'");
     require_rank(ctx, 0, 2, "input 'logits' [T, E]");

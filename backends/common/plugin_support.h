@@ -114,6 +114,22 @@ inline bool dtype_is_float(moert_dtype t) {
          t == MOERT_DTYPE_F8_E4M3;
 }
 
+// The dtypes of activations (and of weights, which may also be fp8).
+inline bool is_activation(moert_dtype t) {
+  return t == MOERT_DTYPE_F32 || t == MOERT_DTYPE_BF16 || t == MOERT_DTYPE_F16;
+}
+inline bool is_weight_dtype(moert_dtype t) { return is_activation(t) || t == MOERT_DTYPE_F8_E4M3; }
+inline bool is_index(moert_dtype t) { return t == MOERT_DTYPE_I32 || t == MOERT_DTYPE_I64; }
+// A value of the moert_dtype enum (a description may carry anything).
+inline bool is_known_dtype(moert_dtype t) {
+  return static_cast<uint32_t>(t) <= static_cast<uint32_t>(MOERT_DTYPE_BOOL);
+}
+
+// Resolves an axis attribute that may count from the end.
+inline size_t resolve_axis(int64_t axis, size_t rank) {
+  return static_cast<size_t>(axis < 0 ? axis + static_cast<int64_t>(rank) : axis);
+}
+
 // Symbol values of one execution: T (tokens of the call) and P (cached).
 struct Symbols {
   int64_t tokens = 0;
@@ -163,6 +179,15 @@ class NodeDesc {
   }
 
   const char* op() const { return node_->op; }
+  const moert_node_desc* desc() const { return node_; }
+  // The version of the op's semantics the runtime asks for (1 before ABI 1.3).
+  uint32_t op_version() const {
+    return MOERT_ABI_HAS_MEMBER(node_, moert_node_desc, op_version) && node_->op_version
+               ? node_->op_version
+               : 1;
+  }
+  size_t num_attrs() const { return node_->num_attrs; }
+  const char* attr_name(size_t i) const { return node_->attrs[i]->name; }
   std::string name() const { return node_->name ? node_->name : ""; }
   size_t index() const { return index_; }
   size_t num_inputs() const { return node_->num_inputs; }

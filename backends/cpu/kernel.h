@@ -1,88 +1,58 @@
-// The CPU backend's kernel interface.  Each op is one file of kernels/ that
-// registers a KernelDef: a check (can this node, with these dtypes, shapes
-// and attributes, run here?) and a factory that builds the node's Kernel at
+// The CPU backend's kernel interface: the plugin kit's (backends/common/kit)
+// over host memory.  Each op is one file of kernels/ that registers a
+// KernelDef: a check (can this node, with these dtypes, shapes and
+// attributes, run here?) and a factory that builds the node's Kernel at
 // prepare time, when it may read and pre-pack constant inputs (weights).
 // At execute, Kernel::run() sees every input and output bound to host memory
 // with its shape resolved for this call's T and P.
 #pragma once
 
-#include <array>
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "kit/host.h"
+#include "kit/kernel.h"
 #include "plugin_support.h"
 
 namespace moert::cpu {
 
 using plugin::fail;
+using plugin::is_activation;
 using plugin::NodeDesc;
 using plugin::require;
 using plugin::Symbols;
 using plugin::TensorDesc;
 
-// A tensor bound for one execution: dense, row-major host memory.
-struct Tensor {
-  moert_dtype dtype = MOERT_DTYPE_F32;
-  uint32_t rank = 0;
-  std::array<int64_t, MOERT_MAX_RANK> shape{};
-  void* data = nullptr;  // nullptr: an absent optional input
+// The host: one device, "cpu:0".  Kernels share the OpenMP pool.
+struct Device {};
 
-  bool present() const { return data != nullptr; }
-  int64_t numel() const {
-    int64_t n = 1;
-    for (uint32_t i = 0; i < rank; ++i) n *= shape[i];
-    return n;
-  }
-  // Dim i; negative i counts from the end.
-  int64_t dim(int i) const {
-    return shape[static_cast<size_t>(i < 0 ? i + static_cast<int>(rank) : i)];
-  }
-  // Product of the dims before the last: the number of rows of a [..., N] tensor.
-  int64_t rows() const { return rank == 0 ? 1 : numel() / shape[rank - 1]; }
-  size_t nbytes() const { return static_cast<size_t>(numel()) * plugin::dtype_size(dtype); }
-  template <typename T>
-  T* as() const {
-    return static_cast<T*>(data);
-  }
+// The CPU backend as the kit sees it (cpu_plugin.cpp defines the functions).
+struct Backend : kit::HostMemory<Device> {
+  static constexpr const char* kName = "cpu";
+  static constexpr const char* kVersion = "oneDNN " MOERT_CPU_DNNL_VERSION;
+  struct ExecBase {
+    explicit ExecBase(Device&) {}
+  };
+  struct PrepareBase {
+    explicit PrepareBase(Device&) {}
+  };
+  static void init();
+  static void shutdown() {}
+  static int32_t device_count() { return 1; }
+  static Device& device(int32_t index);
+  static void describe(Device&, kit::DeviceDescription& d);
 };
 
-struct ExecContext {
-  std::vector<Tensor> inputs;  // absent optional inputs: data == nullptr
-  std::vector<Tensor> outputs;
-  Symbols symbols;
+using Tensor = kit::HostTensor;
+using ExecContext = kit::ExecContext<Backend>;
+using PrepareContext = kit::PrepareContext<Backend>;
+using Kernel = kit::Kernel<Backend>;
+using KernelDef = kit::KernelDef<Backend>;
+using KernelRegistration = kit::KernelRegistration<Backend>;
 
-  bool has(size_t i) const { return i < inputs.size() && inputs[i].present(); }
-  const Tensor& in(size_t i) const { return inputs[i]; }
-  const Tensor& out(size_t i) const { return outputs[i]; }
-};
-
-class Kernel {
- public:
-  virtual ~Kernel() = default;
-  // Computes the outputs.  Throws plugin::Failure (or another exception) on
-  // bad input found only at run time (an id out of range, a context
-  // overflow); the message need not name the node, the caller adds that.
-  virtual void run(const ExecContext& ctx) = 0;
-};
-
-struct KernelDef {
-  const char* op;
-  // Empty when the node can run here; otherwise the reason it cannot
-  // (reported by supports_node and in the runtime's fallback list).
-  std::string (*check)(const NodeDesc& node);
-  // Builds the node's kernel; called only for nodes check() accepted.
-  std::unique_ptr<Kernel> (*create)(const NodeDesc& node);
-};
-
-// The kernels of this backend, by op name.
-const KernelDef* find_kernel(const char* op);
-void register_kernel(const KernelDef& def);
-
-// Registers a KernelDef at load time, from a kernel file's namespace scope.
-struct KernelRegistration {
-  explicit KernelRegistration(const KernelDef& def) { register_kernel(def); }
-};
+// The kernel registered for `op`, or nullptr.
+inline const KernelDef* find_kernel(const char* op) { return kit::KernelTable<Backend>::find(op); }
 
 }  // namespace moert::cpu

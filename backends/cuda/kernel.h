@@ -1,5 +1,6 @@
-// The CUDA backend's kernel interface.  Each op family is one file of ops/
-// that registers KernelDefs: a check (can this node, with these dtypes,
+// The CUDA backend's kernel interface: the plugin kit's (backends/common/kit)
+// over device memory.  Each op family is one file of ops/ that registers
+// KernelDefs: a check (can this node, with these dtypes,
 // shapes and attributes, run here?) and a factory that builds the node's
 // Kernel at prepare.  At execute, Kernel::run() sees every input and output
 // bound to device memory with its shape resolved for this call's T and P,
@@ -22,13 +23,22 @@
 #include <vector>
 
 #include "device.h"
+#include "kit/buffers.h"
+#include "kit/device.h"
+#include "kit/kernel.h"
 #include "plugin_support.h"
 
 namespace moert::cuda {
 
+using kit::prod;
+using kit::shape_str;
 using plugin::fail;
+using plugin::is_activation;
+using plugin::is_index;
+using plugin::is_weight_dtype;
 using plugin::NodeDesc;
 using plugin::require;
+using plugin::resolve_axis;
 using plugin::Symbols;
 using plugin::TensorDesc;
 
@@ -36,97 +46,28 @@ using plugin::TensorDesc;
 inline constexpr unsigned long long kNoError = std::numeric_limits<unsigned long long>::max();
 
 // A tensor bound for one execution: dense, row-major device memory.
-struct Tensor {
-  moert_dtype dtype = MOERT_DTYPE_F32;
-  uint32_t rank = 0;
-  std::array<int64_t, MOERT_MAX_RANK> shape{};
+struct Tensor : kit::TensorShape {
   void* data = nullptr;
   bool bound = false;  // false: an absent optional input
 
   bool present() const { return bound; }
-  int64_t numel() const {
-    int64_t n = 1;
-    for (uint32_t i = 0; i < rank; ++i) n *= shape[i];
-    return n;
-  }
-  // Dim i; negative i counts from the end.
-  int64_t dim(int i) const {
-    return shape[static_cast<size_t>(i < 0 ? i + static_cast<int>(rank) : i)];
-  }
-  // The number of rows of a [..., N] tensor.
-  int64_t rows() const { return rank == 0 ? 1 : (dim(-1) ? numel() / dim(-1) : 0); }
-  uint64_t elem_size() const { return plugin::dtype_size(dtype); }
-  uint64_t nbytes() const { return static_cast<uint64_t>(numel()) * elem_size(); }
   char* bytes() const { return static_cast<char*>(data); }
 };
 
-class ExecContext;
-
-class Kernel {
- public:
-  virtual ~Kernel() = default;
-  // Enqueues the node's work.  Throws plugin::Failure on bad input found on
-  // the host (a context overflow); the caller prefixes the node's name.
-  virtual void run(ExecContext& ctx) = 0;
-  // The message for error slot `slot` (0-based within this kernel's slots)
-  // having recorded `position`; `ctx` is bound as in the failing run and the
-  // stream is idle.
-  virtual std::string describe_error(ExecContext& ctx, int slot, int64_t position) {
-    (void)ctx;
-    return "device kernel error " + std::to_string(slot) + " at position " +
-           std::to_string(position);
-  }
-  // Whether run() enqueues different work for another past-token count P
-  // (beyond what the shapes of its tensors say, which the executable checks
-  // itself).  `device_past`: ExecContext::device_past is set, and a kernel
-  // that reads P from there instead answers false.  A CUDA graph of steps
-  // that all answer false is replayed unchanged as P grows.
-  virtual bool launches_depend_on_past(bool device_past) const {
-    (void)device_past;
-    return false;
-  }
-  // The host-side checks of run() that depend on P (a context overflow),
-  // made before a graph is replayed without calling run().
-  virtual void check_past(int64_t past) const { (void)past; }
+// The backend's part of a kernel's PrepareContext (nothing beyond the kit's).
+struct PrepareBase {
+  explicit PrepareBase(Device& device) { device.activate(); }
 };
 
-// What a kernel factory gets at prepare.
-class PrepareContext {
+// The backend's part of a kernel's ExecContext: the stream, scratch memory,
+// error slots and P on the device.
+class ExecBase {
  public:
-  PrepareContext(Device& device, const NodeDesc& node, int error_base)
-      : device_(device), node_(node), error_base_(error_base) {}
-  Device& device() const { return device_; }
-  const NodeDesc& node() const { return node_; }
-  // Reserves `count` error slots; returns the first one's index in the
-  // executable's error array (ExecContext::error_slot turns it into a pointer).
-  int reserve_error_slots(int count) {
-    const int first = error_base_ + error_slots_;
-    error_slots_ += count;
-    return first;
-  }
-  int error_slots() const { return error_slots_; }
-
- private:
-  Device& device_;
-  const NodeDesc& node_;
-  int error_base_;
-  int error_slots_ = 0;
-};
-
-class ExecContext {
- public:
-  explicit ExecContext(Device& device) : device_(&device) {}
+  explicit ExecBase(Device& device) : device_(&device) {}
   Device& device() const { return *device_; }
   cudaStream_t stream() const { return device_->stream(); }
 
-  std::vector<Tensor> inputs;  // absent optional inputs: bound == false
-  std::vector<Tensor> outputs;
-  Symbols symbols;
   unsigned long long* errors = nullptr;  // the executable's error slots (device)
-
-  bool has(size_t i) const { return i < inputs.size() && inputs[i].present(); }
-  const Tensor& in(size_t i) const { return inputs[i]; }
-  const Tensor& out(size_t i) const { return outputs[i]; }
   unsigned long long* error_slot(int index) const { return errors + index; }
 
   // Scratch device memory for this node's run, back in the pool when the
@@ -153,48 +94,96 @@ class ExecContext {
   Device* device_;
 };
 
-struct KernelDef {
-  const char* op;
-  // Empty when the node can run here; otherwise the reason it cannot
-  // (reported by supports_node and in the runtime's fallback list).  Looks
-  // at the description only, so it needs no device.
-  std::string (*check)(const NodeDesc& node);
-  // Builds the node's kernel; called only for nodes check() accepted.
-  std::unique_ptr<Kernel> (*create)(PrepareContext& ctx);
+class StepGraph;
+}  // namespace moert::cuda
+namespace moert::kit {
+template <class B>
+class Executable;
+}  // namespace moert::kit
+namespace moert::cuda {
+
+// The CUDA backend as the kit sees it; cuda_plugin.cpp defines the device
+// functions and step_graph.cpp the CUDA-graph execution (planned, execute).
+struct Backend {
+  static constexpr const char* kName = "cuda";
+  static constexpr const char* kVersion =
+      "moert CUDA " MOERT_CUDA_PLUGIN_VERSION " (kernels for " MOERT_CUDA_ARCHITECTURES ")";
+  static constexpr bool kCopyMayOverlap = false;  // cudaMemcpy leaves overlap undefined
+  using Device = cuda::Device;
+  using Tensor = cuda::Tensor;
+  using Constant = DeviceBlock;  // uploaded once; the executable owns it
+  using ExecBase = cuda::ExecBase;
+  using PrepareBase = cuda::PrepareBase;
+  // A 64-bit word per slot; a device kernel records with atomicMin.
+  struct ErrorSlots {
+    DeviceBlock slots;
+    std::shared_ptr<unsigned long long> host;  // pinned mirror
+    int count = 0;
+    void allocate(Device& d, int n);
+    void attach(ExecBase& ctx) const { ctx.errors = slots.as<unsigned long long>(); }
+    std::vector<int64_t> read(Device& d);
+    void clear(Device& d);
+  };
+  // Decode steps as CUDA graphs, one per segment of kGraphSegmentSteps nodes.
+  struct Plan {
+    std::vector<std::unique_ptr<StepGraph>> graphs;
+    // Whether a segment's launches depend on P (then it is captured again as
+    // P grows; otherwise replayed unchanged, reading P from step_past).
+    std::vector<bool> segment_uses_past;
+    // The tensors each segment's nodes read or write (their bindings key it).
+    std::vector<std::vector<uint32_t>> segment_tensors;
+    DeviceBlock step_past;  // int64: P of the graph step running
+    Plan();
+    ~Plan();
+    Plan(Plan&&) noexcept;
+    Plan& operator=(Plan&&) noexcept;
+  };
+
+  static void init();
+  static void shutdown() { devices().clear(); }
+  static int32_t device_count() { return static_cast<int32_t>(devices().size()); }
+  static Device& device(int32_t index) { return cuda::device(index); }
+  static void describe(Device& d, kit::DeviceDescription& out);
+  static void* allocate(Device& d, uint64_t bytes);
+  static void release(Device& d, void* p) { d.release(p); }
+  static void write(Device& d, void* dst, uint64_t offset, const void* src, uint64_t bytes);
+  static void read(Device& d, const void* src, uint64_t offset, void* dst, uint64_t bytes);
+  static void copy(Device& d, const void* src, uint64_t src_offset, void* dst, uint64_t dst_offset,
+                   uint64_t bytes);
+  static void finish(Device& d);
+  static Constant make_constant(Device& d, const moert_tensor_desc& t, bool persist);
+  static void bind_constant(Tensor& t, const Constant& c) {
+    t.data = c.get();
+    t.bound = true;
+  }
+  static void bind_buffer(Tensor& t, const moert_buffer_impl& b, uint64_t offset) {
+    t.data = static_cast<char*>(b.handle) + offset;
+    t.bound = true;
+  }
+  // step_graph.cpp: the segments' graphs, and execution through them.
+  static void planned(kit::Executable<Backend>& exe);
+  static void execute(kit::Executable<Backend>& exe, const moert_execute_args& args,
+                      const Symbols& symbols, double* times);
+  static void freeing(kit::Executable<Backend>& exe);
+  static moert_extension_fn extension(const char* name);
 };
 
-const KernelDef* find_kernel(const char* op);
-void register_kernel(const KernelDef& def);
-// Every registered op name, for the testing interface.
-std::vector<std::string> kernel_ops();
+using ExecContext = kit::ExecContext<Backend>;
+using PrepareContext = kit::PrepareContext<Backend>;
+using Kernel = kit::Kernel<Backend>;
+using KernelDef = kit::KernelDef<Backend>;
+using KernelRegistration = kit::KernelRegistration<Backend>;
 
-struct KernelRegistration {
-  explicit KernelRegistration(const KernelDef& def) { register_kernel(def); }
-};
-
-// Why node `n` of `g` cannot run on this backend, or "" when it can.
-std::string unsupported_reason(const moert_graph_desc& g, size_t n);
+// Why node `n` of `g` cannot run on this backend (on no device in particular),
+// or "" when it can.
+inline std::string unsupported_reason(const moert_graph_desc& g, size_t n) {
+  return kit::unsupported_reason<Backend>(g, n, nullptr);
+}
+inline const KernelDef* find_kernel(const char* op) { return kit::KernelTable<Backend>::find(op); }
 
 // Helpers shared by the op files.
-inline bool is_activation(moert_dtype t) {
-  return t == MOERT_DTYPE_F32 || t == MOERT_DTYPE_BF16 || t == MOERT_DTYPE_F16;
-}
-inline bool is_weight_dtype(moert_dtype t) { return is_activation(t) || t == MOERT_DTYPE_F8_E4M3; }
 inline bool is_float(moert_dtype t) { return plugin::dtype_is_float(t); }
-inline bool is_index(moert_dtype t) { return t == MOERT_DTYPE_I32 || t == MOERT_DTYPE_I64; }
 inline std::string dtype_str(moert_dtype t) { return plugin::dtype_name(t); }
-// Resolves an axis attribute that may count from the end.
-inline size_t resolve_axis(int64_t axis, size_t rank) {
-  return static_cast<size_t>(axis < 0 ? axis + static_cast<int64_t>(rank) : axis);
-}
-// Product of dims [begin, end) of a bound tensor.
-inline int64_t prod(const Tensor& t, size_t begin, size_t end) {
-  int64_t n = 1;
-  for (size_t i = begin; i < end; ++i) n *= t.shape[i];
-  return n;
-}
-// "[2, 3]" of a bound tensor's shape, for messages.
-std::string shape_str(const Tensor& t);
 // A number as the reference kernels print it in messages ("nan", "1.5").
 std::string number_str(double v);
 // Element `i` of a bound tensor, read back from the device and widened (for

@@ -1,5 +1,5 @@
-// The plugin's testing interface: a few extern "C" symbols that
-// tests/unit/test_cuda_backend.cpp finds with dlsym.  They reach the host
+// The plugin's extensions (moert_backend_api::get_extension): its testing
+// interface, which tests/unit/test_cuda_backend.cpp looks up by name.  They reach the host
 // logic of the plugin (node checks, the kernel table, the GEMM plan cache)
 // without going through init(), so that logic is tested on a machine with
 // no GPU too; the device ones answer only after a successful init().
@@ -7,6 +7,7 @@
 #include <string>
 
 #include "kernel.h"
+#include "kit/plugin.h"
 #include "options.h"
 #include "step_graph.h"
 
@@ -16,13 +17,10 @@ void copy_text(const std::string& s, char* text, size_t capacity) {
   if (text && capacity) std::snprintf(text, capacity, "%s", s.c_str());
 }
 
-}  // namespace
-
 // 1 when node `node` of `graph` can run on this backend, else 0 with the
 // reason in `reason`.  Needs no device.
-extern "C" MOERT_BACKEND_EXPORT int moert_cuda_testing_check_node(const moert_graph_desc* graph,
-                                                                  size_t node, char* reason,
-                                                                  size_t capacity) {
+int moert_cuda_testing_check_node(const moert_graph_desc* graph, size_t node, char* reason,
+                                  size_t capacity) {
   const std::string why = node < graph->num_nodes ? moert::cuda::unsupported_reason(*graph, node)
                                                   : std::string("node index out of range");
   copy_text(why, reason, capacity);
@@ -30,14 +28,13 @@ extern "C" MOERT_BACKEND_EXPORT int moert_cuda_testing_check_node(const moert_gr
 }
 
 // 1 when the plugin has a kernel for `op`.  Needs no device.
-extern "C" MOERT_BACKEND_EXPORT int moert_cuda_testing_has_kernel(const char* op) {
+int moert_cuda_testing_has_kernel(const char* op) {
   return moert::cuda::find_kernel(op) != nullptr ? 1 : 0;
 }
 
 // One line describing device `device` (compute capability, SMs, memory,
 // shared memory, tensor cores, the architectures built for).
-extern "C" MOERT_BACKEND_EXPORT int moert_cuda_testing_capabilities(int32_t device, char* text,
-                                                                    size_t capacity) {
+int moert_cuda_testing_capabilities(int32_t device, char* text, size_t capacity) {
   moert_error err{};
   err.struct_size = sizeof(err);
   const moert_status s = moert::plugin::guarded(
@@ -47,8 +44,7 @@ extern "C" MOERT_BACKEND_EXPORT int moert_cuda_testing_capabilities(int32_t devi
 }
 
 // The GEMM plan cache of device `device`: plans held, hits and misses.
-extern "C" MOERT_BACKEND_EXPORT int moert_cuda_testing_gemm_plans(int32_t device, int64_t* plans,
-                                                                  int64_t* hits, int64_t* misses) {
+int moert_cuda_testing_gemm_plans(int32_t device, int64_t* plans, int64_t* hits, int64_t* misses) {
   moert_error err{};
   err.struct_size = sizeof(err);
   return moert::plugin::guarded(&err, [&] {
@@ -60,8 +56,7 @@ extern "C" MOERT_BACKEND_EXPORT int moert_cuda_testing_gemm_plans(int32_t device
 }
 
 // Bytes in use and cached by device `device`'s memory pool.
-extern "C" MOERT_BACKEND_EXPORT int moert_cuda_testing_pool(int32_t device, int64_t* in_use,
-                                                            int64_t* cached) {
+int moert_cuda_testing_pool(int32_t device, int64_t* in_use, int64_t* cached) {
   moert_error err{};
   err.struct_size = sizeof(err);
   return moert::plugin::guarded(&err, [&] {
@@ -75,10 +70,8 @@ extern "C" MOERT_BACKEND_EXPORT int moert_cuda_testing_pool(int32_t device, int6
 // instantiated, updated in place, replayed unchanged, and turned off
 // because a step could not be captured (its executable then launches node
 // by node).  Needs no device.
-extern "C" MOERT_BACKEND_EXPORT void moert_cuda_testing_graph_stats(int64_t* instantiated,
-                                                                    int64_t* updated,
-                                                                    int64_t* replayed,
-                                                                    int64_t* disabled) {
+void moert_cuda_testing_graph_stats(int64_t* instantiated, int64_t* updated, int64_t* replayed,
+                                    int64_t* disabled) {
   const auto& s = moert::cuda::step_graph_stats();
   *instantiated = static_cast<int64_t>(s.instantiated.load());
   *updated = static_cast<int64_t>(s.updated.load());
@@ -88,6 +81,20 @@ extern "C" MOERT_BACKEND_EXPORT void moert_cuda_testing_graph_stats(int64_t* ins
 
 // 1 when decode steps run as CUDA graphs (MOERT_CUDA_GRAPHS and
 // MOERT_CUDA_BASELINE_KERNELS allow it).  Needs no device.
-extern "C" MOERT_BACKEND_EXPORT int moert_cuda_testing_graphs_enabled() {
-  return moert::cuda::graphs_enabled() ? 1 : 0;
+int moert_cuda_testing_graphs_enabled() { return moert::cuda::graphs_enabled() ? 1 : 0; }
+
+}  // namespace
+
+moert_extension_fn moert::cuda::Backend::extension(const char* name) {
+  using moert::kit::extension_fn;
+  static const moert::kit::Extension table[] = {
+      {"moert_cuda_testing_check_node", extension_fn(moert_cuda_testing_check_node)},
+      {"moert_cuda_testing_has_kernel", extension_fn(moert_cuda_testing_has_kernel)},
+      {"moert_cuda_testing_capabilities", extension_fn(moert_cuda_testing_capabilities)},
+      {"moert_cuda_testing_gemm_plans", extension_fn(moert_cuda_testing_gemm_plans)},
+      {"moert_cuda_testing_pool", extension_fn(moert_cuda_testing_pool)},
+      {"moert_cuda_testing_graph_stats", extension_fn(moert_cuda_testing_graph_stats)},
+      {"moert_cuda_testing_graphs_enabled", extension_fn(moert_cuda_testing_graphs_enabled)},
+  };
+  return moert::kit::find_extension(table, name);
 }

@@ -1,5 +1,6 @@
-// The OpenCL backend's kernel interface.  Each op family is one file of ops/
-// that registers KernelDefs: a check (can this node, with these dtypes,
+// The OpenCL backend's kernel interface: the plugin kit's
+// (backends/common/kit) over cl_mem buffers.  Each op family is one file of
+// ops/ that registers KernelDefs: a check (can this node, with these dtypes,
 // shapes and attributes, run on this device?) and a factory that builds the
 // node's Kernel at prepare, when it creates its cl_kernel objects (building
 // the programs they come from) and may read constant inputs.  At execute,
@@ -24,13 +25,21 @@
 #include <vector>
 
 #include "device.h"
+#include "kit/buffers.h"
+#include "kit/device.h"
+#include "kit/kernel.h"
 #include "plugin_support.h"
 
 namespace moert::ocl {
 
+using kit::prod;
+using kit::shape_str;
 using plugin::fail;
+using plugin::is_activation;
+using plugin::is_weight_dtype;
 using plugin::NodeDesc;
 using plugin::require;
+using plugin::resolve_axis;
 using plugin::Symbols;
 using plugin::TensorDesc;
 
@@ -39,27 +48,11 @@ inline constexpr int32_t kNoError = std::numeric_limits<int32_t>::max();
 
 // A tensor bound for one execution: dense, row-major, at `offset` bytes into
 // `mem`.
-struct Tensor {
-  moert_dtype dtype = MOERT_DTYPE_F32;
-  uint32_t rank = 0;
-  std::array<int64_t, MOERT_MAX_RANK> shape{};
+struct Tensor : kit::TensorShape {
   cl_mem mem = nullptr;  // nullptr: an absent optional input
   uint64_t offset = 0;
 
   bool present() const { return mem != nullptr; }
-  int64_t numel() const {
-    int64_t n = 1;
-    for (uint32_t i = 0; i < rank; ++i) n *= shape[i];
-    return n;
-  }
-  // Dim i; negative i counts from the end.
-  int64_t dim(int i) const {
-    return shape[static_cast<size_t>(i < 0 ? i + static_cast<int>(rank) : i)];
-  }
-  // The number of rows of a [..., N] tensor.
-  int64_t rows() const { return rank == 0 ? 1 : (dim(-1) ? numel() / dim(-1) : 0); }
-  uint64_t elem_size() const { return plugin::dtype_size(dtype); }
-  uint64_t nbytes() const { return static_cast<uint64_t>(numel()) * elem_size(); }
 };
 
 // An owned cl_kernel.
@@ -151,66 +144,29 @@ class Args {
   cl_uint index_ = 0;
 };
 
-class ExecContext;
-
-class Kernel {
+// The backend's part of a kernel's PrepareContext: its programs.
+class PrepareBase {
  public:
-  virtual ~Kernel() = default;
-  // Enqueues the node's work.  Throws plugin::Failure on bad input found on
-  // the host (a context overflow); the caller prefixes the node's name.
-  virtual void run(ExecContext& ctx) = 0;
-  // The message for error slot `slot` (0-based within this kernel's slots)
-  // having recorded `position`; `ctx` is bound as in the failing run.
-  virtual std::string describe_error(ExecContext& ctx, int slot, int32_t position) {
-    (void)ctx;
-    return "device kernel error " + std::to_string(slot) + " at position " +
-           std::to_string(position);
-  }
-};
-
-// What a kernel factory gets at prepare.
-class PrepareContext {
- public:
-  PrepareContext(Device& device, const NodeDesc& node, int error_base)
-      : device_(device), node_(node), error_base_(error_base) {}
-  Device& device() const { return device_; }
-  const NodeDesc& node() const { return node_; }
+  explicit PrepareBase(Device& device) : device_(&device) {}
   // A kernel object from kernels/<file>.
   ClKernel kernel(const std::string& file, const char* name,
                   const std::string& extra_options = "") const {
-    return ClKernel(device_.kernel(file, name, extra_options));
+    return ClKernel(device_->kernel(file, name, extra_options));
   }
-  // Reserves `count` error slots for this node; returns the first one's
-  // index in the executable's error buffer (pass it to the kernel).
-  int reserve_error_slots(int count) {
-    const int first = error_base_ + error_slots_;
-    error_slots_ += count;
-    return first;
-  }
-  int error_slots() const { return error_slots_; }
 
  private:
-  Device& device_;
-  const NodeDesc& node_;
-  int error_base_;
-  int error_slots_ = 0;
+  Device* device_;
 };
 
-class ExecContext {
+// The backend's part of a kernel's ExecContext: the queue and launch helpers.
+class ExecBase {
  public:
-  explicit ExecContext(Device& device) : device_(&device) {}
+  explicit ExecBase(Device& device) : device_(&device) {}
   Device& device() const { return *device_; }
   cl_command_queue queue() const { return device_->queue(); }
 
-  std::vector<Tensor> inputs;  // absent optional inputs: mem == nullptr
-  std::vector<Tensor> outputs;
-  Symbols symbols;
   cl_mem errors = nullptr;       // the executable's error slots (int32 each)
   cl_mem placeholder = nullptr;  // a small buffer standing in for absent tensors
-
-  bool has(size_t i) const { return i < inputs.size() && inputs[i].present(); }
-  const Tensor& in(size_t i) const { return inputs[i]; }
-  const Tensor& out(size_t i) const { return outputs[i]; }
 
   Args args(const ClKernel& k) const { return Args(k.get(), placeholder); }
   // Enqueues `k` over `global` work-items (each rounded up to a multiple of
@@ -226,21 +182,61 @@ class ExecContext {
   Device* device_;
 };
 
-struct KernelDef {
-  const char* op;
-  // Empty when the node can run on `device`; otherwise the reason it cannot
-  // (reported by supports_node and in the runtime's fallback list).
-  std::string (*check)(const NodeDesc& node, const Device& device);
-  // Builds the node's kernel; called only for nodes check() accepted.
-  std::unique_ptr<Kernel> (*create)(PrepareContext& ctx);
+// The OpenCL backend as the kit sees it; opencl_plugin.cpp defines the
+// functions.
+struct Backend {
+  static constexpr const char* kName = "opencl";
+  static constexpr const char* kVersion = "moert OpenCL " MOERT_OPENCL_PLUGIN_VERSION;
+  static constexpr bool kCopyMayOverlap = false;
+  using Device = ocl::Device;
+  using Tensor = ocl::Tensor;
+  using Constant = ClBuffer;  // uploaded, or wrapping the host bytes on a CPU device
+  using ExecBase = ocl::ExecBase;
+  using PrepareBase = ocl::PrepareBase;
+  // An int32 per slot; a device kernel records with atomic_min.
+  struct ErrorSlots {
+    ClBuffer slots;
+    int count = 0;
+    void allocate(Device& d, int n);
+    void attach(ExecBase& ctx) const { ctx.errors = slots.get(); }
+    std::vector<int64_t> read(Device& d);
+    void clear(Device& d);
+  };
+  struct Plan {
+    ClBuffer placeholder;  // bound for absent tensors
+  };
+
+  static void init();
+  static void shutdown() { devices().clear(); }
+  static int32_t device_count() { return static_cast<int32_t>(devices().size()); }
+  static Device& device(int32_t index) { return ocl::device(index); }
+  static void describe(Device& d, kit::DeviceDescription& out);
+  static void* allocate(Device& d, uint64_t bytes) { return d.allocate(bytes); }
+  static void release(Device&, void* mem) { clReleaseMemObject(static_cast<cl_mem>(mem)); }
+  static void write(Device& d, void* dst, uint64_t offset, const void* src, uint64_t bytes);
+  static void read(Device& d, const void* src, uint64_t offset, void* dst, uint64_t bytes);
+  static void copy(Device& d, const void* src, uint64_t src_offset, void* dst, uint64_t dst_offset,
+                   uint64_t bytes);
+  static void finish(Device& d);
+  static Constant make_constant(Device& d, const moert_tensor_desc& t, bool persist);
+  static void bind_constant(Tensor& t, const Constant& c) { t.mem = c.get(); }
+  static void bind_buffer(Tensor& t, const moert_buffer_impl& b, uint64_t offset) {
+    t.mem = static_cast<cl_mem>(b.handle);
+    t.offset = offset;
+  }
+  template <class Executable>
+  static void planned(Executable& exe) {
+    exe.plan.placeholder = ClBuffer(exe.device->allocate(64));
+    for (auto& step : exe.steps) step.ctx.placeholder = exe.plan.placeholder.get();
+  }
+  static moert_extension_fn extension(const char* name);
 };
 
-const KernelDef* find_kernel(const char* op);
-void register_kernel(const KernelDef& def);
-
-struct KernelRegistration {
-  explicit KernelRegistration(const KernelDef& def) { register_kernel(def); }
-};
+using ExecContext = kit::ExecContext<Backend>;
+using PrepareContext = kit::PrepareContext<Backend>;
+using Kernel = kit::Kernel<Backend>;
+using KernelDef = kit::KernelDef<Backend>;
+using KernelRegistration = kit::KernelRegistration<Backend>;
 
 // Scratch slots of Device::scratch, one per buffer a node may hold at once.
 enum ScratchSlot : int {
@@ -262,27 +258,8 @@ enum ScratchSlot : int {
 };
 
 // Helpers shared by the op files.
-inline bool is_weight_dtype(moert_dtype t) {
-  return t == MOERT_DTYPE_F32 || t == MOERT_DTYPE_BF16 || t == MOERT_DTYPE_F16 ||
-         t == MOERT_DTYPE_F8_E4M3;
-}
-inline bool is_activation(moert_dtype t) {
-  return t == MOERT_DTYPE_F32 || t == MOERT_DTYPE_BF16 || t == MOERT_DTYPE_F16;
-}
 inline bool is_float(moert_dtype t) { return plugin::dtype_is_float(t); }
 inline std::string dtype_str(moert_dtype t) { return plugin::dtype_name(t); }
-// Resolves an axis attribute that may count from the end.
-inline size_t resolve_axis(int64_t axis, size_t rank) {
-  return static_cast<size_t>(axis < 0 ? axis + static_cast<int64_t>(rank) : axis);
-}
-// Product of dims [begin, end) of a bound tensor.
-inline int64_t prod(const Tensor& t, size_t begin, size_t end) {
-  int64_t n = 1;
-  for (size_t i = begin; i < end; ++i) n *= t.shape[i];
-  return n;
-}
-// "[2, 3]" of a bound tensor's shape, for messages.
-std::string shape_str(const Tensor& t);
 // Element `i` of a bound tensor, read back from the device and widened (for
 // error messages: the queue must be idle).
 double read_element(const ExecContext& ctx, const Tensor& t, int64_t i);

@@ -1,12 +1,12 @@
-// Internal entry points for the backend's own tests
-// (tests/unit/test_opencl_backend.cpp), exported beside the plugin entry
-// point but not part of the plugin ABI: they expose what the ABI does not
-// (a program build outside the cache, the cache counters, the capabilities,
-// the kernel table) so the tests can check them through dlsym.
+// The plugin's extensions (moert_backend_api::get_extension): what the ABI
+// does not expose (a program build outside the cache, the cache counters, the
+// capabilities, the kernel table), for the backend's own tests
+// (tests/unit/test_opencl_backend.cpp) and diagnostics.
 #include <cstdio>
 #include <cstring>
 
 #include "kernel.h"
+#include "kit/plugin.h"
 #include "program_cache.h"
 
 namespace {
@@ -16,15 +16,10 @@ int write_text(const std::string& text, char* out, size_t capacity) {
   return 0;
 }
 
-}  // namespace
-
-extern "C" {
-
 // Builds `source` (after common.cl) for device `device` with its usual
 // options, bypassing the cache.  Returns a moert_status; on failure `message`
 // holds the error, compiler log included.
-MOERT_BACKEND_EXPORT int moert_opencl_testing_build(int32_t device, const char* source,
-                                                    char* message, size_t capacity) {
+int moert_opencl_testing_build(int32_t device, const char* source, char* message, size_t capacity) {
   moert_error err{};
   err.struct_size = sizeof(err);
   const moert_status status = moert::plugin::guarded(&err, [&] {
@@ -38,10 +33,8 @@ MOERT_BACKEND_EXPORT int moert_opencl_testing_build(int32_t device, const char* 
 }
 
 // The program cache counters of this process.
-MOERT_BACKEND_EXPORT void moert_opencl_testing_cache_stats(int64_t* source_builds,
-                                                           int64_t* binary_loads,
-                                                           int64_t* cache_writes,
-                                                           double* build_seconds) {
+void moert_opencl_testing_cache_stats(int64_t* source_builds, int64_t* binary_loads,
+                                      int64_t* cache_writes, double* build_seconds) {
   const moert::ocl::CacheStats& s = moert::ocl::cache_stats();
   *source_builds = s.source_builds;
   *binary_loads = s.binary_loads;
@@ -50,13 +43,12 @@ MOERT_BACKEND_EXPORT void moert_opencl_testing_cache_stats(int64_t* source_build
 }
 
 // The cache directory in use ("" when off).
-MOERT_BACKEND_EXPORT int moert_opencl_testing_cache_directory(char* out, size_t capacity) {
+int moert_opencl_testing_cache_directory(char* out, size_t capacity) {
   return write_text(moert::ocl::cache_directory(), out, capacity);
 }
 
 // Device `device`'s capability summary and kernel style, or a message.
-MOERT_BACKEND_EXPORT int moert_opencl_testing_capabilities(int32_t device, char* out,
-                                                           size_t capacity) {
+int moert_opencl_testing_capabilities(int32_t device, char* out, size_t capacity) {
   moert_error err{};
   err.struct_size = sizeof(err);
   std::string text;
@@ -70,8 +62,20 @@ MOERT_BACKEND_EXPORT int moert_opencl_testing_capabilities(int32_t device, char*
 }
 
 // 1 when the backend has a kernel for `op`.
-MOERT_BACKEND_EXPORT int moert_opencl_testing_has_kernel(const char* op) {
-  return moert::ocl::find_kernel(op) != nullptr ? 1 : 0;
+int moert_opencl_testing_has_kernel(const char* op) {
+  return moert::kit::KernelTable<moert::ocl::Backend>::find(op) != nullptr ? 1 : 0;
 }
 
-}  // extern "C"
+}  // namespace
+
+moert_extension_fn moert::ocl::Backend::extension(const char* name) {
+  using moert::kit::extension_fn;
+  static const moert::kit::Extension table[] = {
+      {"moert_opencl_testing_build", extension_fn(moert_opencl_testing_build)},
+      {"moert_opencl_testing_cache_stats", extension_fn(moert_opencl_testing_cache_stats)},
+      {"moert_opencl_testing_cache_directory", extension_fn(moert_opencl_testing_cache_directory)},
+      {"moert_opencl_testing_capabilities", extension_fn(moert_opencl_testing_capabilities)},
+      {"moert_opencl_testing_has_kernel", extension_fn(moert_opencl_testing_has_kernel)},
+  };
+  return moert::kit::find_extension(table, name);
+}

@@ -155,6 +155,13 @@ static const char* check_node(const moert_graph_desc* graph, size_t index, templ
     *op = TEMPLATE_MUL;
   else
     return "the template backend runs only 'add' and 'mul'";
+  /* Since ABI 1.3 the runtime says which version of the op's semantics it
+   * means, and fills in every attribute's default: a node of a newer version,
+   * or with an attribute this backend was not written for ('add' and 'mul'
+   * have none), may mean something else, so it is refused. */
+  if (MOERT_ABI_HAS_MEMBER(node, moert_node_desc, op_version) && node->op_version > 1)
+    return "a newer version of the op than the template backend implements (1)";
+  if (node->num_attrs != 0) return "an attribute the template backend does not know";
   if (node->num_inputs != 2 || node->num_outputs != 1) return "expected 2 inputs and 1 output";
   if (node->inputs[0] >= graph->num_tensors || node->inputs[1] >= graph->num_tensors ||
       node->outputs[0] >= graph->num_tensors)
@@ -322,17 +329,26 @@ static moert_status template_synchronize(int32_t device, moert_error* err) {
   return MOERT_OK;
 }
 
+/* Optional (1.3): the plugin's own functions beyond the ABI, by name, e.g.
+ * diagnostics or the hooks of its tests.  The template has none. */
+static moert_extension_fn template_get_extension(const char* name) {
+  (void)name;
+  return NULL;
+}
+
 /* ------------------------------------------------------------------------ */
 /* Entry point                                                              */
 
 /* Built against this header's ABI version: sizeof() and the version macros
  * record which members this plugin knows. */
 static const moert_backend_api template_api = {
-    sizeof(moert_backend_api), MOERT_ABI_MAJOR,       MOERT_ABI_MINOR,        TEMPLATE_BACKEND_NAME,
-    TEMPLATE_BACKEND_VERSION,  template_init,         template_shutdown,      template_device_count,
-    template_device_info,      template_buffer_alloc, template_buffer_free,   template_buffer_write,
-    template_buffer_read,      template_buffer_copy,  template_supports_node, template_prepare,
-    template_executable_free,  template_execute,      template_synchronize,
+    sizeof(moert_backend_api), MOERT_ABI_MAJOR,          MOERT_ABI_MINOR,
+    TEMPLATE_BACKEND_NAME,     TEMPLATE_BACKEND_VERSION, template_init,
+    template_shutdown,         template_device_count,    template_device_info,
+    template_buffer_alloc,     template_buffer_free,     template_buffer_write,
+    template_buffer_read,      template_buffer_copy,     template_supports_node,
+    template_prepare,          template_executable_free, template_execute,
+    template_synchronize,      template_get_extension,
 };
 
 /* The runtime passes its ABI version.  Return NULL to refuse a runtime this

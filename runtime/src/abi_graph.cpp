@@ -1,6 +1,7 @@
 #include "abi_graph.h"
 
 #include "moert/error.h"
+#include "moert/op_registry.h"
 
 namespace moert {
 
@@ -59,8 +60,11 @@ AbiGraph::AbiGraph(const Graph& graph, const std::vector<size_t>& node_indices) 
     d->num_inputs = ins.size();
     d->outputs = outs.data();
     d->num_outputs = outs.size();
+    const OpDef* def = OpRegistry::global().find(node.op);
+    d->op_version = def ? def->version : 1;
     std::vector<const moert_attr*>& attrs = attr_lists_.emplace_back();
-    for (const auto& [name, value] : node.attrs.items()) {
+    const Attributes normalized = OpRegistry::global().normalized(node);
+    for (const auto& [name, value] : normalized.items()) {
       auto a = std::make_unique<moert_attr>();
       *a = {};
       a->struct_size = sizeof(moert_attr);
@@ -99,6 +103,7 @@ AbiGraph::AbiGraph(const Graph& graph, const std::vector<size_t>& node_indices) 
   desc_.nodes = nodes_.data();
   desc_.num_nodes = nodes_.size();
   desc_.flags = MOERT_GRAPH_CONSTANTS_PERSIST;
+  desc_.opset_version = MOERT_OPSET_VERSION;
 }
 
 Attributes attributes_from_abi(const moert_node_desc& node) {

@@ -1,6 +1,9 @@
 #include "moert/op_registry.h"
 
+#include <sstream>
+
 #include "moert/error.h"
+#include "op_schema.h"
 
 namespace moert {
 
@@ -41,8 +44,72 @@ const OpRegistry& OpRegistry::global() {
   return registry;
 }
 
+namespace {
+
+AttrType type_of(schema::AttrKind k) {
+  switch (k) {
+    case schema::AttrKind::integer:
+      return AttrType::integer;
+    case schema::AttrKind::real:
+      return AttrType::real;
+    case schema::AttrKind::string:
+      return AttrType::string;
+    case schema::AttrKind::integers:
+      return AttrType::integers;
+    case schema::AttrKind::reals:
+      return AttrType::reals;
+  }
+  return AttrType::integer;
+}
+
+// A default written as text in ops/op_schema.h, as a value of type `t`.
+AttrValue parse_default(AttrType t, const std::string& text) {
+  std::vector<std::string> items;
+  std::stringstream in(text);
+  for (std::string item; std::getline(in, item, ',');) items.push_back(item);
+  switch (t) {
+    case AttrType::integer:
+      return static_cast<int64_t>(std::stoll(text));
+    case AttrType::real:
+      return std::stod(text);
+    case AttrType::string:
+      return text;
+    case AttrType::integers: {
+      std::vector<int64_t> v;
+      for (const std::string& i : items) v.push_back(std::stoll(i));
+      return v;
+    }
+    case AttrType::reals: {
+      std::vector<double> v;
+      for (const std::string& i : items) v.push_back(std::stod(i));
+      return v;
+    }
+  }
+  return text;
+}
+
+std::vector<AttrSpec> attrs_from_schema(const schema::Op& op) {
+  std::vector<AttrSpec> out;
+  for (const schema::Attr& a : op.attrs) {
+    AttrSpec s{a.name, type_of(a.kind), a.required, std::nullopt, {}};
+    if (a.default_value) s.default_value = parse_default(s.type, a.default_value);
+    if (a.choices) {
+      std::stringstream in(a.choices);
+      for (std::string c; std::getline(in, c, '|');) s.choices.push_back(c);
+    }
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+}  // namespace
+
 void OpRegistry::add(OpDef def) {
   check(!def.name.empty(), "op without a name");
+  if (const schema::Op* op = schema::find_op(def.name.c_str())) {
+    def.attrs = attrs_from_schema(*op);
+    def.version = op->version;
+  }
   check(ops_.count(def.name) == 0, "op '" + def.name + "' registered twice");
   check(static_cast<bool>(def.infer), "op '" + def.name + "' has no inference function");
   check(static_cast<bool>(def.reference), "op '" + def.name + "' has no reference kernel");
@@ -123,6 +190,37 @@ std::vector<ValueInfo> OpRegistry::infer(const Node& node,
     throw Error(where() + "inference gave " + std::to_string(outs.size()) +
                 " outputs, schema has " + std::to_string(def->outputs.size()));
   return outs;
+}
+
+Attributes OpRegistry::normalized(const Node& node) const {
+  const OpDef* def = find(node.op);
+  if (!def) return node.attrs;
+  Attributes out = node.attrs;
+  for (const AttrSpec& s : def->attrs) {
+    if (!out.has(s.name)) {
+      if (s.default_value) out.set(s.name, *s.default_value);
+      continue;
+    }
+    const AttrValue& v = out.items().at(s.name);
+    if (s.type == AttrType::real && attr_type(v) == AttrType::integer)
+      out.set(s.name, static_cast<double>(std::get<int64_t>(v)));
+    else if (s.type == AttrType::reals && attr_type(v) == AttrType::integers) {
+      const auto& ints = std::get<std::vector<int64_t>>(v);
+      out.set(s.name, std::vector<double>(ints.begin(), ints.end()));
+    } else if (!s.choices.empty() && attr_type(v) == AttrType::string) {
+      const std::string& value = std::get<std::string>(v);
+      bool known = false;
+      std::string list;
+      for (const std::string& c : s.choices) {
+        known = known || c == value;
+        list += (list.empty() ? "\"" : ", \"") + c + "\"";
+      }
+      if (!known)
+        throw Error("node '" + node.name + "' (" + node.op + "): attribute '" + s.name +
+                    "' must be one of " + list + ", got \"" + value + "\"");
+    }
+  }
+  return out;
 }
 
 }  // namespace moert

@@ -54,7 +54,8 @@ void run_binary(const moert::Backend& backend, const char* op, float (*expected)
   node.outputs = outputs;
   node.num_outputs = 1;
   const moert_node_desc* node_ptrs[1] = {&node};
-  moert_graph_desc graph{sizeof(moert_graph_desc), tensor_ptrs, 3, node_ptrs, 1, 0};
+  moert_graph_desc graph{sizeof(moert_graph_desc), tensor_ptrs, 3, node_ptrs, 1, 0,
+                         MOERT_OPSET_VERSION};
 
   moert_error err = make_error();
   int32_t supported = 0;

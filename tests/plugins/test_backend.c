@@ -313,24 +313,27 @@ static moert_status tb_future_function(int32_t device, moert_error* err) {
 }
 
 TB_MAYBE_UNUSED static const tb_newer_api g_api = {
-    {sizeof(tb_newer_api), MOERT_ABI_MAJOR, MOERT_ABI_MINOR + 1, TB_NAME, "test-1.1",
-     TB_V1_MEMBERS},
+    {sizeof(tb_newer_api), MOERT_ABI_MAJOR, MOERT_ABI_MINOR + 1, TB_NAME, "test-1.1", TB_V1_MEMBERS,
+     NULL},
     tb_future_function,
     0xFFFFFFFFFFFFFFFFull};
 #define TB_TABLE (&g_api.v1)
 #else
+/* Built as a 1.2 plugin is: the table ends before get_extension (1.3), and
+ * says minor 2, so every test of these plugins also shows that a plugin of
+ * the previous minor version loads and runs. */
 TB_MAYBE_UNUSED static const moert_backend_api g_api = {
 #if defined(TB_SMALL_TABLE)
     offsetof(moert_backend_api, synchronize),
 #else
-    sizeof(moert_backend_api),
+    offsetof(moert_backend_api, get_extension),
 #endif
 #if defined(TB_BAD_MAJOR)
     MOERT_ABI_MAJOR + 1,
 #else
     MOERT_ABI_MAJOR,
 #endif
-    MOERT_ABI_MINOR,
+    2,
     TB_NAME,
     "test-1.0",
 #if defined(TB_MISSING_FN)
@@ -347,10 +350,11 @@ TB_MAYBE_UNUSED static const moert_backend_api g_api = {
     tb_prepare,
     tb_executable_free,
     NULL,
-    NULL
+    NULL,
 #else
-    TB_V1_MEMBERS
+    TB_V1_MEMBERS,
 #endif
+    NULL /* get_extension: beyond struct_size */
 };
 #define TB_TABLE (&g_api)
 #endif

@@ -4,8 +4,6 @@
 // access to a plugin's internal testing symbols.
 #pragma once
 
-#include <dlfcn.h>
-
 #include <string>
 #include <vector>
 
@@ -41,15 +39,14 @@ inline std::string run_error(const std::string& device, const std::string& op,
   });
 }
 
-// A symbol of a plugin's internal testing interface (its testing.cpp), or
-// nullptr.
+// An extension of a plugin (moert_backend_api::get_extension: its testing
+// interface, testing.cpp), or nullptr.
 template <typename F>
 F testing_symbol(moert::Backend* backend, const char* name) {
-  void* lib = dlopen(backend->path().c_str(), RTLD_NOW | RTLD_NOLOAD);
-  if (!lib) return nullptr;
-  F f = reinterpret_cast<F>(dlsym(lib, name));
-  dlclose(lib);  // the registry keeps its own reference
-  return f;
+  const moert_backend_api& api = backend->api();
+  if (!MOERT_ABI_HAS_MEMBER(&api, moert_backend_api, get_extension) || !api.get_extension)
+    return nullptr;
+  return reinterpret_cast<F>(api.get_extension(name));
 }
 
 }  // namespace moert::testing

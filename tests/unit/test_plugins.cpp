@@ -110,7 +110,7 @@ struct BinaryGraph {
     node.outputs = outputs;
     node.num_outputs = 1;
     node_ptrs[0] = &node;
-    graph = {sizeof(moert_graph_desc), tensor_ptrs, 3, node_ptrs, 1, 0};
+    graph = {sizeof(moert_graph_desc), tensor_ptrs, 3, node_ptrs, 1, 0, MOERT_OPSET_VERSION};
   }
   BinaryGraph(const BinaryGraph&) = delete;
   BinaryGraph& operator=(const BinaryGraph&) = delete;

@@ -113,7 +113,7 @@ std::string check(const NodeDesc& node) {
 
 class Argmax final : public Kernel {
  public:
-  void run(const ExecContext& ctx) override {
+  void run(ExecContext& ctx) override {
     const Tensor& x = ctx.in(0);
     const Tensor& y = ctx.out(0);
     const int64_t n = x.dim(-1);

@@ -101,7 +101,7 @@ class Attention final : public Kernel {
     mask_ = attn::mask_params(node, 1.0 / std::sqrt(static_cast<double>(dk_)));
   }
 
-  void run(const ExecContext& ctx) override {
+  void run(ExecContext& ctx) override {
     const Tensor& q = ctx.in(0);
     const Tensor& k = ctx.in(1);
     const Tensor& v = ctx.in(2);

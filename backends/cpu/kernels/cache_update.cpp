@@ -26,7 +26,7 @@ std::string check(const NodeDesc& node) {
 
 class CacheUpdate final : public Kernel {
  public:
-  void run(const ExecContext& ctx) override {
+  void run(ExecContext& ctx) override {
     const Tensor& cache = ctx.in(0);
     const Tensor& x = ctx.in(1);
     const Tensor& y = ctx.out(0);

@@ -352,7 +352,7 @@ std::string check(const NodeDesc& node) {
 
 class Cast final : public Kernel {
  public:
-  void run(const ExecContext& ctx) override {
+  void run(ExecContext& ctx) override {
     const Tensor& x = ctx.in(0);
     const Tensor& y = ctx.out(0);
     if (x.numel() != y.numel()) fail("output size differs from the input's");

@@ -235,10 +235,6 @@ char* byte_ptr_mut(const Tensor& t, int64_t element) {
   return static_cast<char*>(t.data) + static_cast<size_t>(element) * plugin::dtype_size(t.dtype);
 }
 
-bool is_activation(moert_dtype t) {
-  return t == MOERT_DTYPE_F32 || t == MOERT_DTYPE_BF16 || t == MOERT_DTYPE_F16;
-}
-
 std::string check_inputs(const NodeDesc& node) {
   for (size_t i = 0; i < node.num_inputs(); ++i) {
     if (!node.has_input(i)) continue;
@@ -300,7 +296,7 @@ BroadcastPlan plan_broadcast(const Tensor& a, const Tensor& b) {
 class BinaryKernel final : public Kernel {
  public:
   explicit BinaryKernel(Binary op) : op_(op) {}
-  void run(const ExecContext& ctx) override {
+  void run(ExecContext& ctx) override {
     const Tensor& a = ctx.in(0);
     const Tensor& b = ctx.in(1);
     const Tensor& y = ctx.out(0);
@@ -338,7 +334,7 @@ class BinaryKernel final : public Kernel {
 class UnaryKernel final : public Kernel {
  public:
   explicit UnaryKernel(Unary op) : op_(op) {}
-  void run(const ExecContext& ctx) override {
+  void run(ExecContext& ctx) override {
     const Tensor& x = ctx.in(0);
     const Tensor& y = ctx.out(0);
     parallel_for(x.numel(), kExpGrain, [&](int64_t begin, int64_t end) {
@@ -354,7 +350,7 @@ class UnaryKernel final : public Kernel {
 
 class Swiglu final : public Kernel {
  public:
-  void run(const ExecContext& ctx) override {
+  void run(ExecContext& ctx) override {
     const Tensor& g = ctx.in(0);
     const Tensor& y = ctx.out(0);
     const moert_dtype t = g.dtype;

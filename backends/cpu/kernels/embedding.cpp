@@ -15,10 +15,6 @@
 namespace moert::cpu {
 namespace {
 
-bool is_activation(moert_dtype t) {
-  return t == MOERT_DTYPE_F32 || t == MOERT_DTYPE_BF16 || t == MOERT_DTYPE_F16;
-}
-
 std::string check(const NodeDesc& node) {
   const TensorDesc table = node.input(0), ids = node.input(1);
   if (!is_activation(table.dtype()))
@@ -48,7 +44,7 @@ std::string position(const Tensor& ids, int64_t flat) {
 
 class Embedding final : public Kernel {
  public:
-  void run(const ExecContext& ctx) override {
+  void run(ExecContext& ctx) override {
     const Tensor& table = ctx.in(0);
     const Tensor& ids = ctx.in(1);
     const Tensor& y = ctx.out(0);

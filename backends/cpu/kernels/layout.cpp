@@ -86,7 +86,7 @@ std::string check_any(const NodeDesc& node) {
 
 class Reshape final : public Kernel {
  public:
-  void run(const ExecContext& ctx) override {
+  void run(ExecContext& ctx) override {
     const Tensor& x = ctx.in(0);
     const Tensor& y = ctx.out(0);
     if (x.numel() != y.numel())
@@ -106,7 +106,7 @@ class Slice final : public Kernel {
       : axis_(resolve_axis(node, node.input(0).rank())),
         start_(node.attr_int("start", 0)),
         length_(node.attr_int("length", 0)) {}
-  void run(const ExecContext& ctx) override {
+  void run(ExecContext& ctx) override {
     const Tensor& x = ctx.in(0);
     const Tensor& y = ctx.out(0);
     const int64_t dim = x.shape[axis_];
@@ -133,7 +133,7 @@ class Repeat final : public Kernel {
       : axis_(resolve_axis(node, node.input(0).rank())), times_(node.attr_int("times", 1)) {
     require(times_ >= 1, "attribute 'times' must be >= 1, got " + std::to_string(times_));
   }
-  void run(const ExecContext& ctx) override {
+  void run(ExecContext& ctx) override {
     const Tensor& x = ctx.in(0);
     const Tensor& y = ctx.out(0);
     // Slice j = (o, i) of x, o over the outer dims and i along axis, lands
@@ -165,7 +165,7 @@ class Repeat final : public Kernel {
 class Concat final : public Kernel {
  public:
   explicit Concat(const NodeDesc& node) : axis_(resolve_axis(node, node.input(0).rank())) {}
-  void run(const ExecContext& ctx) override {
+  void run(ExecContext& ctx) override {
     const Tensor& y = ctx.out(0);
     const int64_t outer = prod(y, 0, axis_);
     const int64_t inner_elements = prod(y, axis_ + 1, y.rank);
@@ -323,7 +323,7 @@ class Transpose final : public Kernel {
     }
     require(ok, "attribute 'perm' is not a permutation of the input's axes");
   }
-  void run(const ExecContext& ctx) override {
+  void run(ExecContext& ctx) override {
     const Tensor& x = ctx.in(0);
     const Tensor& y = ctx.out(0);
     const int64_t total = x.numel();

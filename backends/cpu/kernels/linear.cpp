@@ -16,10 +16,6 @@
 namespace moert::cpu {
 namespace {
 
-bool is_activation(moert_dtype t) {
-  return t == MOERT_DTYPE_F32 || t == MOERT_DTYPE_BF16 || t == MOERT_DTYPE_F16;
-}
-
 // Rows per chunk are chosen so the f32 copies of x and y stay near this.
 constexpr int64_t kChunkFloats = int64_t{8} << 20;
 
@@ -53,7 +49,7 @@ class Linear final : public Kernel {
     block_cols_ = block[1];
   }
 
-  void run(const ExecContext& ctx) override {
+  void run(ExecContext& ctx) override {
     const Tensor& x = ctx.in(0);
     const Tensor& w = ctx.in(1);
     const Tensor& y = ctx.out(0);

@@ -29,7 +29,7 @@ class MaskedSoftmax final : public Kernel {
  public:
   explicit MaskedSoftmax(const NodeDesc& node) : mask_(attn::mask_params(node, 1.0)) {}
 
-  void run(const ExecContext& ctx) override {
+  void run(ExecContext& ctx) override {
     const Tensor& x = ctx.in(0);
     const Tensor& y = ctx.out(0);
     const int64_t nh = x.dim(0), tokens = x.dim(1), len = x.dim(2);

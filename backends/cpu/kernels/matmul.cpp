@@ -21,10 +21,6 @@
 namespace moert::cpu {
 namespace {
 
-bool is_activation(moert_dtype t) {
-  return t == MOERT_DTYPE_F32 || t == MOERT_DTYPE_BF16 || t == MOERT_DTYPE_F16;
-}
-
 std::string check(const NodeDesc& node) {
   const TensorDesc a = node.input(0), b = node.input(1);
   if (!is_activation(a.dtype()) || !is_activation(b.dtype()))
@@ -50,7 +46,7 @@ class Matmul final : public Kernel {
  public:
   explicit Matmul(const NodeDesc& node) : transpose_b_(node.attr_int("transpose_b", 0) != 0) {}
 
-  void run(const ExecContext& ctx) override {
+  void run(ExecContext& ctx) override {
     const Tensor& a = ctx.in(0);
     const Tensor& b = ctx.in(1);
     const Tensor& y = ctx.out(0);

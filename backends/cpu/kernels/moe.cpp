@@ -40,10 +40,6 @@ constexpr int64_t kSlack = 16;
 // Tokens per chunk are chosen so the f32 intermediates stay near this.
 constexpr int64_t kChunkFloats = int64_t{16} << 20;
 
-bool is_activation(moert_dtype t) {
-  return t == MOERT_DTYPE_F32 || t == MOERT_DTYPE_BF16 || t == MOERT_DTYPE_F16;
-}
-
 bool is_weight(moert_dtype t) { return is_activation(t) || t == MOERT_DTYPE_F8_E4M3; }
 
 std::string check_weight(const NodeDesc& node, size_t w, size_t s, const char* name) {
@@ -139,7 +135,7 @@ class Moe final : public Kernel {
     if (node.has_input(kSharedGate)) shared_inter_ = node.input(kSharedGate).static_dim(0);
   }
 
-  void run(const ExecContext& ctx) override {
+  void run(ExecContext& ctx) override {
     const Tensor& x = ctx.in(kX);
     const Tensor& ids = ctx.in(kIds);
     const int64_t tokens = x.dim(0), hidden = hidden_, slots = ids.dim(1);

@@ -40,7 +40,7 @@ class RmsNorm final : public Kernel {
     eps_ = node.attr_float("eps", 1e-6);
   }
 
-  void run(const ExecContext& ctx) override {
+  void run(ExecContext& ctx) override {
     const Tensor& x = ctx.in(0);
     const Tensor& w = ctx.in(1);
     const Tensor& y = ctx.out(0);

@@ -54,7 +54,7 @@ class Rope final : public Kernel {
     }
   }
 
-  void run(const ExecContext& ctx) override {
+  void run(ExecContext& ctx) override {
     const Tensor& x = ctx.in(0);
     const Tensor& pos = ctx.in(1);
     const Tensor& y = ctx.out(0);

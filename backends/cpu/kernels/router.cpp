@@ -56,7 +56,7 @@ class Router final : public Kernel {
     if (!problem.empty()) fail(problem);
   }
 
-  void run(const ExecContext& ctx) override {
+  void run(ExecContext& ctx) override {
     const Tensor& logits = ctx.in(0);
     const int64_t tokens = logits.dim(0), experts = logits.dim(1);
     require(experts == experts_, "input 'logits' has " + std::to_string(experts) +

@@ -26,7 +26,7 @@ class RoutingDense final : public Kernel {
  public:
   explicit RoutingDense(const NodeDesc& node) : experts_(node.attr_int("num_experts", 0)) {}
 
-  void run(const ExecContext& ctx) override {
+  void run(ExecContext& ctx) override {
     const Tensor& ids = ctx.in(0);
     const Tensor& w = ctx.in(1);
     const Tensor& out = ctx.out(0);

@@ -10,10 +10,6 @@
 namespace moert::cpu {
 namespace {
 
-bool is_activation(moert_dtype t) {
-  return t == MOERT_DTYPE_F32 || t == MOERT_DTYPE_BF16 || t == MOERT_DTYPE_F16;
-}
-
 std::string check(const NodeDesc& node) {
   if (!is_activation(node.input(0).dtype()))
     return std::string("softmax of ") + plugin::dtype_name(node.input(0).dtype());
@@ -22,7 +18,7 @@ std::string check(const NodeDesc& node) {
 
 class Softmax final : public Kernel {
  public:
-  void run(const ExecContext& ctx) override {
+  void run(ExecContext& ctx) override {
     const Tensor& x = ctx.in(0);
     const Tensor& y = ctx.out(0);
     const int64_t n = x.rank == 0 ? 1 : x.dim(-1), rows = x.rows();

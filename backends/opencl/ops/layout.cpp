@@ -234,7 +234,7 @@ class Embedding final : public Kernel {
     const size_t local0 = hidden >= wg ? wg : 1;
     ctx.launch(k_, {hidden, positions}, {local0, local0 == 1 ? std::min<size_t>(wg, 16) : 1});
   }
-  std::string describe_error(ExecContext& ctx, int, int32_t position) override {
+  std::string describe_error(ExecContext& ctx, int, int64_t position) override {
     const Tensor &table = ctx.in(0), &ids = ctx.in(1);
     const int64_t id = static_cast<int64_t>(read_element(ctx, ids, position));
     return "input 'ids' holds id " + std::to_string(id) + " at position " +

@@ -164,7 +164,7 @@ class Moe final : public Kernel {
       run_per_token(ctx, xf);
   }
 
-  std::string describe_error(ExecContext& ctx, int, int32_t position) override {
+  std::string describe_error(ExecContext& ctx, int, int64_t position) override {
     const Tensor& ids = ctx.in(kIds);
     const int64_t k = ids.dim(1);
     return "input 'expert_ids'[" + std::to_string(position / k) + ", " +

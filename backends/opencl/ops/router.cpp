@@ -91,7 +91,7 @@ class Router final : public Kernel {
     const size_t wg = ctx.device().style() == KernelStyle::cpu ? 1 : 64;
     ctx.launch(k_, {static_cast<size_t>(tokens)}, {wg});
   }
-  std::string describe_error(ExecContext& ctx, int slot, int32_t position) override {
+  std::string describe_error(ExecContext& ctx, int slot, int64_t position) override {
     if (slot == 0)
       return "input 'bias'[" + std::to_string(position) +
              "] = " + number(read_element(ctx, ctx.in(1), position)) + " is not finite";
@@ -140,7 +140,7 @@ class RoutingDense final : public Kernel {
     const size_t wg = ctx.device().style() == KernelStyle::cpu ? 1 : 64;
     ctx.launch(k_, {static_cast<size_t>(tokens)}, {wg});
   }
-  std::string describe_error(ExecContext& ctx, int, int32_t position) override {
+  std::string describe_error(ExecContext& ctx, int, int64_t position) override {
     const int64_t k = ctx.in(0).dim(1);
     return "input 'expert_ids'[" + std::to_string(position / k) + ", " +
            std::to_string(position % k) +

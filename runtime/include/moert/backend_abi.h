@@ -36,7 +36,7 @@ extern "C" {
 #endif
 
 #define MOERT_ABI_MAJOR 1
-#define MOERT_ABI_MINOR 2
+#define MOERT_ABI_MINOR 3
 
 /* The symbol every plugin exports (see moert_backend_entry_fn). */
 #define MOERT_BACKEND_ENTRY_SYMBOL "moert_backend_entry"
@@ -124,6 +124,10 @@ typedef struct moert_tensor_desc {
   uint64_t data_bytes;
 } moert_tensor_desc;
 
+/* The op-set version this header describes: the largest op_version of any op
+ * in docs/ops.md.  Grows when an op's semantics change. */
+#define MOERT_OPSET_VERSION 1
+
 /* ------------------------------------------------------------------------ */
 /* Nodes                                                                    */
 
@@ -160,6 +164,17 @@ typedef struct moert_node_desc {
   size_t num_inputs;
   const uint32_t* outputs;
   size_t num_outputs;
+  /* Since 1.3: the version of the op's semantics (docs/ops.md gives each op's
+   * history; every op starts at 1 and the number grows when the op gains an
+   * attribute or changes what it computes).  A plugin answers "unsupported"
+   * for a node whose op_version is newer than the one its kernel implements,
+   * and for an attribute it does not know.  Absent (a 1.2 runtime): 1.
+   *
+   * Also since 1.3, the runtime normalises attributes before they cross the
+   * ABI: every optional attribute with a default is present with that
+   * default, and enum strings and values have been checked against the op's
+   * schema, so a plugin reads values and need not re-apply defaults. */
+  uint32_t op_version;
 } moert_node_desc;
 
 /* moert_graph_desc::flags */
@@ -176,6 +191,10 @@ typedef struct moert_graph_desc {
   const moert_node_desc* const* nodes;
   size_t num_nodes;
   uint32_t flags; /* MOERT_GRAPH_* */
+  /* Since 1.3: the op-set version of the runtime that described the graph
+   * (MOERT_OPSET_VERSION as it was built), for messages and diagnostics; the
+   * per-node op_version is what decides support. */
+  uint32_t opset_version;
 } moert_graph_desc;
 
 /* ------------------------------------------------------------------------ */
@@ -229,6 +248,9 @@ typedef struct moert_execute_args {
   size_t num_node_seconds;
 } moert_execute_args;
 
+/* What get_extension returns: cast to the documented type before calling. */
+typedef void (*moert_extension_fn)(void);
+
 /* The function table a plugin returns.  Members may be appended in later
  * minor versions; check with MOERT_ABI_HAS_MEMBER before use. */
 typedef struct moert_backend_api {
@@ -275,6 +297,15 @@ typedef struct moert_backend_api {
    * synchronize() waits.  Reads of buffers after synchronize() see results. */
   moert_status (*execute)(moert_executable exe, const moert_execute_args* args, moert_error* err);
   moert_status (*synchronize)(int32_t device, moert_error* err);
+
+  /* Since 1.3, optional (may be NULL): a plugin's extensions, in the manner
+   * of get_proc_address.  Returns the function named `name`, or NULL when the
+   * plugin has none by that name.  The runtime never needs one; they carry
+   * what is not part of this ABI (a plugin's own diagnostics and the hooks
+   * its tests use), so nothing beyond the entry point is exported.  The
+   * caller casts the result to the function type the plugin documents for
+   * that name. */
+  moert_extension_fn (*get_extension)(const char* name);
 } moert_backend_api;
 
 /* The entry point.  The runtime passes its own ABI version; a plugin may

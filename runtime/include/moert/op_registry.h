@@ -6,6 +6,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -21,10 +22,14 @@ struct InputSpec {
   bool mutated = false;  // the kernel writes this (state) input in place
 };
 
+// An attribute of an op's schema.  The schemas of the built-in ops come from
+// ops/op_schema.h, which the in-tree plugins read too.
 struct AttrSpec {
   std::string name;
   AttrType type = AttrType::integer;
   bool required = false;
+  std::optional<AttrValue> default_value;  // filled in when absent (normalized())
+  std::vector<std::string> choices;        // an enum string's values; empty: any
 };
 
 // What inference sees of a node: its attributes and its inputs' info.
@@ -71,7 +76,8 @@ struct KernelContext {
 
 struct OpDef {
   std::string name;
-  std::string summary;  // one line, for listings
+  uint32_t version = 1;  // of the op's semantics (ops/op_schema.h)
+  std::string summary;   // one line, for listings
   std::vector<InputSpec> inputs;
   std::vector<std::string> outputs;
   std::vector<AttrSpec> attrs;  // unknown attributes are rejected
@@ -90,7 +96,9 @@ class OpRegistry {
   // The registry holding every op of ops/.
   static const OpRegistry& global();
 
-  void add(OpDef def);  // throws on a duplicate name
+  // Throws on a duplicate name.  An op listed in ops/op_schema.h takes its
+  // attributes and version from there.
+  void add(OpDef def);
   const OpDef* find(const std::string& name) const;
   // Throws moert::Error listing the known ops when `name` is unknown.
   const OpDef& get(const std::string& name) const;
@@ -99,6 +107,11 @@ class OpRegistry {
   // Checks input count and attributes against the schema, then runs the op's
   // inference.  Throws moert::Error naming the node.
   std::vector<ValueInfo> infer(const Node& node, const std::vector<const ValueInfo*>& inputs) const;
+
+  // The node's attributes as they cross the plugin ABI: every optional
+  // attribute with a default present, integers given for reals widened, enum
+  // strings checked.  Throws moert::Error naming the node and attribute.
+  Attributes normalized(const Node& node) const;
 
  private:
   std::map<std::string, OpDef> ops_;

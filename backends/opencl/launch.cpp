@@ -1,4 +1,4 @@
-// The kernel table of the OpenCL backend and the launch helpers of kernel.h.
+// The launch helpers of kernel.h.
 #include <cmath>
 #include <cstring>
 
@@ -7,13 +7,6 @@
 namespace moert::ocl {
 namespace {
 
-// A function-local static, so registrations from other files' static
-// initialisers never run before the table exists.
-std::vector<KernelDef>& table() {
-  static std::vector<KernelDef> defs;
-  return defs;
-}
-
 std::string kernel_name(cl_kernel k) {
   char name[128] = {};
   clGetKernelInfo(k, CL_KERNEL_FUNCTION_NAME, sizeof(name) - 1, name, nullptr);
@@ -21,14 +14,6 @@ std::string kernel_name(cl_kernel k) {
 }
 
 }  // namespace
-
-void register_kernel(const KernelDef& def) { table().push_back(def); }
-
-const KernelDef* find_kernel(const char* op) {
-  for (const KernelDef& d : table())
-    if (std::strcmp(d.op, op) == 0) return &d;
-  return nullptr;
-}
 
 Args& Args::set(size_t size, const void* value) {
   const cl_int status = clSetKernelArg(k_, index_, size, value);
@@ -39,8 +24,8 @@ Args& Args::set(size_t size, const void* value) {
   return *this;
 }
 
-void ExecContext::launch(const ClKernel& k, std::initializer_list<size_t> global,
-                         std::initializer_list<size_t> local) const {
+void ExecBase::launch(const ClKernel& k, std::initializer_list<size_t> global,
+                      std::initializer_list<size_t> local) const {
   require(global.size() == local.size() && global.size() >= 1 && global.size() <= 3,
           "internal: launch dimensions", MOERT_ERR_INTERNAL);
   size_t g[3] = {1, 1, 1}, l[3] = {1, 1, 1};
@@ -58,15 +43,15 @@ void ExecContext::launch(const ClKernel& k, std::initializer_list<size_t> global
   if (status != CL_SUCCESS) fail_cl(status, "launching kernel '" + kernel_name(k.get()) + "'");
 }
 
-void ExecContext::copy(cl_mem src, uint64_t src_offset, cl_mem dst, uint64_t dst_offset,
-                       uint64_t bytes) const {
+void ExecBase::copy(cl_mem src, uint64_t src_offset, cl_mem dst, uint64_t dst_offset,
+                    uint64_t bytes) const {
   if (bytes == 0) return;
   check_cl(
       clEnqueueCopyBuffer(queue(), src, dst, src_offset, dst_offset, bytes, 0, nullptr, nullptr),
       "copying " + std::to_string(bytes) + " bytes on the device");
 }
 
-void ExecContext::read(cl_mem src, uint64_t offset, void* dst, uint64_t bytes) const {
+void ExecBase::read(cl_mem src, uint64_t offset, void* dst, uint64_t bytes) const {
   if (bytes == 0) return;
   check_cl(clEnqueueReadBuffer(queue(), src, CL_TRUE, offset, bytes, dst, 0, nullptr, nullptr),
            "reading " + std::to_string(bytes) + " bytes back from the device");
@@ -109,12 +94,6 @@ double read_element(const ExecContext& ctx, const Tensor& t, int64_t i) {
     default:
       return static_cast<double>(raw);
   }
-}
-
-std::string shape_str(const Tensor& t) {
-  std::string s = "[";
-  for (uint32_t i = 0; i < t.rank; ++i) s += (i ? ", " : "") + std::to_string(t.shape[i]);
-  return s + "]";
 }
 
 }  // namespace moert::ocl
