@@ -46,13 +46,6 @@ struct Backend : kit::HostMemory<Device> {
 };
 
 using Tensor = kit::HostTensor;
-using ExecContext = kit::ExecContext<Backend>;
-using PrepareContext = kit::PrepareContext<Backend>;
-using Kernel = kit::Kernel<Backend>;
-using KernelDef = kit::KernelDef<Backend>;
-using KernelRegistration = kit::KernelRegistration<Backend>;
-
-// The kernel registered for `op`, or nullptr.
-inline const KernelDef* find_kernel(const char* op) { return kit::KernelTable<Backend>::find(op); }
+MOERT_KIT_KERNEL_NAMES(Backend)
 
 }  // namespace moert::cpu

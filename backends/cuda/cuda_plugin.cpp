@@ -17,14 +17,7 @@
 
 namespace moert::cuda {
 
-void Backend::init() {
-  try {
-    discover_devices();
-  } catch (...) {
-    devices().clear();
-    throw;
-  }
-}
+void Backend::init() { discover_devices(); }
 
 void Backend::describe(Device& d, kit::DeviceDescription& out) {
   out.name = d.caps().name;

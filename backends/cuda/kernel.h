@@ -165,21 +165,15 @@ struct Backend {
   static void execute(kit::Executable<Backend>& exe, const moert_execute_args& args,
                       const Symbols& symbols, double* times);
   static void freeing(kit::Executable<Backend>& exe);
-  static moert_extension_fn extension(const char* name);
 };
 
-using ExecContext = kit::ExecContext<Backend>;
-using PrepareContext = kit::PrepareContext<Backend>;
-using Kernel = kit::Kernel<Backend>;
-using KernelDef = kit::KernelDef<Backend>;
-using KernelRegistration = kit::KernelRegistration<Backend>;
+MOERT_KIT_KERNEL_NAMES(Backend)
 
 // Why node `n` of `g` cannot run on this backend (on no device in particular),
 // or "" when it can.
 inline std::string unsupported_reason(const moert_graph_desc& g, size_t n) {
   return kit::unsupported_reason<Backend>(g, n, nullptr);
 }
-inline const KernelDef* find_kernel(const char* op) { return kit::KernelTable<Backend>::find(op); }
 
 // Helpers shared by the op files.
 inline bool is_float(moert_dtype t) { return plugin::dtype_is_float(t); }

@@ -13,6 +13,8 @@
 
 namespace {
 
+using Registration = moert::kit::ExtensionRegistration<moert::cuda::Backend>;
+
 void copy_text(const std::string& s, char* text, size_t capacity) {
   if (text && capacity) std::snprintf(text, capacity, "%s", s.c_str());
 }
@@ -26,11 +28,13 @@ int moert_cuda_testing_check_node(const moert_graph_desc* graph, size_t node, ch
   copy_text(why, reason, capacity);
   return why.empty() ? 1 : 0;
 }
+const Registration check_node_reg("moert_cuda_testing_check_node", moert_cuda_testing_check_node);
 
 // 1 when the plugin has a kernel for `op`.  Needs no device.
 int moert_cuda_testing_has_kernel(const char* op) {
   return moert::cuda::find_kernel(op) != nullptr ? 1 : 0;
 }
+const Registration has_kernel_reg("moert_cuda_testing_has_kernel", moert_cuda_testing_has_kernel);
 
 // One line describing device `device` (compute capability, SMs, memory,
 // shared memory, tensor cores, the architectures built for).
@@ -54,6 +58,7 @@ int moert_cuda_testing_gemm_plans(int32_t device, int64_t* plans, int64_t* hits,
     *misses = static_cast<int64_t>(cache.misses());
   });
 }
+const Registration gemm_plans_reg("moert_cuda_testing_gemm_plans", moert_cuda_testing_gemm_plans);
 
 // Bytes in use and cached by device `device`'s memory pool.
 int moert_cuda_testing_pool(int32_t device, int64_t* in_use, int64_t* cached) {
@@ -65,6 +70,7 @@ int moert_cuda_testing_pool(int32_t device, int64_t* in_use, int64_t* cached) {
     *cached = static_cast<int64_t>(pool.cached_bytes());
   });
 }
+const Registration pool_reg("moert_cuda_testing_pool", moert_cuda_testing_pool);
 
 // What the CUDA graphs of decode steps did in this process: graphs
 // instantiated, updated in place, replayed unchanged, and turned off
@@ -83,18 +89,11 @@ void moert_cuda_testing_graph_stats(int64_t* instantiated, int64_t* updated, int
 // MOERT_CUDA_BASELINE_KERNELS allow it).  Needs no device.
 int moert_cuda_testing_graphs_enabled() { return moert::cuda::graphs_enabled() ? 1 : 0; }
 
-}  // namespace
+const Registration capabilities_reg("moert_cuda_testing_capabilities",
+                                    moert_cuda_testing_capabilities);
+const Registration graph_stats_reg("moert_cuda_testing_graph_stats",
+                                   moert_cuda_testing_graph_stats);
+const Registration graphs_enabled_reg("moert_cuda_testing_graphs_enabled",
+                                      moert_cuda_testing_graphs_enabled);
 
-moert_extension_fn moert::cuda::Backend::extension(const char* name) {
-  using moert::kit::extension_fn;
-  static const moert::kit::Extension table[] = {
-      {"moert_cuda_testing_check_node", extension_fn(moert_cuda_testing_check_node)},
-      {"moert_cuda_testing_has_kernel", extension_fn(moert_cuda_testing_has_kernel)},
-      {"moert_cuda_testing_capabilities", extension_fn(moert_cuda_testing_capabilities)},
-      {"moert_cuda_testing_gemm_plans", extension_fn(moert_cuda_testing_gemm_plans)},
-      {"moert_cuda_testing_pool", extension_fn(moert_cuda_testing_pool)},
-      {"moert_cuda_testing_graph_stats", extension_fn(moert_cuda_testing_graph_stats)},
-      {"moert_cuda_testing_graphs_enabled", extension_fn(moert_cuda_testing_graphs_enabled)},
-  };
-  return moert::kit::find_extension(table, name);
-}
+}  // namespace

@@ -229,14 +229,9 @@ struct Backend {
     exe.plan.placeholder = ClBuffer(exe.device->allocate(64));
     for (auto& step : exe.steps) step.ctx.placeholder = exe.plan.placeholder.get();
   }
-  static moert_extension_fn extension(const char* name);
 };
 
-using ExecContext = kit::ExecContext<Backend>;
-using PrepareContext = kit::PrepareContext<Backend>;
-using Kernel = kit::Kernel<Backend>;
-using KernelDef = kit::KernelDef<Backend>;
-using KernelRegistration = kit::KernelRegistration<Backend>;
+MOERT_KIT_KERNEL_NAMES(Backend)
 
 // Scratch slots of Device::scratch, one per buffer a node may hold at once.
 enum ScratchSlot : int {

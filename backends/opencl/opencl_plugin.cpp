@@ -14,14 +14,7 @@
 
 namespace moert::ocl {
 
-void Backend::init() {
-  try {
-    discover_devices();
-  } catch (...) {
-    devices().clear();
-    throw;
-  }
-}
+void Backend::init() { discover_devices(); }
 
 void Backend::describe(Device& d, kit::DeviceDescription& out) {
   const Capabilities& c = d.caps();

@@ -11,6 +11,8 @@
 
 namespace {
 
+using Registration = moert::kit::ExtensionRegistration<moert::ocl::Backend>;
+
 int write_text(const std::string& text, char* out, size_t capacity) {
   if (out && capacity) std::snprintf(out, capacity, "%s", text.c_str());
   return 0;
@@ -31,6 +33,7 @@ int moert_opencl_testing_build(int32_t device, const char* source, char* message
   write_text(err.message, message, capacity);
   return status;
 }
+const Registration build_reg("moert_opencl_testing_build", moert_opencl_testing_build);
 
 // The program cache counters of this process.
 void moert_opencl_testing_cache_stats(int64_t* source_builds, int64_t* binary_loads,
@@ -66,16 +69,13 @@ int moert_opencl_testing_has_kernel(const char* op) {
   return moert::kit::KernelTable<moert::ocl::Backend>::find(op) != nullptr ? 1 : 0;
 }
 
-}  // namespace
+const Registration cache_stats_reg("moert_opencl_testing_cache_stats",
+                                   moert_opencl_testing_cache_stats);
+const Registration cache_directory_reg("moert_opencl_testing_cache_directory",
+                                       moert_opencl_testing_cache_directory);
+const Registration capabilities_reg("moert_opencl_testing_capabilities",
+                                    moert_opencl_testing_capabilities);
+const Registration has_kernel_reg("moert_opencl_testing_has_kernel",
+                                  moert_opencl_testing_has_kernel);
 
-moert_extension_fn moert::ocl::Backend::extension(const char* name) {
-  using moert::kit::extension_fn;
-  static const moert::kit::Extension table[] = {
-      {"moert_opencl_testing_build", extension_fn(moert_opencl_testing_build)},
-      {"moert_opencl_testing_cache_stats", extension_fn(moert_opencl_testing_cache_stats)},
-      {"moert_opencl_testing_cache_directory", extension_fn(moert_opencl_testing_cache_directory)},
-      {"moert_opencl_testing_capabilities", extension_fn(moert_opencl_testing_capabilities)},
-      {"moert_opencl_testing_has_kernel", extension_fn(moert_opencl_testing_has_kernel)},
-  };
-  return moert::kit::find_extension(table, name);
-}
+}  // namespace

@@ -77,4 +77,13 @@ struct CaseRegistration {
   CaseRegistration(const char* family, CaseGenerator generator);
 };
 
+// A backend contract test (contract.cpp): what every device must do besides
+// computing ops right: buffers, errors, profiling, refusing what it does not
+// know.  Runs on every device of every backend, the reference one included,
+// as the family "contract".
+using ContractTest = std::function<void(const std::string& device)>;
+struct ContractRegistration {
+  ContractRegistration(const char* name, ContractTest test);
+};
+
 }  // namespace moert::conformance

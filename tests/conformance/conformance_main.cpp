@@ -23,10 +23,22 @@ std::vector<std::pair<std::string, CaseGenerator>>& generators() {
   return g;
 }
 
+// The family of the backend contract tests (contract.cpp).
+const char* const kContract = "contract";
+
+std::vector<std::pair<std::string, ContractTest>>& contract_tests() {
+  static std::vector<std::pair<std::string, ContractTest>> t;
+  return t;
+}
+
 }  // namespace
 
 CaseRegistration::CaseRegistration(const char* family, CaseGenerator generator) {
   generators().emplace_back(family, std::move(generator));
+}
+
+ContractRegistration::ContractRegistration(const char* name, ContractTest test) {
+  contract_tests().emplace_back(name, std::move(test));
 }
 
 Slot absent() { return {}; }
@@ -245,6 +257,23 @@ class CaseTest : public ::testing::Test {
   std::shared_ptr<const Case> case_;
 };
 
+class ContractCase : public ::testing::Test {
+ public:
+  ContractCase(std::string device, ContractTest test)
+      : device_(std::move(device)), test_(std::move(test)) {}
+  void TestBody() override {
+    try {
+      test_(device_);
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << e.what();
+    }
+  }
+
+ private:
+  std::string device_;
+  ContractTest test_;
+};
+
 class NoDevice : public ::testing::Test {
  public:
   explicit NoDevice(std::string why) : why_(std::move(why)) {}
@@ -261,7 +290,9 @@ class NoDevice : public ::testing::Test {
 // family, so that a process generates only the cases it runs):
 //   --backend=NAME        only this backend's devices; exits with kSkipped
 //                         (ctest's SKIP_RETURN_CODE) when it has none available
-//   --family=NAME         only this family's cases
+//   --family=NAME         only this family's cases; "contract" is the backend
+//                         contract (contract.cpp), which runs on the reference
+//                         backend's device too
 //   --families=A,B,...    exits 1 unless these are exactly the registered
 //                         families (keeps the ctest list in step with the code)
 constexpr int kSkipped = 77;
@@ -289,7 +320,7 @@ int main(int argc, char** argv) {
     }
   }
   if (check_families) {
-    std::set<std::string> registered, expected;
+    std::set<std::string> registered{kContract}, expected;
     for (const auto& entry : generators()) registered.insert(entry.first);
     std::stringstream in(expect_families);
     for (std::string f; std::getline(in, f, ',');)
@@ -303,7 +334,7 @@ int main(int argc, char** argv) {
     return same ? 0 : 1;
   }
   if (!only_family.empty()) {
-    bool known = false;
+    bool known = only_family == kContract;
     for (const auto& entry : generators()) known = known || entry.first == only_family;
     if (!known) {
       std::fprintf(stderr, "conformance: no family '%s'\n", only_family.c_str());
@@ -315,8 +346,11 @@ int main(int argc, char** argv) {
   std::string unavailable;
   bool backend_found = only_backend.empty();
   const moert::BackendRegistry& registry = moert::BackendRegistry::global();
+  // The reference backend is the oracle of the case families, but bound by
+  // the contract like every other.
+  const bool contract_only = only_family == kContract;
   for (const auto& backend : registry.backends()) {
-    if (backend->name() == "reference") continue;
+    if (backend->name() == "reference" && !(contract_only || only_backend == "reference")) continue;
     if (!only_backend.empty() && backend->name() != only_backend) continue;
     backend_found = true;
     if (!backend->available()) {
@@ -341,8 +375,16 @@ int main(int argc, char** argv) {
     ::testing::RegisterTest("Conformance", "NoDevice", nullptr, nullptr, __FILE__, __LINE__,
                             [why]() -> ::testing::Test* { return new NoDevice(why); });
   }
+  if (only_family.empty() || contract_only)
+    for (const auto& [name, test] : contract_tests())
+      for (const std::string& device : devices)
+        ::testing::RegisterTest(("Contract_" + test_name(device)).c_str(), name.c_str(), nullptr,
+                                nullptr, __FILE__, __LINE__, [device, test]() -> ::testing::Test* {
+                                  return new ContractCase(device, test);
+                                });
   for (const auto& [family, generate] : generators()) {
     if (!only_family.empty() && family != only_family) continue;
+    if (only_backend == "reference") break;  // the oracle is not checked against itself
     std::map<std::string, int> seen;
     for (Case& c : generate()) {
       auto shared = std::make_shared<const Case>(std::move(c));

@@ -254,3 +254,16 @@ std::string unsupported_reason(const moert_graph_desc& g, size_t n,
 }
 
 }  // namespace moert::kit
+
+// The names a backend's op files use, declared once in its kernel.h after its
+// traits struct `B` (and its Tensor type): ExecContext, PrepareContext, Kernel, KernelDef,
+// KernelRegistration, find_kernel().
+#define MOERT_KIT_KERNEL_NAMES(B)                                 \
+  using ExecContext = ::moert::kit::ExecContext<B>;               \
+  using PrepareContext = ::moert::kit::PrepareContext<B>;         \
+  using Kernel = ::moert::kit::Kernel<B>;                         \
+  using KernelDef = ::moert::kit::KernelDef<B>;                   \
+  using KernelRegistration = ::moert::kit::KernelRegistration<B>; \
+  inline const KernelDef* find_kernel(const char* op) {           \
+    return ::moert::kit::KernelTable<B>::find(op);                \
+  }

@@ -9,10 +9,8 @@
 //   static int32_t device_count()
 //   static Device& device(int32_t)     throws for an index out of range
 //   static void describe(Device&, DeviceDescription&)
-// and optionally
-//   static moert_extension_fn extension(const char* name)
-//                                      its extensions (get_extension), e.g. the
-//                                      hooks of its tests; nullptr if unknown
+// Its extensions (get_extension: diagnostics, the hooks of its tests) are
+// registered next to their functions (kit/extension.h).
 #pragma once
 
 #include <cstdio>
@@ -23,6 +21,7 @@
 #include "kit/buffers.h"
 #include "kit/device.h"
 #include "kit/executable.h"
+#include "kit/extension.h"
 #include "kit/kernel.h"
 
 namespace moert::kit {
@@ -90,10 +89,7 @@ struct Plugin {
   }
 
   static moert_extension_fn get_extension(const char* name) {
-    if constexpr (requires { B::extension(name); })
-      return name ? B::extension(name) : nullptr;
-    else
-      return nullptr;
+    return name ? Extensions<B>::find(name) : nullptr;
   }
 
   static const moert_backend_api* api() {
@@ -122,22 +118,6 @@ struct Plugin {
     return &table;
   }
 };
-
-// A named extension function, for B::extension tables.
-struct Extension {
-  const char* name;
-  moert_extension_fn fn;
-};
-template <size_t N>
-moert_extension_fn find_extension(const Extension (&table)[N], const char* name) {
-  for (const Extension& e : table)
-    if (std::strcmp(e.name, name) == 0) return e.fn;
-  return nullptr;
-}
-template <typename F>
-moert_extension_fn extension_fn(F* f) {
-  return reinterpret_cast<moert_extension_fn>(f);
-}
 
 }  // namespace moert::kit
 
