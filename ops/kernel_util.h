@@ -24,6 +24,18 @@ inline void require_rank(const InferContext& ctx, size_t i, size_t r, const std:
               what + " must have rank " + std::to_string(r) + ", got " + v.shape.str());
 }
 
+// The attribute reader of the headers ops/ shares with the plugins
+// (rope_table.h, router_params.h), over a node's Attributes.
+struct AttrReader {
+  const Attributes& a;
+  bool has(const char* name) const { return a.has(name); }
+  double real(const char* name, double fallback) const { return a.get_float(name, fallback); }
+  int64_t integer(const char* name, int64_t fallback) const { return a.get_int(name, fallback); }
+  std::string text(const char* name, const std::string& fallback) const {
+    return a.get_string(name, fallback);
+  }
+};
+
 // Activation dtypes a graph computes in.
 inline bool is_activation_dtype(DType t) {
   return t == DType::f32 || t == DType::bf16 || t == DType::f16;

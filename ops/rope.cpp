@@ -33,107 +33,20 @@
 
 #include "kernel_util.h"
 #include "ops.h"
+#include "rope_table.h"
 
 namespace moert::ops {
 
 namespace {
 
-struct RopeTable {
-  int64_t rotary_dim = 0;
-  bool interleaved = false;
-  std::vector<double> inv_freq;  // rotary_dim / 2 entries
-  double attention_scaling = 1.0;
-};
-
-double yarn_mscale(double scale, double m) {
-  return scale <= 1.0 ? 1.0 : 0.1 * m * std::log(scale) + 1.0;
-}
-
-std::string num(double v) { return attr_value_str(AttrValue(v)); }
-
-// Validates the attributes and builds the frequency table for head size d.
-// Ctx is InferContext or KernelContext (both have attrs() and fail()).
+// Validates the attributes and builds the frequency table for head size d
+// (rope_table.h).  Ctx is InferContext or KernelContext (both have attrs()
+// and fail()).
 template <typename Ctx>
 RopeTable make_table(const Ctx& ctx, int64_t d) {
-  const Attributes& a = ctx.attrs();
-  RopeTable t;
-  const double theta = a.get_float("theta");
-  if (!(theta > 0.0) || !std::isfinite(theta))
-    ctx.fail("attribute 'theta' must be a finite number > 0, got " + num(theta));
-  t.rotary_dim = a.get_int("rotary_dim", d);
-  if (t.rotary_dim < 2 || t.rotary_dim > d || t.rotary_dim % 2 != 0)
-    ctx.fail("attribute 'rotary_dim' must be even and in [2, " + std::to_string(d) +
-             "] (the head size), got " + std::to_string(t.rotary_dim));
-  const std::string pairing = a.get_string("pairing", "half");
-  if (pairing != "half" && pairing != "interleaved")
-    ctx.fail("attribute 'pairing' must be \"half\" or \"interleaved\", got \"" + pairing + "\"");
-  t.interleaved = pairing == "interleaved";
-  const std::string scaling = a.get_string("scaling", "none");
-  if (scaling != "none" && scaling != "linear" && scaling != "yarn")
-    ctx.fail("attribute 'scaling' must be \"none\", \"linear\" or \"yarn\", got \"" + scaling +
-             "\"");
-  double factor = 1.0;
-  if (scaling != "none") {
-    if (!a.has("factor"))
-      ctx.fail("attribute 'factor' is required when 'scaling' is \"" + scaling + "\"");
-    factor = a.get_float("factor");
-    if (!(factor > 0.0) || !std::isfinite(factor))
-      ctx.fail("attribute 'factor' must be a finite number > 0, got " + num(factor));
-  }
-  const int64_t r = t.rotary_dim;
-  const int64_t half = r / 2;
-  t.inv_freq.resize(static_cast<size_t>(half));
-  for (int64_t j = 0; j < half; ++j)
-    t.inv_freq[static_cast<size_t>(j)] =
-        std::pow(theta, -2.0 * static_cast<double>(j) / static_cast<double>(r));
-  if (scaling == "linear") {
-    for (double& f : t.inv_freq) f /= factor;
-  } else if (scaling == "yarn") {
-    if (!a.has("original_max_position_embeddings"))
-      ctx.fail(
-          "attribute 'original_max_position_embeddings' is required when 'scaling' is "
-          "\"yarn\"");
-    const int64_t l0 = a.get_int("original_max_position_embeddings");
-    if (l0 <= 0)
-      ctx.fail("attribute 'original_max_position_embeddings' must be > 0, got " +
-               std::to_string(l0));
-    const double beta_fast = a.get_float("beta_fast", 32.0);
-    const double beta_slow = a.get_float("beta_slow", 1.0);
-    if (!(beta_fast > 0.0) || !(beta_slow > 0.0))
-      ctx.fail("attributes 'beta_fast' and 'beta_slow' must be > 0, got " + num(beta_fast) +
-               " and " + num(beta_slow));
-    const double mscale = a.get_float("mscale", 1.0);
-    const double mscale_all_dim = a.get_float("mscale_all_dim", 0.0);
-    const int64_t truncate = a.get_int("truncate", 1);
-    if (truncate != 0 && truncate != 1)
-      ctx.fail("attribute 'truncate' must be 0 or 1, got " + std::to_string(truncate));
-    const double rd = static_cast<double>(r);
-    auto corr = [&](double n) {
-      return rd * std::log(static_cast<double>(l0) / (2.0 * std::numbers::pi * n)) /
-             (2.0 * std::log(theta));
-    };
-    double low = corr(beta_fast);
-    double high = corr(beta_slow);
-    if (truncate) {
-      low = std::floor(low);
-      high = std::ceil(high);
-    }
-    low = std::clamp(low, 0.0, rd - 1.0);
-    high = std::clamp(high, 0.0, rd - 1.0);
-    if (low == high) high += 0.001;
-    for (int64_t j = 0; j < half; ++j) {
-      const double ramp = std::clamp((static_cast<double>(j) - low) / (high - low), 0.0, 1.0);
-      double& f = t.inv_freq[static_cast<size_t>(j)];
-      f = (1.0 - ramp) * f + ramp * f / factor;
-    }
-    if (a.has("attention_factor")) {
-      t.attention_scaling = a.get_float("attention_factor");
-    } else if (mscale != 0.0 && mscale_all_dim != 0.0) {
-      t.attention_scaling = yarn_mscale(factor, mscale) / yarn_mscale(factor, mscale_all_dim);
-    } else {
-      t.attention_scaling = yarn_mscale(factor, 1.0);
-    }
-  }
+  std::string problem;
+  RopeTable t = rope_table(AttrReader{ctx.attrs()}, d, &problem);
+  if (!problem.empty()) ctx.fail(problem);
   return t;
 }
 

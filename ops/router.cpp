@@ -29,86 +29,24 @@
 
 #include "kernel_util.h"
 #include "ops.h"
+#include "router_params.h"
 
 namespace moert::ops {
 
 namespace {
 
-enum class Scoring { softmax, sigmoid, softmax_topk };
-enum class Method { greedy, group_limited_greedy, noaux_tc };
-
-struct RouterParams {
-  int64_t top_k = 1;
-  Scoring scoring = Scoring::softmax;
-  Method method = Method::greedy;
-  int64_t n_group = 1;
-  int64_t topk_group = 1;
-  bool normalize = false;
-  double normalize_eps = 0.0;
-  double scaling_factor = 1.0;
-};
+using Scoring = RouterScoring;
+using Method = RouterMethod;
 
 std::string num(double v) { return attr_value_str(AttrValue(v)); }
 
+// Validates the attributes for E experts (router_params.h).  Ctx is
+// InferContext or KernelContext (both have attrs() and fail()).
 template <typename Ctx>
 RouterParams router_params(const Ctx& ctx, int64_t experts) {
-  const Attributes& a = ctx.attrs();
   RouterParams p;
-  p.top_k = a.get_int("top_k");
-  if (p.top_k < 1 || p.top_k > experts)
-    ctx.fail("attribute 'top_k' must be in [1, " + std::to_string(experts) +
-             "] (the number of experts), got " + std::to_string(p.top_k));
-  const std::string scoring = a.get_string("scoring", "softmax");
-  if (scoring == "softmax")
-    p.scoring = Scoring::softmax;
-  else if (scoring == "sigmoid")
-    p.scoring = Scoring::sigmoid;
-  else if (scoring == "softmax_topk")
-    p.scoring = Scoring::softmax_topk;
-  else
-    ctx.fail("attribute 'scoring' must be \"softmax\", \"sigmoid\" or \"softmax_topk\", got \"" +
-             scoring + "\"");
-  const std::string method = a.get_string("topk_method", "greedy");
-  if (method == "greedy")
-    p.method = Method::greedy;
-  else if (method == "group_limited_greedy")
-    p.method = Method::group_limited_greedy;
-  else if (method == "noaux_tc")
-    p.method = Method::noaux_tc;
-  else
-    ctx.fail(
-        "attribute 'topk_method' must be \"greedy\", \"group_limited_greedy\" or "
-        "\"noaux_tc\", got \"" +
-        method + "\"");
-  p.n_group = a.get_int("n_group", 1);
-  if (p.n_group < 1 || experts % p.n_group != 0)
-    ctx.fail("attribute 'n_group' must be >= 1 and divide the number of experts " +
-             std::to_string(experts) + ", got " + std::to_string(p.n_group));
-  p.topk_group = a.get_int("topk_group", 1);
-  if (p.topk_group < 1 || p.topk_group > p.n_group)
-    ctx.fail("attribute 'topk_group' must be in [1, n_group = " + std::to_string(p.n_group) +
-             "], got " + std::to_string(p.topk_group));
-  const int64_t group_size = experts / p.n_group;
-  if (p.n_group > 1) {
-    if (p.top_k > p.topk_group * group_size)
-      ctx.fail("attribute 'top_k' = " + std::to_string(p.top_k) + " exceeds the " +
-               std::to_string(p.topk_group * group_size) + " experts of the topk_group = " +
-               std::to_string(p.topk_group) + " kept groups of " + std::to_string(group_size));
-    if (p.method == Method::noaux_tc && group_size < 2)
-      ctx.fail("topk_method \"noaux_tc\" scores a group by its two best experts, but n_group = " +
-               std::to_string(p.n_group) + " leaves " + std::to_string(group_size) +
-               " expert per group");
-  }
-  const int64_t normalize = a.get_int("normalize", 0);
-  if (normalize != 0 && normalize != 1)
-    ctx.fail("attribute 'normalize' must be 0 or 1, got " + std::to_string(normalize));
-  p.normalize = normalize == 1;
-  p.normalize_eps = a.get_float("normalize_eps", 0.0);
-  if (!(p.normalize_eps >= 0.0) || !std::isfinite(p.normalize_eps))
-    ctx.fail("attribute 'normalize_eps' must be a finite number >= 0, got " + num(p.normalize_eps));
-  p.scaling_factor = a.get_float("scaling_factor", 1.0);
-  if (!std::isfinite(p.scaling_factor))
-    ctx.fail("attribute 'scaling_factor' must be finite, got " + num(p.scaling_factor));
+  const std::string problem = ops::router_params(AttrReader{ctx.attrs()}, experts, &p);
+  if (!problem.empty()) ctx.fail(problem);
   return p;
 }
 

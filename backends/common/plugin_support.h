@@ -236,6 +236,15 @@ class NodeDesc {
     return std::vector<int64_t>(a->ints, a->ints + a->count);
   }
 
+  // The attribute reader of the headers ops/ shares with the plugins
+  // (ops/rope_table.h, ops/router_params.h).
+  bool has(const char* name) const { return attr(name) != nullptr; }
+  double real(const char* name, double fallback) const { return attr_float(name, fallback); }
+  int64_t integer(const char* name, int64_t fallback) const { return attr_int(name, fallback); }
+  std::string text(const char* name, const std::string& fallback) const {
+    return attr_string(name, fallback);
+  }
+
   // "node 'name' (op)", for messages.
   std::string where() const { return "node '" + name() + "' (" + op() + ")"; }
 

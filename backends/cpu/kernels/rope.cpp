@@ -20,8 +20,8 @@
 #include "attention_common.h"
 #include "attention_simd.h"
 #include "kernel.h"
+#include "op_params.h"
 #include "parallel.h"
-#include "rope_table.h"
 
 namespace moert::cpu {
 namespace {

@@ -15,8 +15,8 @@
 #include "attention_common.h"
 #include "convert.h"
 #include "kernel.h"
+#include "op_params.h"
 #include "parallel.h"
-#include "router_params.h"
 
 namespace moert::cpu {
 namespace {

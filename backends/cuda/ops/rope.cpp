@@ -7,7 +7,7 @@
 
 #include "kernel.h"
 #include "kernels/launch.h"
-#include "rope_table.h"
+#include "op_params.h"
 
 namespace moert::cuda {
 namespace {

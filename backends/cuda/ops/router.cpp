@@ -7,7 +7,7 @@
 
 #include "kernel.h"
 #include "kernels/launch.h"
-#include "router_params.h"
+#include "op_params.h"
 
 namespace moert::cuda {
 namespace {

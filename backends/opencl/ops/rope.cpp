@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "kernel.h"
-#include "rope_table.h"
+#include "op_params.h"
 
 namespace moert::ocl {
 namespace {

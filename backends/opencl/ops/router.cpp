@@ -4,7 +4,7 @@
 #include <cstdio>
 
 #include "kernel.h"
-#include "router_params.h"
+#include "op_params.h"
 
 namespace moert::ocl {
 namespace {

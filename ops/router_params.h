@@ -1,16 +1,18 @@
-// The attributes of a router node (ops/router.cpp defines them), validated
+// The attributes of a router node (ops/router.cpp defines the op), validated
 // for E experts: scoring, selection method, groups, normalisation, scaling.
-// Shared by the in-tree plugins, which check them in supports_node and read
-// them at prepare time.
+// One definition for the reference kernel and inference (ops/router.cpp) and
+// the in-tree plugins (which check them in supports_node and read them at
+// prepare).  Header-only, standard library only; `A` reads attributes as in
+// rope_table.h.
 #pragma once
 
 #include <cmath>
 #include <cstdint>
 #include <string>
 
-#include "plugin_support.h"
+#include "op_number.h"
 
-namespace moert::plugin {
+namespace moert::ops {
 
 // Codes as the device kernels take them (ints).
 enum class RouterScoring : int { softmax = 0, sigmoid = 1, softmax_topk = 2 };
@@ -29,13 +31,14 @@ struct RouterParams {
 
 // Validates the attributes for E experts into *p; "" or why they are invalid
 // (naming the attribute and its value).
-inline std::string router_params(const NodeDesc& node, int64_t experts, RouterParams* p) {
-  if (!node.attr("top_k")) return "attribute 'top_k' is required";
-  p->top_k = node.attr_int("top_k", 1);
+template <class A>
+std::string router_params(const A& a, int64_t experts, RouterParams* p) {
+  if (!a.has("top_k")) return "attribute 'top_k' is required";
+  p->top_k = a.integer("top_k", 1);
   if (p->top_k < 1 || p->top_k > experts)
     return "attribute 'top_k' must be in [1, " + std::to_string(experts) +
            "] (the number of experts), got " + std::to_string(p->top_k);
-  const std::string scoring = node.attr_string("scoring", "softmax");
+  const std::string scoring = a.text("scoring", "softmax");
   if (scoring == "softmax")
     p->scoring = RouterScoring::softmax;
   else if (scoring == "sigmoid")
@@ -45,7 +48,7 @@ inline std::string router_params(const NodeDesc& node, int64_t experts, RouterPa
   else
     return "attribute 'scoring' must be \"softmax\", \"sigmoid\" or \"softmax_topk\", got \"" +
            scoring + "\"";
-  const std::string method = node.attr_string("topk_method", "greedy");
+  const std::string method = a.text("topk_method", "greedy");
   if (method == "greedy")
     p->method = RouterMethod::greedy;
   else if (method == "group_limited_greedy")
@@ -56,11 +59,11 @@ inline std::string router_params(const NodeDesc& node, int64_t experts, RouterPa
     return "attribute 'topk_method' must be \"greedy\", \"group_limited_greedy\" or "
            "\"noaux_tc\", got \"" +
            method + "\"";
-  p->n_group = node.attr_int("n_group", 1);
+  p->n_group = a.integer("n_group", 1);
   if (p->n_group < 1 || experts % p->n_group != 0)
     return "attribute 'n_group' must be >= 1 and divide the number of experts " +
            std::to_string(experts) + ", got " + std::to_string(p->n_group);
-  p->topk_group = node.attr_int("topk_group", 1);
+  p->topk_group = a.integer("topk_group", 1);
   if (p->topk_group < 1 || p->topk_group > p->n_group)
     return "attribute 'topk_group' must be in [1, n_group = " + std::to_string(p->n_group) +
            "], got " + std::to_string(p->topk_group);
@@ -76,18 +79,18 @@ inline std::string router_params(const NodeDesc& node, int64_t experts, RouterPa
              std::to_string(p->n_group) + " leaves " + std::to_string(group_size) +
              " expert per group";
   }
-  const int64_t normalize = node.attr_int("normalize", 0);
+  const int64_t normalize = a.integer("normalize", 0);
   if (normalize != 0 && normalize != 1)
     return "attribute 'normalize' must be 0 or 1, got " + std::to_string(normalize);
   p->normalize = normalize == 1;
-  p->normalize_eps = node.attr_float("normalize_eps", 0.0);
+  p->normalize_eps = a.real("normalize_eps", 0.0);
   if (!(p->normalize_eps >= 0.0) || !std::isfinite(p->normalize_eps))
     return "attribute 'normalize_eps' must be a finite number >= 0, got " +
-           format_number(p->normalize_eps);
-  p->scaling_factor = node.attr_float("scaling_factor", 1.0);
+           number_text(p->normalize_eps);
+  p->scaling_factor = a.real("scaling_factor", 1.0);
   if (!std::isfinite(p->scaling_factor))
-    return "attribute 'scaling_factor' must be finite, got " + format_number(p->scaling_factor);
+    return "attribute 'scaling_factor' must be finite, got " + number_text(p->scaling_factor);
   return "";
 }
 
-}  // namespace moert::plugin
+}  // namespace moert::ops
