@@ -114,6 +114,9 @@ inline bool dtype_is_float(moert_dtype t) {
          t == MOERT_DTYPE_F8_E4M3;
 }
 
+inline bool is_float(moert_dtype t) { return dtype_is_float(t); }
+inline std::string dtype_str(moert_dtype t) { return dtype_name(t); }
+
 // The dtypes of activations (and of weights, which may also be fp8).
 inline bool is_activation(moert_dtype t) {
   return t == MOERT_DTYPE_F32 || t == MOERT_DTYPE_BF16 || t == MOERT_DTYPE_F16;

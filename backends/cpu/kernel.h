@@ -18,12 +18,7 @@
 
 namespace moert::cpu {
 
-using plugin::fail;
-using plugin::is_activation;
-using plugin::NodeDesc;
-using plugin::require;
-using plugin::Symbols;
-using plugin::TensorDesc;
+using namespace kit::names;
 
 // The host: one device, "cpu:0".  Kernels share the OpenMP pool.
 struct Device {};

@@ -34,6 +34,8 @@ void* Backend::allocate(Device& d, uint64_t bytes) {
   return d.allocate(bytes, "a buffer of " + std::to_string(bytes) + " bytes");
 }
 
+void Backend::release(Device& d, void* p) { d.release(p); }
+
 void Backend::write(Device& d, void* dst, uint64_t offset, const void* src, uint64_t bytes) {
   d.activate();
   check_cuda(cudaMemcpyAsync(static_cast<char*>(dst) + offset, src, bytes, cudaMemcpyHostToDevice,

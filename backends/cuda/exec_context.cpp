@@ -22,12 +22,6 @@ void ExecBase::read(void* dst, const void* src, uint64_t bytes) const {
   device().synchronize("reading from the device");
 }
 
-std::string number_str(double v) {
-  char buf[40];
-  std::snprintf(buf, sizeof(buf), "%g", v);
-  return buf;
-}
-
 double read_element(const ExecContext& ctx, const Tensor& t, int64_t i) {
   const uint64_t es = t.elem_size();
   unsigned char raw[8] = {};

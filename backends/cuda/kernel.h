@@ -30,17 +30,7 @@
 
 namespace moert::cuda {
 
-using kit::prod;
-using kit::shape_str;
-using plugin::fail;
-using plugin::is_activation;
-using plugin::is_index;
-using plugin::is_weight_dtype;
-using plugin::NodeDesc;
-using plugin::require;
-using plugin::resolve_axis;
-using plugin::Symbols;
-using plugin::TensorDesc;
+using namespace kit::names;
 
 // The value of an error slot that recorded nothing.
 inline constexpr unsigned long long kNoError = std::numeric_limits<unsigned long long>::max();
@@ -144,14 +134,7 @@ struct Backend {
   static int32_t device_count() { return static_cast<int32_t>(devices().size()); }
   static Device& device(int32_t index) { return cuda::device(index); }
   static void describe(Device& d, kit::DeviceDescription& out);
-  static void* allocate(Device& d, uint64_t bytes);
-  static void release(Device& d, void* p) { d.release(p); }
-  static void write(Device& d, void* dst, uint64_t offset, const void* src, uint64_t bytes);
-  static void read(Device& d, const void* src, uint64_t offset, void* dst, uint64_t bytes);
-  static void copy(Device& d, const void* src, uint64_t src_offset, void* dst, uint64_t dst_offset,
-                   uint64_t bytes);
-  static void finish(Device& d);
-  static Constant make_constant(Device& d, const moert_tensor_desc& t, bool persist);
+  MOERT_KIT_DEVICE_HOOKS(Device, Constant);
   static void bind_constant(Tensor& t, const Constant& c) {
     t.data = c.get();
     t.bound = true;
@@ -176,10 +159,6 @@ inline std::string unsupported_reason(const moert_graph_desc& g, size_t n) {
 }
 
 // Helpers shared by the op files.
-inline bool is_float(moert_dtype t) { return plugin::dtype_is_float(t); }
-inline std::string dtype_str(moert_dtype t) { return plugin::dtype_name(t); }
-// A number as the reference kernels print it in messages ("nan", "1.5").
-std::string number_str(double v);
 // Element `i` of a bound tensor, read back from the device and widened (for
 // error messages; waits for the stream).
 double read_element(const ExecContext& ctx, const Tensor& t, int64_t i);

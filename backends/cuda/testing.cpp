@@ -46,6 +46,8 @@ int moert_cuda_testing_capabilities(int32_t device, char* text, size_t capacity)
   if (s != MOERT_OK) copy_text(err.message, text, capacity);
   return s;
 }
+const Registration capabilities_reg("moert_cuda_testing_capabilities",
+                                    moert_cuda_testing_capabilities);
 
 // The GEMM plan cache of device `device`: plans held, hits and misses.
 int moert_cuda_testing_gemm_plans(int32_t device, int64_t* plans, int64_t* hits, int64_t* misses) {
@@ -84,15 +86,12 @@ void moert_cuda_testing_graph_stats(int64_t* instantiated, int64_t* updated, int
   *replayed = static_cast<int64_t>(s.replayed.load());
   *disabled = static_cast<int64_t>(s.disabled.load());
 }
+const Registration graph_stats_reg("moert_cuda_testing_graph_stats",
+                                   moert_cuda_testing_graph_stats);
 
 // 1 when decode steps run as CUDA graphs (MOERT_CUDA_GRAPHS and
 // MOERT_CUDA_BASELINE_KERNELS allow it).  Needs no device.
 int moert_cuda_testing_graphs_enabled() { return moert::cuda::graphs_enabled() ? 1 : 0; }
-
-const Registration capabilities_reg("moert_cuda_testing_capabilities",
-                                    moert_cuda_testing_capabilities);
-const Registration graph_stats_reg("moert_cuda_testing_graph_stats",
-                                   moert_cuda_testing_graph_stats);
 const Registration graphs_enabled_reg("moert_cuda_testing_graphs_enabled",
                                       moert_cuda_testing_graphs_enabled);
 

@@ -32,16 +32,7 @@
 
 namespace moert::ocl {
 
-using kit::prod;
-using kit::shape_str;
-using plugin::fail;
-using plugin::is_activation;
-using plugin::is_weight_dtype;
-using plugin::NodeDesc;
-using plugin::require;
-using plugin::resolve_axis;
-using plugin::Symbols;
-using plugin::TensorDesc;
+using namespace kit::names;
 
 // The value of an error slot that recorded nothing.
 inline constexpr int32_t kNoError = std::numeric_limits<int32_t>::max();
@@ -211,14 +202,7 @@ struct Backend {
   static int32_t device_count() { return static_cast<int32_t>(devices().size()); }
   static Device& device(int32_t index) { return ocl::device(index); }
   static void describe(Device& d, kit::DeviceDescription& out);
-  static void* allocate(Device& d, uint64_t bytes) { return d.allocate(bytes); }
-  static void release(Device&, void* mem) { clReleaseMemObject(static_cast<cl_mem>(mem)); }
-  static void write(Device& d, void* dst, uint64_t offset, const void* src, uint64_t bytes);
-  static void read(Device& d, const void* src, uint64_t offset, void* dst, uint64_t bytes);
-  static void copy(Device& d, const void* src, uint64_t src_offset, void* dst, uint64_t dst_offset,
-                   uint64_t bytes);
-  static void finish(Device& d);
-  static Constant make_constant(Device& d, const moert_tensor_desc& t, bool persist);
+  MOERT_KIT_DEVICE_HOOKS(Device, Constant);
   static void bind_constant(Tensor& t, const Constant& c) { t.mem = c.get(); }
   static void bind_buffer(Tensor& t, const moert_buffer_impl& b, uint64_t offset) {
     t.mem = static_cast<cl_mem>(b.handle);
@@ -253,8 +237,6 @@ enum ScratchSlot : int {
 };
 
 // Helpers shared by the op files.
-inline bool is_float(moert_dtype t) { return plugin::dtype_is_float(t); }
-inline std::string dtype_str(moert_dtype t) { return plugin::dtype_name(t); }
 // Element `i` of a bound tensor, read back from the device and widened (for
 // error messages: the queue must be idle).
 double read_element(const ExecContext& ctx, const Tensor& t, int64_t i);

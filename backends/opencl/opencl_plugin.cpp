@@ -32,6 +32,10 @@ void Backend::describe(Device& d, kit::DeviceDescription& out) {
                      ", weights=f32/bf16/f16/f8_e4m3, activations=f32/bf16/f16";
 }
 
+void* Backend::allocate(Device& d, uint64_t bytes) { return d.allocate(bytes); }
+
+void Backend::release(Device&, void* mem) { clReleaseMemObject(static_cast<cl_mem>(mem)); }
+
 void Backend::write(Device& d, void* dst, uint64_t offset, const void* src, uint64_t bytes) {
   check_cl(clEnqueueWriteBuffer(d.queue(), static_cast<cl_mem>(dst), CL_TRUE, offset, bytes, src, 0,
                                 nullptr, nullptr),

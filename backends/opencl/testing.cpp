@@ -44,11 +44,15 @@ void moert_opencl_testing_cache_stats(int64_t* source_builds, int64_t* binary_lo
   *cache_writes = s.cache_writes;
   *build_seconds = s.build_seconds;
 }
+const Registration cache_stats_reg("moert_opencl_testing_cache_stats",
+                                   moert_opencl_testing_cache_stats);
 
 // The cache directory in use ("" when off).
 int moert_opencl_testing_cache_directory(char* out, size_t capacity) {
   return write_text(moert::ocl::cache_directory(), out, capacity);
 }
+const Registration cache_directory_reg("moert_opencl_testing_cache_directory",
+                                       moert_opencl_testing_cache_directory);
 
 // Device `device`'s capability summary and kernel style, or a message.
 int moert_opencl_testing_capabilities(int32_t device, char* out, size_t capacity) {
@@ -63,18 +67,13 @@ int moert_opencl_testing_capabilities(int32_t device, char* out, size_t capacity
   write_text(status == MOERT_OK ? text : err.message, out, capacity);
   return status;
 }
+const Registration capabilities_reg("moert_opencl_testing_capabilities",
+                                    moert_opencl_testing_capabilities);
 
 // 1 when the backend has a kernel for `op`.
 int moert_opencl_testing_has_kernel(const char* op) {
   return moert::kit::KernelTable<moert::ocl::Backend>::find(op) != nullptr ? 1 : 0;
 }
-
-const Registration cache_stats_reg("moert_opencl_testing_cache_stats",
-                                   moert_opencl_testing_cache_stats);
-const Registration cache_directory_reg("moert_opencl_testing_cache_directory",
-                                       moert_opencl_testing_cache_directory);
-const Registration capabilities_reg("moert_opencl_testing_capabilities",
-                                    moert_opencl_testing_capabilities);
 const Registration has_kernel_reg("moert_opencl_testing_has_kernel",
                                   moert_opencl_testing_has_kernel);
 

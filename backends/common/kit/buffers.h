@@ -104,3 +104,16 @@ struct Buffers {
 };
 
 }  // namespace moert::kit
+
+// Declares, in a traits struct, the device hooks of the kit (the five memory
+// hooks above, finish(), make_constant()), for a backend to define in its
+// glue file.  Host backends inherit them from kit::HostMemory instead.
+#define MOERT_KIT_DEVICE_HOOKS(Device, Constant)                                             \
+  static void* allocate(Device& d, uint64_t bytes);                                          \
+  static void release(Device& d, void* handle);                                              \
+  static void write(Device& d, void* dst, uint64_t offset, const void* src, uint64_t bytes); \
+  static void read(Device& d, const void* src, uint64_t offset, void* dst, uint64_t bytes);  \
+  static void copy(Device& d, const void* src, uint64_t src_offset, void* dst,               \
+                   uint64_t dst_offset, uint64_t bytes);                                     \
+  static void finish(Device& d);                                                             \
+  static Constant make_constant(Device& d, const moert_tensor_desc& t, bool persist)

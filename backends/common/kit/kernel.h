@@ -253,6 +253,24 @@ std::string unsupported_reason(const moert_graph_desc& g, size_t n,
   }
 }
 
+// The names a backend's op files use unqualified; its kernel.h says
+//   using namespace kit::names;
+namespace names {
+using kit::prod;
+using kit::shape_str;
+using plugin::dtype_str;
+using plugin::fail;
+using plugin::is_activation;
+using plugin::is_float;
+using plugin::is_index;
+using plugin::is_weight_dtype;
+using plugin::NodeDesc;
+using plugin::require;
+using plugin::resolve_axis;
+using plugin::Symbols;
+using plugin::TensorDesc;
+}  // namespace names
+
 }  // namespace moert::kit
 
 // The names a backend's op files use, declared once in its kernel.h after its

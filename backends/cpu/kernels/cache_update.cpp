@@ -7,22 +7,11 @@
 #include "attention_common.h"
 #include "attention_simd.h"
 #include "kernel.h"
+#include "op_checks.h"
 #include "parallel.h"
 
 namespace moert::cpu {
 namespace {
-
-std::string check(const NodeDesc& node) {
-  const TensorDesc cache = node.input(0), x = node.input(1);
-  if (!plugin::dtype_is_float(cache.dtype()))
-    return std::string("cache of dtype ") + plugin::dtype_name(cache.dtype());
-  if (!plugin::dtype_is_float(x.dtype()))
-    return std::string("input of dtype ") + plugin::dtype_name(x.dtype());
-  if (cache.rank() < 1 || !cache.all_static() || x.rank() != cache.rank())
-    return "cache must be static [C, ...] and x of its rank";
-  if (node.output(0).dtype() != cache.dtype()) return "output dtype differs from the cache's";
-  return "";
-}
 
 class CacheUpdate final : public Kernel {
  public:
@@ -49,7 +38,7 @@ class CacheUpdate final : public Kernel {
 
 std::unique_ptr<Kernel> create(const NodeDesc&) { return std::make_unique<CacheUpdate>(); }
 
-const KernelRegistration registration({"cache_update", check, create});
+const KernelRegistration registration({"cache_update", plugin::check_cache_update, create});
 
 }  // namespace
 }  // namespace moert::cpu

@@ -21,6 +21,7 @@
 
 #include "convert.h"
 #include "kernel.h"
+#include "op_checks.h"
 #include "parallel.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -326,30 +327,6 @@ void int_cast_span(moert_dtype from, moert_dtype to, const void* src, void* dst,
   }
 }
 
-bool known_dtype(moert_dtype t) {
-  switch (t) {
-    case MOERT_DTYPE_F32:
-    case MOERT_DTYPE_F16:
-    case MOERT_DTYPE_BF16:
-    case MOERT_DTYPE_F8_E4M3:
-    case MOERT_DTYPE_I8:
-    case MOERT_DTYPE_U8:
-    case MOERT_DTYPE_I32:
-    case MOERT_DTYPE_I64:
-    case MOERT_DTYPE_BOOL:
-      return true;
-  }
-  return false;
-}
-
-std::string check(const NodeDesc& node) {
-  const moert_dtype from = node.input(0).dtype(), to = node.output(0).dtype();
-  if (!known_dtype(from) || !known_dtype(to))
-    return "cast between dtype codes " + std::to_string(static_cast<int>(from)) + " and " +
-           std::to_string(static_cast<int>(to));
-  return "";
-}
-
 class Cast final : public Kernel {
  public:
   void run(ExecContext& ctx) override {
@@ -374,7 +351,7 @@ class Cast final : public Kernel {
 
 std::unique_ptr<Kernel> create(const NodeDesc&) { return std::make_unique<Cast>(); }
 
-const KernelRegistration registration({"cast", check, create});
+const KernelRegistration registration({"cast", plugin::check_cast, create});
 
 }  // namespace
 }  // namespace moert::cpu

@@ -20,7 +20,7 @@
 #include "attention_common.h"
 #include "attention_simd.h"
 #include "kernel.h"
-#include "op_params.h"
+#include "op_checks.h"
 #include "parallel.h"
 
 namespace moert::cpu {
@@ -29,20 +29,6 @@ namespace {
 // Tokens between direct computations of cos / sin in a run of consecutive
 // positions.
 constexpr int64_t kReseed = 32;
-
-std::string check(const NodeDesc& node) {
-  const TensorDesc x = node.input(0), pos = node.input(1);
-  if (!attn::is_activation(x.dtype()))
-    return std::string("rope of ") + plugin::dtype_name(x.dtype());
-  if (x.rank() != 3 || x.static_dim(1) < 0 || x.static_dim(2) < 0)
-    return "rope needs x [T, nh, d] with static nh and d";
-  if (!pos.present() || (pos.dtype() != MOERT_DTYPE_I32 && pos.dtype() != MOERT_DTYPE_I64))
-    return "rope positions must be i32 or i64";
-  if (node.output(0).dtype() != x.dtype()) return "output dtype differs from x's";
-  std::string problem;
-  plugin::rope_table(node, x.static_dim(2), &problem);
-  return problem;
-}
 
 class Rope final : public Kernel {
  public:
@@ -123,7 +109,7 @@ class Rope final : public Kernel {
 
 std::unique_ptr<Kernel> create(const NodeDesc& node) { return std::make_unique<Rope>(node); }
 
-const KernelRegistration registration({"rope", check, create});
+const KernelRegistration registration({"rope", plugin::check_rope, create});
 
 }  // namespace
 }  // namespace moert::cpu

@@ -7,6 +7,7 @@
 
 #include "kernel.h"
 #include "kernels/launch.h"
+#include "op_checks.h"
 #include "options.h"
 
 namespace moert::cuda {
@@ -197,15 +198,6 @@ class MaskedSoftmax final : public Kernel {
   launch::Mask mask_;
 };
 
-std::string check_cache_update(const NodeDesc& node) {
-  const TensorDesc cache = node.input(0), x = node.input(1);
-  if (!is_float(cache.dtype()) || !is_float(x.dtype())) return "cache_update of non-float tensors";
-  if (cache.rank() < 1 || !cache.all_static() || x.rank() != cache.rank())
-    return "cache must be static [C, ...] and x of its rank";
-  if (node.output(0).dtype() != cache.dtype()) return "output dtype differs from the cache's";
-  return "";
-}
-
 class CacheUpdate final : public Kernel {
  public:
   // The output [P + T, ...] and the copy depend on P in any case.
@@ -240,7 +232,7 @@ std::unique_ptr<Kernel> create_cache_update(PrepareContext&) {
 const KernelRegistration attention_reg({"attention", check_attention, create_attention});
 const KernelRegistration masked_softmax_reg({"masked_softmax", check_masked_softmax,
                                              create_masked_softmax});
-const KernelRegistration cache_update_reg({"cache_update", check_cache_update,
+const KernelRegistration cache_update_reg({"cache_update", plugin::check_cache_update,
                                            create_cache_update});
 
 }  // namespace

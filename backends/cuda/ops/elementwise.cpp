@@ -2,6 +2,7 @@
 // and f16 activations computed in f32; cast between every pair of dtypes.
 #include "kernel.h"
 #include "kernels/launch.h"
+#include "op_checks.h"
 
 namespace moert::cuda {
 namespace {
@@ -85,30 +86,6 @@ class SwigluKernel final : public Kernel {
   }
 };
 
-bool known_dtype(moert_dtype t) {
-  switch (t) {
-    case MOERT_DTYPE_F32:
-    case MOERT_DTYPE_F16:
-    case MOERT_DTYPE_BF16:
-    case MOERT_DTYPE_F8_E4M3:
-    case MOERT_DTYPE_I8:
-    case MOERT_DTYPE_U8:
-    case MOERT_DTYPE_I32:
-    case MOERT_DTYPE_I64:
-    case MOERT_DTYPE_BOOL:
-      return true;
-  }
-  return false;
-}
-
-std::string check_cast(const NodeDesc& node) {
-  const moert_dtype from = node.input(0).dtype(), to = node.output(0).dtype();
-  if (!known_dtype(from) || !known_dtype(to))
-    return "cast between dtype codes " + std::to_string(static_cast<int>(from)) + " and " +
-           std::to_string(static_cast<int>(to));
-  return "";
-}
-
 class CastKernel final : public Kernel {
  public:
   void run(ExecContext& ctx) override {
@@ -142,7 +119,7 @@ const KernelRegistration mul_reg({"mul", check_binary, create_mul});
 const KernelRegistration silu_reg({"silu", check_activations, create_silu});
 const KernelRegistration sigmoid_reg({"sigmoid", check_activations, create_sigmoid});
 const KernelRegistration swiglu_reg({"swiglu", check_swiglu, create_swiglu});
-const KernelRegistration cast_reg({"cast", check_cast, create_cast});
+const KernelRegistration cast_reg({"cast", plugin::check_cast, create_cast});
 
 }  // namespace
 }  // namespace moert::cuda

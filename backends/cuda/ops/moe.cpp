@@ -17,6 +17,7 @@
 #include "kernel.h"
 #include "kernels/launch.h"
 #include "moe_inputs.h"
+#include "op_checks.h"
 #include "options.h"
 
 namespace moert::cuda {
@@ -207,11 +208,8 @@ class Moe final : public Kernel {
   }
 
   std::string describe_error(ExecContext& ctx, int, int64_t position) override {
-    const int64_t k = ctx.in(kIds).dim(1);
-    return "input 'expert_ids'[" + std::to_string(position / k) + ", " +
-           std::to_string(position % k) + "] = " +
-           std::to_string(static_cast<int64_t>(read_element(ctx, ctx.in(kIds), position))) +
-           " is out of range [0, " + std::to_string(ctx.in(kGate).dim(0)) + ")";
+    const auto id = static_cast<int64_t>(read_element(ctx, ctx.in(kIds), position));
+    return plugin::expert_id_error(position, ctx.in(kIds).dim(1), id, ctx.in(kGate).dim(0));
   }
 
  private:

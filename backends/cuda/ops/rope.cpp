@@ -7,22 +7,10 @@
 
 #include "kernel.h"
 #include "kernels/launch.h"
-#include "op_params.h"
+#include "op_checks.h"
 
 namespace moert::cuda {
 namespace {
-
-std::string check_rope(const NodeDesc& node) {
-  const TensorDesc x = node.input(0), pos = node.input(1);
-  if (!is_activation(x.dtype())) return "rope of " + dtype_str(x.dtype());
-  if (x.rank() != 3 || x.static_dim(1) < 0 || x.static_dim(2) < 0)
-    return "rope needs x [T, nh, d] with static nh and d";
-  if (!is_index(pos.dtype())) return "rope positions must be i32 or i64";
-  if (node.output(0).dtype() != x.dtype()) return "output dtype differs from x's";
-  std::string problem;
-  plugin::rope_table(node, x.static_dim(2), &problem);
-  return problem;
-}
 
 class Rope final : public Kernel {
  public:
@@ -53,7 +41,7 @@ class Rope final : public Kernel {
 
 std::unique_ptr<Kernel> create_rope(PrepareContext& pc) { return std::make_unique<Rope>(pc); }
 
-const KernelRegistration rope_reg({"rope", check_rope, create_rope});
+const KernelRegistration rope_reg({"rope", plugin::check_rope, create_rope});
 
 }  // namespace
 }  // namespace moert::cuda

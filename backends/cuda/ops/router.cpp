@@ -7,7 +7,7 @@
 
 #include "kernel.h"
 #include "kernels/launch.h"
-#include "op_params.h"
+#include "op_checks.h"
 
 namespace moert::cuda {
 namespace {
@@ -70,13 +70,8 @@ class Router final : public Kernel {
     launch::router(ctx.stream(), r);
   }
   std::string describe_error(ExecContext& ctx, int slot, int64_t position) override {
-    if (slot == 0)
-      return "input 'bias'[" + std::to_string(position) +
-             "] = " + number_str(read_element(ctx, ctx.in(1), position)) + " is not finite";
-    const int64_t experts = ctx.in(0).dim(1);
-    return "input 'logits'[" + std::to_string(position / experts) + ", " +
-           std::to_string(position % experts) +
-           "] = " + number_str(read_element(ctx, ctx.in(0), position)) + " is not finite";
+    return plugin::router_error(slot, position, ctx.in(0).dim(1),
+                                read_element(ctx, ctx.in(slot == 0 ? 1 : 0), position));
   }
 
  private:
@@ -106,11 +101,8 @@ class RoutingDense final : public Kernel {
                           ctx.error_slot(slot_));
   }
   std::string describe_error(ExecContext& ctx, int, int64_t position) override {
-    const int64_t k = ctx.in(0).dim(1);
-    return "input 'expert_ids'[" + std::to_string(position / k) + ", " +
-           std::to_string(position % k) +
-           "] = " + std::to_string(static_cast<int64_t>(read_element(ctx, ctx.in(0), position))) +
-           " is out of range [0, " + std::to_string(experts_) + ")";
+    const auto id = static_cast<int64_t>(read_element(ctx, ctx.in(0), position));
+    return plugin::expert_id_error(position, ctx.in(0).dim(1), id, experts_);
   }
 
  private:

@@ -5,32 +5,12 @@
 
 #include "kernel.h"
 #include "kernels/launch.h"
+#include "op_checks.h"
 
 namespace moert::cuda {
 namespace {
 
-std::string check_embedding(const NodeDesc& node) {
-  const TensorDesc table = node.input(0), ids = node.input(1);
-  if (!is_activation(table.dtype())) return "embedding table of " + dtype_str(table.dtype());
-  if (!is_index(ids.dtype())) return "embedding ids of " + dtype_str(ids.dtype());
-  if (!is_activation(node.output(0).dtype()))
-    return "embedding output of " + dtype_str(node.output(0).dtype());
-  if (table.rank() != 2) return "embedding table of rank " + std::to_string(table.rank());
-  return "";
-}
-
 // "[i, j, ...]": the multi-index of flat position `flat` in `t`.
-std::string position_str(const Tensor& t, int64_t flat) {
-  std::vector<int64_t> index(t.rank);
-  for (size_t k = t.rank; k-- > 0;) {
-    index[k] = t.shape[k] ? flat % t.shape[k] : 0;
-    flat = t.shape[k] ? flat / t.shape[k] : 0;
-  }
-  std::string s = "[";
-  for (size_t k = 0; k < index.size(); ++k) s += (k ? ", " : "") + std::to_string(index[k]);
-  return s + "]";
-}
-
 class Embedding final : public Kernel {
  public:
   explicit Embedding(PrepareContext& pc) : slot_(pc.reserve_error_slots(1)) {}
@@ -44,9 +24,7 @@ class Embedding final : public Kernel {
   std::string describe_error(ExecContext& ctx, int, int64_t position) override {
     const Tensor& ids = ctx.in(1);
     const auto id = static_cast<int64_t>(read_element(ctx, ids, position));
-    return "input 'ids' holds id " + std::to_string(id) + " at position " +
-           position_str(ids, position) +
-           ", outside [0, V) with V = " + std::to_string(ctx.in(0).dim(0));
+    return plugin::embedding_error(ids, position, id, ctx.in(0).dim(0));
   }
 
  private:
@@ -125,7 +103,7 @@ std::unique_ptr<Kernel> create_rms_norm(PrepareContext& pc) {
 std::unique_ptr<Kernel> create_softmax(PrepareContext&) { return std::make_unique<Softmax>(); }
 std::unique_ptr<Kernel> create_argmax(PrepareContext&) { return std::make_unique<Argmax>(); }
 
-const KernelRegistration embedding_reg({"embedding", check_embedding, create_embedding});
+const KernelRegistration embedding_reg({"embedding", plugin::check_embedding, create_embedding});
 const KernelRegistration rms_norm_reg({"rms_norm", check_rms_norm, create_rms_norm});
 const KernelRegistration softmax_reg({"softmax", check_softmax, create_softmax});
 const KernelRegistration argmax_reg({"argmax", check_argmax, create_argmax});

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "kernel.h"
+#include "op_checks.h"
 
 namespace moert::ocl {
 namespace {
@@ -189,27 +190,7 @@ class Repeat final : public Kernel {
 
 std::unique_ptr<Kernel> create_repeat(PrepareContext& pc) { return std::make_unique<Repeat>(pc); }
 
-std::string check_embedding(const NodeDesc& node, const Device&) {
-  const moert_dtype t = node.input(0).dtype(), ids = node.input(1).dtype();
-  if (!is_activation(t)) return "embedding table of " + dtype_str(t);
-  if (ids != MOERT_DTYPE_I32 && ids != MOERT_DTYPE_I64) return "embedding ids of " + dtype_str(ids);
-  if (!is_activation(node.output(0).dtype()))
-    return "embedding output of " + dtype_str(node.output(0).dtype());
-  return "";
-}
-
 // "[i, j, ...]": the multi-index of flat position `flat` in `t`.
-std::string position_str(const Tensor& t, int64_t flat) {
-  std::vector<int64_t> index(t.rank);
-  for (size_t k = t.rank; k-- > 0;) {
-    index[k] = t.shape[k] ? flat % t.shape[k] : 0;
-    flat = t.shape[k] ? flat / t.shape[k] : 0;
-  }
-  std::string s = "[";
-  for (size_t k = 0; k < index.size(); ++k) s += (k ? ", " : "") + std::to_string(index[k]);
-  return s + "]";
-}
-
 class Embedding final : public Kernel {
  public:
   explicit Embedding(PrepareContext& pc)
@@ -237,9 +218,7 @@ class Embedding final : public Kernel {
   std::string describe_error(ExecContext& ctx, int, int64_t position) override {
     const Tensor &table = ctx.in(0), &ids = ctx.in(1);
     const int64_t id = static_cast<int64_t>(read_element(ctx, ids, position));
-    return "input 'ids' holds id " + std::to_string(id) + " at position " +
-           position_str(ids, position) +
-           ", outside [0, V) with V = " + std::to_string(table.dim(0));
+    return plugin::embedding_error(ids, position, id, table.dim(0));
   }
 
  private:
@@ -256,7 +235,7 @@ const KernelRegistration slice_reg({"slice", check_element_size, create_slice});
 const KernelRegistration concat_reg({"concat", check_element_size, create_concat});
 const KernelRegistration transpose_reg({"transpose", check_element_size, create_transpose});
 const KernelRegistration repeat_reg({"repeat", check_element_size, create_repeat});
-const KernelRegistration embedding_reg({"embedding", check_embedding, create_embedding});
+const KernelRegistration embedding_reg({"embedding", plugin::check_embedding, create_embedding});
 
 }  // namespace
 }  // namespace moert::ocl

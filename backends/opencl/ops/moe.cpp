@@ -16,6 +16,7 @@
 
 #include "gemm.h"
 #include "moe_inputs.h"
+#include "op_checks.h"
 
 namespace moert::ocl {
 namespace {
@@ -165,12 +166,8 @@ class Moe final : public Kernel {
   }
 
   std::string describe_error(ExecContext& ctx, int, int64_t position) override {
-    const Tensor& ids = ctx.in(kIds);
-    const int64_t k = ids.dim(1);
-    return "input 'expert_ids'[" + std::to_string(position / k) + ", " +
-           std::to_string(position % k) +
-           "] = " + std::to_string(static_cast<int64_t>(read_element(ctx, ids, position))) +
-           " is out of range [0, " + std::to_string(ctx.in(kGate).dim(0)) + ")";
+    const auto id = static_cast<int64_t>(read_element(ctx, ctx.in(kIds), position));
+    return plugin::expert_id_error(position, ctx.in(kIds).dim(1), id, ctx.in(kGate).dim(0));
   }
 
  private:

@@ -8,22 +8,10 @@
 #include <vector>
 
 #include "kernel.h"
-#include "op_params.h"
+#include "op_checks.h"
 
 namespace moert::ocl {
 namespace {
-
-std::string check_rope(const NodeDesc& node, const Device&) {
-  const TensorDesc x = node.input(0), pos = node.input(1);
-  if (!is_activation(x.dtype())) return "rope of " + dtype_str(x.dtype());
-  if (pos.dtype() != MOERT_DTYPE_I32 && pos.dtype() != MOERT_DTYPE_I64)
-    return "rope positions of " + dtype_str(pos.dtype());
-  if (x.rank() != 3 || x.static_dim(1) < 0 || x.static_dim(2) < 0)
-    return "rope input must be [T, nh, d] with static nh and d";
-  std::string problem;
-  plugin::rope_table(node, x.static_dim(2), &problem);
-  return problem;
-}
 
 class Rope final : public Kernel {
  public:
@@ -91,7 +79,7 @@ class Rope final : public Kernel {
 
 std::unique_ptr<Kernel> create_rope(PrepareContext& pc) { return std::make_unique<Rope>(pc); }
 
-const KernelRegistration rope_reg({"rope", check_rope, create_rope});
+const KernelRegistration rope_reg({"rope", plugin::check_rope, create_rope});
 
 }  // namespace
 }  // namespace moert::ocl

@@ -4,7 +4,7 @@
 #include <cstdio>
 
 #include "kernel.h"
-#include "op_params.h"
+#include "op_checks.h"
 
 namespace moert::ocl {
 namespace {
@@ -44,12 +44,6 @@ std::string check_router(const NodeDesc& node, const Device&) {
     return "router bias of " + dtype_str(node.input(1).dtype());
   RouterArgs p;
   return router_args(node, l.static_dim(1), &p);
-}
-
-std::string number(double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof(buf), "%g", v);
-  return buf;
 }
 
 class Router final : public Kernel {
@@ -92,13 +86,8 @@ class Router final : public Kernel {
     ctx.launch(k_, {static_cast<size_t>(tokens)}, {wg});
   }
   std::string describe_error(ExecContext& ctx, int slot, int64_t position) override {
-    if (slot == 0)
-      return "input 'bias'[" + std::to_string(position) +
-             "] = " + number(read_element(ctx, ctx.in(1), position)) + " is not finite";
-    const int64_t experts = ctx.in(0).dim(1);
-    return "input 'logits'[" + std::to_string(position / experts) + ", " +
-           std::to_string(position % experts) +
-           "] = " + number(read_element(ctx, ctx.in(0), position)) + " is not finite";
+    return plugin::router_error(slot, position, ctx.in(0).dim(1),
+                                read_element(ctx, ctx.in(slot == 0 ? 1 : 0), position));
   }
 
  private:
@@ -141,11 +130,8 @@ class RoutingDense final : public Kernel {
     ctx.launch(k_, {static_cast<size_t>(tokens)}, {wg});
   }
   std::string describe_error(ExecContext& ctx, int, int64_t position) override {
-    const int64_t k = ctx.in(0).dim(1);
-    return "input 'expert_ids'[" + std::to_string(position / k) + ", " +
-           std::to_string(position % k) +
-           "] = " + std::to_string(static_cast<int64_t>(read_element(ctx, ctx.in(0), position))) +
-           " is out of range [0, " + std::to_string(experts_) + ")";
+    const auto id = static_cast<int64_t>(read_element(ctx, ctx.in(0), position));
+    return plugin::expert_id_error(position, ctx.in(0).dim(1), id, experts_);
   }
 
  private:
