@@ -61,6 +61,15 @@ inline std::string check_cast(const NodeDesc& node) {
   return "";
 }
 
+// softmax, argmax and the other row-wise ops over the last axis of an
+// activation.
+inline std::string check_rows(const NodeDesc& node) {
+  const TensorDesc x = node.input(0);
+  if (!is_activation(x.dtype())) return std::string(node.op()) + " of " + dtype_str(x.dtype());
+  if (x.rank() < 1) return std::string(node.op()) + " of a scalar";
+  return "";
+}
+
 // "[i, j, ...]": the multi-index of flat position `flat` in a tensor of `t`'s
 // shape.
 inline std::string position_str(const kit::TensorShape& t, int64_t flat) {

@@ -1,6 +1,6 @@
 // libmoert_backend_cpu: the CPU backend plugin.  One device, "cpu:0", with
 // host memory for buffers.  GEMMs go through oneDNN; the other ops are
-// vectorised, OpenMP-parallel kernels of kernels/ (see kernel.h).  The ABI
+// vectorised, OpenMP-parallel kernels of ops/ (see kernel.h) over the vector library vec/.  The ABI
 // glue is the plugin kit's (backends/common/kit); this file says what the
 // device is.
 #include <omp.h>

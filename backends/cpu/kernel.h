@@ -1,5 +1,6 @@
 // The CPU backend's kernel interface: the plugin kit's (backends/common/kit)
-// over host memory.  Each op is one file of kernels/ that registers a
+// over host memory.  Each op family is a file of ops/ (named as in the
+// runtime's ops/) that registers a
 // KernelDef: a check (can this node, with these dtypes, shapes and
 // attributes, run here?) and a factory that builds the node's Kernel at
 // prepare time, when it may read and pre-pack constant inputs (weights).

@@ -2,6 +2,8 @@
 
 #include <cstdio>
 
+#include "kit/device.h"
+
 namespace moert::cuda {
 
 std::string cuda_error_text(cudaError_t e) {
@@ -127,18 +129,9 @@ void Device::synchronize(const std::string& what) {
   check_cuda(cudaStreamSynchronize(stream()), label() + ": " + what);
 }
 
-std::vector<std::unique_ptr<Device>>& devices() {
-  static std::vector<std::unique_ptr<Device>> list;
-  return list;
-}
+std::vector<std::unique_ptr<Device>>& devices() { return kit::DeviceList<Device>::all(); }
 
-Device& device(int32_t index) {
-  auto& list = devices();
-  if (index < 0 || static_cast<size_t>(index) >= list.size())
-    plugin::fail("no CUDA device " + std::to_string(index) + " (this plugin has " +
-                 std::to_string(list.size()) + ")");
-  return *list[static_cast<size_t>(index)];
-}
+Device& device(int32_t index) { return kit::DeviceList<Device>::at(index, "CUDA"); }
 
 void discover_devices() {
   devices().clear();

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "embedded_kernels.h"
+#include "kit/device.h"
 #include "program_cache.h"
 
 namespace moert::ocl {
@@ -301,18 +302,9 @@ cl_mem Device::scratch(int slot, uint64_t bytes) {
   return s.mem;
 }
 
-std::vector<std::unique_ptr<Device>>& devices() {
-  static std::vector<std::unique_ptr<Device>> list;
-  return list;
-}
+std::vector<std::unique_ptr<Device>>& devices() { return kit::DeviceList<Device>::all(); }
 
-Device& device(int32_t index) {
-  auto& list = devices();
-  if (index < 0 || static_cast<size_t>(index) >= list.size())
-    plugin::fail("no OpenCL device " + std::to_string(index) + " (there are " +
-                 std::to_string(list.size()) + ")");
-  return *list[static_cast<size_t>(index)];
-}
+Device& device(int32_t index) { return kit::DeviceList<Device>::at(index, "OpenCL"); }
 
 void discover_devices() {
   auto& list = devices();

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -35,6 +36,23 @@ struct NoErrorSlots {
   void attach(Context&) const {}
   std::vector<int64_t> read(Device&) { return {}; }
   void clear(Device&) {}
+};
+
+// The devices a plugin found at init(), in moert's device order.
+template <class Device>
+struct DeviceList {
+  static std::vector<std::unique_ptr<Device>>& all() {
+    static std::vector<std::unique_ptr<Device>> list;
+    return list;
+  }
+  // Device `index`; throws naming the kind of device ("CUDA") and the count.
+  static Device& at(int32_t index, const char* kind) {
+    auto& list = all();
+    if (index < 0 || static_cast<size_t>(index) >= list.size())
+      plugin::fail(std::string("no ") + kind + " device " + std::to_string(index) +
+                   " (the plugin has " + std::to_string(list.size()) + ")");
+    return *list[static_cast<size_t>(index)];
+  }
 };
 
 }  // namespace moert::kit

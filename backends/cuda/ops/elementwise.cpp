@@ -1,5 +1,5 @@
-// add, mul (b broadcast to a), silu, sigmoid, swiglu and cast: f32, bf16
-// and f16 activations computed in f32; cast between every pair of dtypes.
+// add, mul (b broadcast to a), silu, sigmoid and swiglu: f32, bf16 and f16
+// activations computed in f32.
 #include "kernel.h"
 #include "kernels/launch.h"
 #include "op_checks.h"
@@ -86,19 +86,6 @@ class SwigluKernel final : public Kernel {
   }
 };
 
-class CastKernel final : public Kernel {
- public:
-  void run(ExecContext& ctx) override {
-    const Tensor& x = ctx.in(0);
-    const Tensor& y = ctx.out(0);
-    require(x.numel() == y.numel(), "output size differs from the input's");
-    if (x.dtype == y.dtype)
-      ctx.copy(y.data, x.data, x.nbytes());
-    else
-      launch::cast(ctx.stream(), x.dtype, x.data, y.dtype, y.data, x.numel());
-  }
-};
-
 std::unique_ptr<Kernel> create_add(PrepareContext&) {
   return std::make_unique<BinaryKernel>(launch::Binary::add);
 }
@@ -112,14 +99,12 @@ std::unique_ptr<Kernel> create_sigmoid(PrepareContext&) {
   return std::make_unique<UnaryKernel>(launch::Unary::sigmoid);
 }
 std::unique_ptr<Kernel> create_swiglu(PrepareContext&) { return std::make_unique<SwigluKernel>(); }
-std::unique_ptr<Kernel> create_cast(PrepareContext&) { return std::make_unique<CastKernel>(); }
 
 const KernelRegistration add_reg({"add", check_binary, create_add});
 const KernelRegistration mul_reg({"mul", check_binary, create_mul});
 const KernelRegistration silu_reg({"silu", check_activations, create_silu});
 const KernelRegistration sigmoid_reg({"sigmoid", check_activations, create_sigmoid});
 const KernelRegistration swiglu_reg({"swiglu", check_swiglu, create_swiglu});
-const KernelRegistration cast_reg({"cast", plugin::check_cast, create_cast});
 
 }  // namespace
 }  // namespace moert::cuda

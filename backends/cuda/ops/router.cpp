@@ -1,8 +1,7 @@
 // router (softmax / sigmoid / softmax_topk scoring; greedy, grouped and
 // noaux_tc selection; bias, normalisation, scaling), in double on the
-// device, one block per token; and routing_dense.  Non-finite logits or
-// bias entries and expert ids out of range are reported through error
-// slots.
+// device, one block per token.  Non-finite logits or bias entries are
+// reported through error slots.
 #include <cmath>
 
 #include "kernel.h"
@@ -79,45 +78,9 @@ class Router final : public Kernel {
   int slot_;
 };
 
-std::string check_routing_dense(const NodeDesc& node) {
-  const moert_dtype ids = node.input(0).dtype(), w = node.input(1).dtype();
-  if (!is_index(ids)) return "expert ids of " + dtype_str(ids);
-  if (!is_float(w)) return "expert weights of " + dtype_str(w);
-  if (node.attr_int("num_experts", 0) <= 0) return "num_experts must be > 0";
-  if (node.output(0).dtype() != MOERT_DTYPE_F32) return "routing_dense output must be f32";
-  return "";
-}
-
-class RoutingDense final : public Kernel {
- public:
-  explicit RoutingDense(PrepareContext& pc)
-      : experts_(pc.node().attr_int("num_experts", 1)), slot_(pc.reserve_error_slots(1)) {}
-  void run(ExecContext& ctx) override {
-    const Tensor& ids = ctx.in(0);
-    const Tensor& w = ctx.in(1);
-    require(w.numel() == ids.numel(), "inputs 'expert_ids' and 'expert_weights' differ in size");
-    launch::routing_dense(ctx.stream(), ids.dtype, ids.data, w.dtype, w.data,
-                          static_cast<float*>(ctx.out(0).data), ids.dim(0), ids.dim(1), experts_,
-                          ctx.error_slot(slot_));
-  }
-  std::string describe_error(ExecContext& ctx, int, int64_t position) override {
-    const auto id = static_cast<int64_t>(read_element(ctx, ctx.in(0), position));
-    return plugin::expert_id_error(position, ctx.in(0).dim(1), id, experts_);
-  }
-
- private:
-  int64_t experts_;
-  int slot_;
-};
-
 std::unique_ptr<Kernel> create_router(PrepareContext& pc) { return std::make_unique<Router>(pc); }
-std::unique_ptr<Kernel> create_routing_dense(PrepareContext& pc) {
-  return std::make_unique<RoutingDense>(pc);
-}
 
 const KernelRegistration router_reg({"router", check_router, create_router});
-const KernelRegistration routing_dense_reg({"routing_dense", check_routing_dense,
-                                            create_routing_dense});
 
 }  // namespace
 }  // namespace moert::cuda

@@ -1,5 +1,5 @@
 // Elementwise ops (kernels/elementwise.cl): add and mul with b broadcast to
-// a's shape, silu, sigmoid, swiglu, and cast between any two dtypes.
+// a's shape, silu, sigmoid and swiglu.
 #include <vector>
 
 #include "kernel.h"
@@ -151,42 +151,11 @@ class Swiglu final : public Kernel {
 
 std::unique_ptr<Kernel> create_swiglu(PrepareContext& pc) { return std::make_unique<Swiglu>(pc); }
 
-bool is_wide_int(moert_dtype t) { return t == MOERT_DTYPE_I32 || t == MOERT_DTYPE_I64; }
-
-std::string check_cast(const NodeDesc& node, const Device& d) {
-  const moert_dtype from = node.input(0).dtype(), to = node.output(0).dtype();
-  if (!d.caps().fp64 && (is_wide_int(from) || is_wide_int(to)))
-    return "cast from " + dtype_str(from) + " to " + dtype_str(to) +
-           " is exact only with fp64, which this device lacks";
-  return "";
-}
-
-class Cast final : public Kernel {
- public:
-  explicit Cast(PrepareContext& pc) : k_(pc.kernel(kFile, "cast_any")) {}
-  void run(ExecContext& ctx) override {
-    const Tensor &x = ctx.in(0), &y = ctx.out(0);
-    const uint64_t n = static_cast<uint64_t>(x.numel());
-    if (x.dtype == y.dtype) {
-      ctx.copy(x.mem, x.offset, y.mem, y.offset, x.nbytes());
-      return;
-    }
-    ctx.args(k_).tensor(x).i32(x.dtype).tensor(y).i32(y.dtype).u64(n);
-    ctx.launch(k_, {n}, {ctx.device().elementwise_wg()});
-  }
-
- private:
-  ClKernel k_;
-};
-
-std::unique_ptr<Kernel> create_cast(PrepareContext& pc) { return std::make_unique<Cast>(pc); }
-
 const KernelRegistration add_reg({"add", check_binary, create_add});
 const KernelRegistration mul_reg({"mul", check_binary, create_mul});
 const KernelRegistration silu_reg({"silu", check_unary, create_silu});
 const KernelRegistration sigmoid_reg({"sigmoid", check_unary, create_sigmoid});
 const KernelRegistration swiglu_reg({"swiglu", check_swiglu, create_swiglu});
-const KernelRegistration cast_reg({"cast", check_cast, create_cast});
 
 }  // namespace
 }  // namespace moert::ocl

@@ -5,10 +5,10 @@
 #include <cstring>
 
 #include "attention_common.h"
-#include "attention_simd.h"
 #include "kernel.h"
 #include "op_checks.h"
 #include "parallel.h"
+#include "vec/vec.h"
 
 namespace moert::cpu {
 namespace {
@@ -26,7 +26,7 @@ class CacheUpdate final : public Kernel {
             "input 'x' and the output do not fit P = " + std::to_string(past) +
                 " and the cache's rows of " + std::to_string(row) + " elements");
     parallel_for(tokens * row, 1 << 16, [&](int64_t b, int64_t e) {
-      attn::convert(x.dtype, x.data, b, cache.dtype, cache.data, past * row + b, e - b);
+      vec::convert(x.dtype, x.data, b, cache.dtype, cache.data, past * row + b, e - b);
     });
     const int64_t bytes = static_cast<int64_t>(y.nbytes());
     parallel_for(bytes, 1 << 18, [&](int64_t b, int64_t e) {

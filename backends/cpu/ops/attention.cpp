@@ -25,11 +25,11 @@
 #include <vector>
 
 #include "attention_common.h"
-#include "attention_simd.h"
 #include "attention_tiles.h"
 #include "convert.h"
 #include "kernel.h"
 #include "parallel.h"
+#include "vec/vec.h"
 
 namespace moert::cpu {
 namespace {
@@ -135,7 +135,7 @@ class Attention final : public Kernel {
     }
     if (ctx.has(5)) {
       float* s = sinks_.get(nh_);
-      attn::widen(ctx.in(5).dtype, ctx.in(5).data, 0, nh_, s);
+      vec::widen(ctx.in(5).dtype, ctx.in(5).data, 0, nh_, s);
       plan.sinks = s;
     }
     if (tokens == 0) return;
@@ -150,7 +150,7 @@ class Attention final : public Kernel {
   // to the cache dtype; in parallel for a long prefill.
   static void write_rows(const Tensor& x, const Tensor& cache, int64_t offset, int64_t n) {
     parallel_for(n, 1 << 16, [&](int64_t b, int64_t e) {
-      attn::convert(x.dtype, x.data, b, cache.dtype, cache.data, offset + b, e - b);
+      vec::convert(x.dtype, x.data, b, cache.dtype, cache.data, offset + b, e - b);
     });
   }
 
@@ -218,9 +218,9 @@ class Attention final : public Kernel {
     const int64_t rows = heads * per_group;
     for (int64_t g = g0; g < g1; ++g)
       for (int64_t t = t0; t < t1; ++t)
-        attn::widen(q.dtype, q.data, (t * nh_ + g * group_) * dk_, group_ * dk_,
-                    sc.q + ((g - g0) * per_group + (t - t0) * group_) * dk_);
-    attn::scale(sc.q, rows * dk_, static_cast<float>(mask_.scale));
+        vec::widen(q.dtype, q.data, (t * nh_ + g * group_) * dk_, group_ * dk_,
+                   sc.q + ((g - g0) * per_group + (t - t0) * group_) * dk_);
+    vec::scale(sc.q, rows * dk_, static_cast<float>(mask_.scale));
     for (int64_t r = 0; r < rows; ++r) {
       sc.m[r] = -std::numeric_limits<float>::infinity();
       sc.l[r] = 0.0f;
@@ -290,9 +290,9 @@ class Attention final : public Kernel {
   // dst [nk, g1 - g0, d] in f32.
   void widen_block(moert_dtype t, const void* src, int64_t n0, int64_t nk, int64_t g0, int64_t g1,
                    int64_t d, float* dst) const {
-    if (g1 - g0 == nkv_) return attn::widen(t, src, n0 * nkv_ * d, nk * nkv_ * d, dst);
+    if (g1 - g0 == nkv_) return vec::widen(t, src, n0 * nkv_ * d, nk * nkv_ * d, dst);
     for (int64_t j = 0; j < nk; ++j)
-      attn::widen(t, src, ((n0 + j) * nkv_ + g0) * d, (g1 - g0) * d, dst + j * (g1 - g0) * d);
+      vec::widen(t, src, ((n0 + j) * nkv_ + g0) * d, (g1 - g0) * d, dst + j * (g1 - g0) * d);
   }
 
   // Normalises one output row (running max m, sum l, unnormalised o of head
@@ -308,8 +308,8 @@ class Attention final : public Kernel {
     } else {
       factor = l > 0.0f ? 1.0 / static_cast<double>(l) : 0.0;
     }
-    attn::scale(o, dv_, static_cast<float>(factor));
-    attn::narrow(o, dv_, out.dtype, out.data, (t * nh_ + h) * dv_);
+    vec::scale(o, dv_, static_cast<float>(factor));
+    vec::narrow(o, dv_, out.dtype, out.data, (t * nh_ + h) * dv_);
   }
 
   void finish_unit(const Plan& plan, const Tensor& out, int64_t g0, int64_t g1, int64_t t0,
@@ -404,14 +404,14 @@ class Attention final : public Kernel {
       for (int64_t j = 0; j < kKeyBlock; ++j) {
         const int64_t n = n0 + j;
         if (n < plan.len)
-          attn::widen(plan.kdtype, plan.kdata, (n * nkv_ + g) * dk_, dk_, row);
+          vec::widen(plan.kdtype, plan.kdata, (n * nkv_ + g) * dk_, dk_, row);
         else
           std::fill(row, row + dk_, 0.0f);
         for (int64_t c = 0; c < dk_; ++c) dst[c * kKeyBlock + j] = row[c];
         if (convert_v) {
           float* vd = vrows + (u * kKeyBlock + j) * dv_;
           if (n < plan.len)
-            attn::widen(plan.vdtype, plan.vdata, (n * nkv_ + g) * dv_, dv_, vd);
+            vec::widen(plan.vdtype, plan.vdata, (n * nkv_ + g) * dv_, dv_, vd);
           else
             std::fill(vd, vd + dv_, 0.0f);
         }

@@ -7,9 +7,9 @@
 #include <cmath>
 
 #include "attention_common.h"
-#include "attention_simd.h"
 #include "kernel.h"
 #include "parallel.h"
+#include "vec/vec.h"
 
 namespace moert::cpu {
 namespace {
@@ -51,17 +51,17 @@ class RmsNorm final : public Kernel {
     const int64_t rows = x.numel() / dim;
     const int64_t stride = (dim + 15) / 16 * 16;
     float* weight = weight_.get(dim);
-    attn::widen(w.dtype, w.data, 0, dim, weight);
+    vec::widen(w.dtype, w.data, 0, dim, weight);
     float* bufs = rows_.get(static_cast<int64_t>(num_threads()) * stride);
     const double eps = eps_;
     parallel_for(rows, std::max<int64_t>(1, 4096 / dim), [&](int64_t r0, int64_t r1) {
       float* row = bufs + omp_get_thread_num() * stride;
       for (int64_t r = r0; r < r1; ++r) {
-        attn::widen(x.dtype, x.data, r * dim, dim, row);
-        const double mean = static_cast<double>(attn::sum_squares(row, dim)) / dim;
+        vec::widen(x.dtype, x.data, r * dim, dim, row);
+        const double mean = static_cast<double>(vec::sum_squares(row, dim)) / dim;
         const float inv_rms = static_cast<float>(1.0 / std::sqrt(mean + eps));
-        attn::scale_mul(row, inv_rms, weight, row, dim);
-        attn::narrow(row, dim, y.dtype, y.data, r * dim);
+        vec::scale_mul(row, inv_rms, weight, row, dim);
+        vec::narrow(row, dim, y.dtype, y.data, r * dim);
       }
     });
   }

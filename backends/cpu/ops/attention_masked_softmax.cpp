@@ -7,9 +7,9 @@
 #include <cstring>
 
 #include "attention_common.h"
-#include "attention_simd.h"
 #include "kernel.h"
 #include "parallel.h"
+#include "vec/vec.h"
 
 namespace moert::cpu {
 namespace {
@@ -39,7 +39,7 @@ class MaskedSoftmax final : public Kernel {
     const float* sinks = nullptr;
     if (ctx.has(1)) {
       float* s = sinks_.get(nh);
-      attn::widen(ctx.in(1).dtype, ctx.in(1).data, 0, nh, s);
+      vec::widen(ctx.in(1).dtype, ctx.in(1).data, 0, nh, s);
       sinks = s;
     }
     const size_t esize = plugin::dtype_size(y.dtype);
@@ -54,21 +54,21 @@ class MaskedSoftmax final : public Kernel {
                      const int64_t h = r / tokens, p = len - tokens + r % tokens;
                      const int64_t a = mask_.lo(p), b = mask_.hi(p, len);
                      const int64_t n = std::max<int64_t>(b - a, 0);
-                     attn::widen(x.dtype, x.data, r * len + a, n, row);
-                     attn::scale(row, n, scale);
-                     float mx = attn::max_of(row, n);
+                     vec::widen(x.dtype, x.data, r * len + a, n, row);
+                     vec::scale(row, n, scale);
+                     float mx = vec::max_of(row, n);
                      if (sinks) mx = std::max(sinks[h], mx);
-                     float denom = attn::exp_sum(row, n, mx);
+                     float denom = vec::exp_sum(row, n, mx);
                      if (sinks) denom += std::exp(sinks[h] - mx);
                      // A row with nothing to normalise stays 0 (as the
                      // reference); it cannot occur, every query sees itself.
-                     if (denom > 0.0f) attn::scale(row, n, 1.0f / denom);
+                     if (denom > 0.0f) vec::scale(row, n, 1.0f / denom);
                      std::memset(out + static_cast<size_t>(r * len) * esize, 0,
                                  static_cast<size_t>(std::min(a, len)) * esize);
                      if (b < len)
                        std::memset(out + static_cast<size_t>(r * len + std::max(a, b)) * esize, 0,
                                    static_cast<size_t>(len - std::max(a, b)) * esize);
-                     attn::narrow(row, n, y.dtype, y.data, r * len + a);
+                     vec::narrow(row, n, y.dtype, y.data, r * len + a);
                    }
                  });
   }

@@ -10,36 +10,14 @@
 
 #include "convert.h"
 #include "kernel.h"
+#include "op_checks.h"
 #include "parallel.h"
 
 namespace moert::cpu {
 namespace {
 
-std::string check(const NodeDesc& node) {
-  const TensorDesc table = node.input(0), ids = node.input(1);
-  if (!is_activation(table.dtype()))
-    return std::string("embedding table of ") + plugin::dtype_name(table.dtype());
-  if (ids.dtype() != MOERT_DTYPE_I32 && ids.dtype() != MOERT_DTYPE_I64)
-    return std::string("embedding ids of ") + plugin::dtype_name(ids.dtype());
-  if (!is_activation(node.output(0).dtype()))
-    return std::string("embedding output of ") + plugin::dtype_name(node.output(0).dtype());
-  if (table.rank() != 2) return "embedding table of rank " + std::to_string(table.rank());
-  return "";
-}
-
 int64_t id_at(const Tensor& ids, int64_t p) {
   return ids.dtype == MOERT_DTYPE_I64 ? ids.as<const int64_t>()[p] : ids.as<const int32_t>()[p];
-}
-
-// "[i, j, ...]": the multi-index of flat position `flat` in ids.
-std::string position(const Tensor& ids, int64_t flat) {
-  std::string s;
-  for (uint32_t k = ids.rank; k-- > 0;) {
-    const int64_t n = ids.shape[k];
-    s = std::to_string(n ? flat % n : 0) + (s.empty() ? "" : ", ") + s;
-    flat = n ? flat / n : 0;
-  }
-  return "[" + s + "]";
 }
 
 class Embedding final : public Kernel {
@@ -51,9 +29,7 @@ class Embedding final : public Kernel {
     const int64_t vocab = table.shape[0], hidden = table.shape[1], n = ids.numel();
     for (int64_t p = 0; p < n; ++p) {
       const int64_t id = id_at(ids, p);
-      if (id < 0 || id >= vocab)
-        fail("input 'ids' holds id " + std::to_string(id) + " at position " + position(ids, p) +
-             ", outside [0, V) with V = " + std::to_string(vocab));
+      if (id < 0 || id >= vocab) fail(plugin::embedding_error(ids, p, id, vocab));
     }
     if (y.numel() != n * hidden) fail("output size is not ids' size times H");
     if (n == 0 || hidden == 0) return;
@@ -89,7 +65,7 @@ class Embedding final : public Kernel {
 
 std::unique_ptr<Kernel> create(const NodeDesc&) { return std::make_unique<Embedding>(); }
 
-const KernelRegistration registration({"embedding", check, create});
+const KernelRegistration registration({"embedding", plugin::check_embedding, create});
 
 }  // namespace
 }  // namespace moert::cpu

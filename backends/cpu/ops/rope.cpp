@@ -18,10 +18,10 @@
 #include <vector>
 
 #include "attention_common.h"
-#include "attention_simd.h"
 #include "kernel.h"
 #include "op_checks.h"
 #include "parallel.h"
+#include "vec/vec.h"
 
 namespace moert::cpu {
 namespace {
@@ -93,9 +93,9 @@ class Rope final : public Kernel {
                        cs[j] = static_cast<float>(c[j] * scaling);
                        sn[j] = static_cast<float>(sd[j] * scaling);
                      }
-                     attn::widen(x.dtype, x.data, t * width, width, row);
-                     attn::rotate_pairs(row, heads, dim, half, interleaved, cs, sn);
-                     attn::narrow(row, width, y.dtype, y.data, t * width);
+                     vec::widen(x.dtype, x.data, t * width, width, row);
+                     vec::rotate_pairs(row, heads, dim, half, interleaved, cs, sn);
+                     vec::narrow(row, width, y.dtype, y.data, t * width);
                    }
                  });
   }

@@ -1,6 +1,7 @@
-// Row helpers shared by the attention-family kernels (attention,
-// masked_softmax, rope, rms_norm): dtype widening to f32 and rounding back,
-// row max, exp-and-sum, scaling, rotary pairs.  Each has an AVX-512 body (chosen at run
+// The CPU backend's vector library: row operations its op files share
+// (attention, masked_softmax, cache_update, rope, rms_norm, router): dtype
+// widening to f32 and rounding back, conversion, row max, exp-and-sum,
+// scaling, sum of squares, rotary pairs.  Each has an AVX-512 body (chosen at run
 // time when the processor has AVX-512 F/BW/VL/DQ, F16C and FMA) and a
 // portable one; both round exactly as convert.h does.  MOERT_CPU_NO_AVX512=1
 // forces the portable bodies, to test them on an AVX-512 machine.
@@ -13,14 +14,14 @@
 // The target of the hand-vectorised bodies; the library itself is built for
 // baseline x86-64.
 #if defined(__x86_64__) && defined(__GNUC__)
-#define MOERT_ATTN_X86 1
-#define MOERT_ATTN_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,f16c,fma")))
+#define MOERT_CPU_X86 1
+#define MOERT_CPU_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,f16c,fma")))
 #else
-#define MOERT_ATTN_X86 0
-#define MOERT_ATTN_AVX512
+#define MOERT_CPU_X86 0
+#define MOERT_CPU_AVX512
 #endif
 
-namespace moert::cpu::attn {
+namespace moert::cpu::vec {
 
 // True when the AVX-512 bodies run on this processor.
 bool use_avx512();
@@ -51,4 +52,4 @@ void scale_mul(const float* x, float s, const float* w, float* y, int64_t n);
 void rotate_pairs(float* x, int64_t heads, int64_t dim, int64_t half, bool interleaved,
                   const float* c, const float* s);
 
-}  // namespace moert::cpu::attn
+}  // namespace moert::cpu::vec

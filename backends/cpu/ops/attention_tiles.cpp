@@ -7,15 +7,15 @@
 #include <cmath>
 #include <limits>
 
-#include "attention_simd.h"
+#include "vec/vec.h"
 
-#if MOERT_ATTN_X86
+#if MOERT_CPU_X86
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 #pragma GCC diagnostic pop
-#include "attention_vec.h"
+#include "vec/avx512.h"
 #endif
 
 namespace moert::cpu::attn {
@@ -97,12 +97,12 @@ const Tiles kPortable = {scores_transposed_portable, scores_rows_portable, onlin
 
 // ---- AVX-512 --------------------------------------------------------------
 
-#if MOERT_ATTN_X86
+#if MOERT_CPU_X86
 
 // R rows of scores against a transposed key block: R x 4 accumulators.
 template <int R>
-MOERT_ATTN_AVX512 inline void scores_transposed_rows(const float* q, int64_t ldq, const float* kt,
-                                                     int64_t dk, float* s) {
+MOERT_CPU_AVX512 inline void scores_transposed_rows(const float* q, int64_t ldq, const float* kt,
+                                                    int64_t dk, float* s) {
   __m512 acc[R][4];
 #pragma GCC unroll 8
   for (int i = 0; i < R; ++i)
@@ -125,8 +125,8 @@ MOERT_ATTN_AVX512 inline void scores_transposed_rows(const float* q, int64_t ldq
     for (int j = 0; j < 4; ++j) _mm512_storeu_ps(s + i * kKeyBlock + 16 * j, acc[i][j]);
 }
 
-MOERT_ATTN_AVX512 void scores_transposed_avx512(const float* q, int64_t ldq, int64_t m,
-                                                const float* kt, int64_t dk, float* s) {
+MOERT_CPU_AVX512 void scores_transposed_avx512(const float* q, int64_t ldq, int64_t m,
+                                               const float* kt, int64_t dk, float* s) {
   int64_t r = 0;
   for (; r + 6 <= m; r += 6) scores_transposed_rows<6>(q + r * ldq, ldq, kt, dk, s + r * kKeyBlock);
   const float* qr = q + r * ldq;
@@ -150,7 +150,7 @@ MOERT_ATTN_AVX512 void scores_transposed_avx512(const float* q, int64_t ldq, int
 // Lane j of the result = the sum of the 16 lanes of a[j]: pairs of vectors
 // interleaved and added (within 128-bit lanes), then 128-bit lanes
 // exchanged and added; 15 additions and 30 shuffles for 16 sums.
-MOERT_ATTN_AVX512 inline __m512 sum16(const __m512* a) {
+MOERT_CPU_AVX512 inline __m512 sum16(const __m512* a) {
   __m512 b[8], c[4], d[2];
 #pragma GCC unroll 8
   for (int i = 0; i < 8; ++i)
@@ -172,10 +172,10 @@ MOERT_ATTN_AVX512 inline __m512 sum16(const __m512* a) {
 
 // Scores 16 keys at a time: per row, one accumulator per key over the
 // features, then the 16 accumulators summed together by sum16.
-MOERT_ATTN_AVX512 void scores_rows_avx512(const float* q, int64_t ldq, int64_t m, const float* k,
-                                          int64_t ldk, int64_t nk, int64_t dk, float* s) {
+MOERT_CPU_AVX512 void scores_rows_avx512(const float* q, int64_t ldq, int64_t m, const float* k,
+                                         int64_t ldk, int64_t nk, int64_t dk, float* s) {
   const int64_t full = dk / 16 * 16;
-  const __mmask16 tail = vec::tail_mask(dk - full);
+  const __mmask16 tail = vec::avx512::tail_mask(dk - full);
   for (int64_t j0 = 0; j0 < nk; j0 += 16) {
     const int64_t nj = std::min<int64_t>(16, nk - j0);
     // Keys past the last repeat it (valid memory); their lanes are not stored.
@@ -198,7 +198,7 @@ MOERT_ATTN_AVX512 void scores_rows_avx512(const float* q, int64_t ldq, int64_t m
         for (int j = 0; j < 16; ++j)
           acc[j] = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(tail, kr[j] + full), acc[j]);
       }
-      _mm512_mask_storeu_ps(s + r * kKeyBlock + j0, vec::tail_mask(nj), sum16(acc));
+      _mm512_mask_storeu_ps(s + r * kKeyBlock + j0, vec::avx512::tail_mask(nj), sum16(acc));
     }
   }
 }
@@ -206,8 +206,8 @@ MOERT_ATTN_AVX512 void scores_rows_avx512(const float* q, int64_t ldq, int64_t m
 // R rows x NV vectors (up to 64 columns) of the output, the last vector
 // under mask `last`.
 template <int R, int NV>
-MOERT_ATTN_AVX512 inline void weighted_sum_tile(const float* p, const float* v, int64_t ldv,
-                                                int64_t nk, float* o, int64_t ldo, __mmask16 last) {
+MOERT_CPU_AVX512 inline void weighted_sum_tile(const float* p, const float* v, int64_t ldv,
+                                               int64_t nk, float* o, int64_t ldo, __mmask16 last) {
   __m512 acc[R][NV];
 #pragma GCC unroll 8
   for (int i = 0; i < R; ++i)
@@ -234,9 +234,9 @@ MOERT_ATTN_AVX512 inline void weighted_sum_tile(const float* p, const float* v, 
 }
 
 template <int NV>
-MOERT_ATTN_AVX512 inline void weighted_sum_cols(const float* p, int64_t m, const float* v,
-                                                int64_t ldv, int64_t nk, float* o, int64_t ldo,
-                                                __mmask16 last) {
+MOERT_CPU_AVX512 inline void weighted_sum_cols(const float* p, int64_t m, const float* v,
+                                               int64_t ldv, int64_t nk, float* o, int64_t ldo,
+                                               __mmask16 last) {
   int64_t r = 0;
   for (; r + 6 <= m; r += 6)
     weighted_sum_tile<6, NV>(p + r * kKeyBlock, v, ldv, nk, o + r * ldo, ldo, last);
@@ -258,12 +258,12 @@ MOERT_ATTN_AVX512 inline void weighted_sum_cols(const float* p, int64_t m, const
   }
 }
 
-MOERT_ATTN_AVX512 void weighted_sum_avx512(const float* p, int64_t m, const float* v, int64_t ldv,
-                                           int64_t nk, int64_t dv, float* o, int64_t ldo) {
+MOERT_CPU_AVX512 void weighted_sum_avx512(const float* p, int64_t m, const float* v, int64_t ldv,
+                                          int64_t nk, int64_t dv, float* o, int64_t ldo) {
   for (int64_t c0 = 0; c0 < dv; c0 += 64) {
     const int64_t cols = std::min<int64_t>(64, dv - c0);
     const int64_t nv = (cols + 15) / 16;
-    const __mmask16 last = vec::tail_mask(cols - 16 * (nv - 1));
+    const __mmask16 last = vec::avx512::tail_mask(cols - 16 * (nv - 1));
     switch (nv) {
       case 4:
         weighted_sum_cols<4>(p, m, v + c0, ldv, nk, o + c0, ldo, last);
@@ -286,9 +286,9 @@ MOERT_ATTN_AVX512 void weighted_sum_avx512(const float* p, int64_t m, const floa
 // rows at once the new max and the rescale factor alpha, then each row's
 // exponentials, sum and output rescale.  Masked lanes are loaded as -inf
 // and zeroed after the exp.
-MOERT_ATTN_AVX512 void online_softmax_avx512(float* s, int64_t rows, int64_t group, int64_t nk,
-                                             const int32_t* range, float* m, float* l, float* o,
-                                             int64_t ldo, int64_t dv) {
+MOERT_CPU_AVX512 void online_softmax_avx512(float* s, int64_t rows, int64_t group, int64_t nk,
+                                            const int32_t* range, float* m, float* l, float* o,
+                                            int64_t ldo, int64_t dv) {
   const __m512 neg_inf = _mm512_set1_ps(-INFINITY);
   alignas(64) float block_max[16], m_new[16], alpha[16];
   alignas(64) uint64_t allowed[16];
@@ -309,11 +309,11 @@ MOERT_ATTN_AVX512 void online_softmax_avx512(float* s, int64_t rows, int64_t gro
       block_max[i] =
           _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(v[0], v[1]), _mm512_max_ps(v[2], v[3])));
     }
-    const __mmask16 rm = vec::tail_mask(n);
+    const __mmask16 rm = vec::avx512::tail_mask(n);
     const __m512 m_old = _mm512_mask_loadu_ps(neg_inf, rm, m + r0);
     const __m512 mn = _mm512_max_ps(_mm512_load_ps(block_max), m_old);
     _mm512_store_ps(m_new, mn);
-    _mm512_store_ps(alpha, vec::exp(_mm512_sub_ps(m_old, mn)));
+    _mm512_store_ps(alpha, vec::avx512::exp(_mm512_sub_ps(m_old, mn)));
     for (int64_t i = 0; i < n; ++i) {
       const int64_t r = r0 + i;
       float* sr = s + r * kKeyBlock;
@@ -327,7 +327,8 @@ MOERT_ATTN_AVX512 void online_softmax_avx512(float* s, int64_t rows, int64_t gro
       for (int j = 0; j < 4; ++j) {
         const __mmask16 mk = static_cast<__mmask16>(allowed[i] >> (16 * j));
         const __m512 e = _mm512_maskz_mov_ps(
-            mk, vec::exp(_mm512_sub_ps(_mm512_mask_loadu_ps(neg_inf, mk, sr + 16 * j), vm)));
+            mk,
+            vec::avx512::exp(_mm512_sub_ps(_mm512_mask_loadu_ps(neg_inf, mk, sr + 16 * j), vm)));
         _mm512_storeu_ps(sr + 16 * j, e);
         sum = _mm512_add_ps(sum, e);
       }
@@ -335,7 +336,7 @@ MOERT_ATTN_AVX512 void online_softmax_avx512(float* s, int64_t rows, int64_t gro
       const __m512 va = _mm512_set1_ps(alpha[i]);
       float* orow = o + r * ldo;
       for (int64_t c = 0; c < dv; c += 16) {
-        const __mmask16 cm = vec::tail_mask(dv - c);
+        const __mmask16 cm = vec::avx512::tail_mask(dv - c);
         _mm512_mask_storeu_ps(orow + c, cm, _mm512_mul_ps(_mm512_maskz_loadu_ps(cm, orow + c), va));
       }
       l[r] = l[r] * alpha[i] + _mm512_reduce_add_ps(sum);
@@ -347,13 +348,13 @@ MOERT_ATTN_AVX512 void online_softmax_avx512(float* s, int64_t rows, int64_t gro
 const Tiles kAvx512 = {scores_transposed_avx512, scores_rows_avx512, online_softmax_avx512,
                        weighted_sum_avx512};
 
-#endif  // MOERT_ATTN_X86
+#endif  // MOERT_CPU_X86
 
 }  // namespace
 
 const Tiles& tiles() {
-#if MOERT_ATTN_X86
-  if (use_avx512()) return kAvx512;
+#if MOERT_CPU_X86
+  if (vec::use_avx512()) return kAvx512;
 #endif
   return kPortable;
 }

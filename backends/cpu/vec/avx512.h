@@ -1,27 +1,28 @@
-// AVX-512 building blocks of the attention-family kernels: 16 elements of
+// AVX-512 building blocks of the vector library (vec.h) and of the kernels
+// that inline them (attention tiles): 16 elements of
 // any float dtype loaded as f32 (whole or under a tail mask), stored back
 // with convert.h's rounding (bit-exact), and e^x.  Every function carries the AVX-512
 // target attribute; callers must carry it too and run only when
-// attn::use_avx512() holds.  Include <immintrin.h> before this header.
+// vec::use_avx512() holds.  Include <immintrin.h> before this header.
 #pragma once
 
 #include <cmath>
 #include <cstdint>
 
-#include "attention_simd.h"
 #include "convert.h"
+#include "vec/vec.h"
 
-namespace moert::cpu::attn::vec {
+namespace moert::cpu::vec::avx512 {
 
 // The first n lanes (n in 0..16).
-MOERT_ATTN_AVX512 inline __mmask16 tail_mask(int64_t n) {
+MOERT_CPU_AVX512 inline __mmask16 tail_mask(int64_t n) {
   return static_cast<__mmask16>(n >= 16 ? 0xffffu : (1u << n) - 1u);
 }
 
 // e4m3fn bytes to f32: the magnitude bits shifted into an f16 (same layout
 // with a wider exponent, bias 15 instead of 7) are the value times 2^-8,
 // exactly, subnormals included; 0x7f / 0xff are NaN.
-MOERT_ATTN_AVX512 inline __m512 e4m3_to_ps(__m128i bytes) {
+MOERT_CPU_AVX512 inline __m512 e4m3_to_ps(__m128i bytes) {
   const __m256i w = _mm256_cvtepu8_epi16(bytes);
   const __m256i mag = _mm256_and_si256(w, _mm256_set1_epi16(0x7f));
   const __m256i sign = _mm256_slli_epi16(_mm256_and_si256(w, _mm256_set1_epi16(0x80)), 8);
@@ -31,12 +32,12 @@ MOERT_ATTN_AVX512 inline __m512 e4m3_to_ps(__m128i bytes) {
   return _mm512_mask_mov_ps(f, nan, _mm512_set1_ps(NAN));
 }
 
-MOERT_ATTN_AVX512 inline __m512 bf16_to_ps(__m256i h) {
+MOERT_CPU_AVX512 inline __m512 bf16_to_ps(__m256i h) {
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
 // f32 to bf16 bits, round to nearest even, NaN kept quiet (as f32_to_bf16).
-MOERT_ATTN_AVX512 inline __m256i ps_to_bf16(__m512 v) {
+MOERT_CPU_AVX512 inline __m256i ps_to_bf16(__m512 v) {
   const __m512i u = _mm512_castps_si512(v);
   const __m512i high = _mm512_srli_epi32(u, 16);
   const __m512i lsb = _mm512_and_si512(high, _mm512_set1_epi32(1));
@@ -47,7 +48,7 @@ MOERT_ATTN_AVX512 inline __m256i ps_to_bf16(__m512 v) {
   return _mm512_cvtepi32_epi16(r);
 }
 
-MOERT_ATTN_AVX512 inline __m256i ps_to_f16(__m512 v) {
+MOERT_CPU_AVX512 inline __m256i ps_to_f16(__m512 v) {
   return _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 }
 
@@ -56,7 +57,7 @@ MOERT_ATTN_AVX512 inline __m256i ps_to_f16(__m512 v) {
 // to the exponent), below by rounding |x| * 2^9 to an integer (the
 // subnormal codes are multiples of 2^-9); >= 448 saturates to 0x7e (sign
 // kept), NaN gives 0x7f.
-MOERT_ATTN_AVX512 inline __m128i ps_to_e4m3(__m512 v) {
+MOERT_CPU_AVX512 inline __m128i ps_to_e4m3(__m512 v) {
   const __m512i u = _mm512_castps_si512(v);
   const __m512i abs_bits = _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff));
   const __m512 a = _mm512_castsi512_ps(abs_bits);
@@ -78,7 +79,7 @@ MOERT_ATTN_AVX512 inline __m128i ps_to_e4m3(__m512 v) {
 }
 
 // 16 elements of `base` (dtype t) from element i on.
-MOERT_ATTN_AVX512 inline __m512 load(moert_dtype t, const void* base, int64_t i) {
+MOERT_CPU_AVX512 inline __m512 load(moert_dtype t, const void* base, int64_t i) {
   switch (t) {
     case MOERT_DTYPE_BF16:
       return bf16_to_ps(_mm256_loadu_si256(
@@ -95,8 +96,8 @@ MOERT_ATTN_AVX512 inline __m512 load(moert_dtype t, const void* base, int64_t i)
 }
 
 // The lanes of m of the same; the others 0 (never read from memory).
-MOERT_ATTN_AVX512 inline __m512 load_masked(moert_dtype t, const void* base, int64_t i,
-                                            __mmask16 m) {
+MOERT_CPU_AVX512 inline __m512 load_masked(moert_dtype t, const void* base, int64_t i,
+                                           __mmask16 m) {
   switch (t) {
     case MOERT_DTYPE_BF16:
       return bf16_to_ps(_mm256_maskz_loadu_epi16(m, static_cast<const uint16_t*>(base) + i));
@@ -111,8 +112,8 @@ MOERT_ATTN_AVX512 inline __m512 load_masked(moert_dtype t, const void* base, int
 }
 
 // Stores the lanes of m of v into `base` (dtype t) from element i on.
-MOERT_ATTN_AVX512 inline void store_masked(moert_dtype t, void* base, int64_t i, __m512 v,
-                                           __mmask16 m) {
+MOERT_CPU_AVX512 inline void store_masked(moert_dtype t, void* base, int64_t i, __m512 v,
+                                          __mmask16 m) {
   switch (t) {
     case MOERT_DTYPE_BF16:
       _mm256_mask_storeu_epi16(static_cast<uint16_t*>(base) + i, m, ps_to_bf16(v));
@@ -128,7 +129,7 @@ MOERT_ATTN_AVX512 inline void store_masked(moert_dtype t, void* base, int64_t i,
   }
 }
 
-MOERT_ATTN_AVX512 inline void store(moert_dtype t, void* base, int64_t i, __m512 v) {
+MOERT_CPU_AVX512 inline void store(moert_dtype t, void* base, int64_t i, __m512 v) {
   switch (t) {
     case MOERT_DTYPE_BF16:
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(static_cast<uint16_t*>(base) + i),
@@ -150,7 +151,7 @@ MOERT_ATTN_AVX512 inline void store(moert_dtype t, void* base, int64_t i, __m512
 // degree-7 Taylor polynomial (truncation ~5e-9 relative), times 2^n by
 // scalef (which also underflows to 0 and overflows to inf correctly).
 // -inf gives 0 (well, at most 2^-149); NaN stays NaN.
-MOERT_ATTN_AVX512 inline __m512 exp(__m512 x) {
+MOERT_CPU_AVX512 inline __m512 exp(__m512 x) {
   // max/min return their second operand when either is NaN: NaN passes.
   x = _mm512_max_ps(_mm512_set1_ps(-104.0f), x);
   x = _mm512_min_ps(_mm512_set1_ps(89.0f), x);
@@ -169,4 +170,4 @@ MOERT_ATTN_AVX512 inline __m512 exp(__m512 x) {
   return _mm512_scalef_ps(p, n);
 }
 
-}  // namespace moert::cpu::attn::vec
+}  // namespace moert::cpu::vec::avx512

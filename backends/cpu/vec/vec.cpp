@@ -1,5 +1,5 @@
 // The row helpers of attention_simd.h: AVX-512 bodies and portable ones.
-#include "attention_simd.h"
+#include "vec/vec.h"
 
 #include <algorithm>
 #include <cmath>
@@ -9,7 +9,7 @@
 
 #include "convert.h"
 
-#if MOERT_ATTN_X86
+#if MOERT_CPU_X86
 // gcc 12 reports -Wuninitialized inside some AVX-512 intrinsics once inlined
 // (the headers' `__m512 __Y = __Y;` idiom); silenced for these headers only.
 #pragma GCC diagnostic push
@@ -17,13 +17,13 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 #pragma GCC diagnostic pop
-#include "attention_vec.h"
+#include "vec/avx512.h"
 #endif
 
-namespace moert::cpu::attn {
+namespace moert::cpu::vec {
 
 bool use_avx512() {
-#if MOERT_ATTN_X86
+#if MOERT_CPU_X86
   static const bool enabled = [] {
     const char* off = std::getenv("MOERT_CPU_NO_AVX512");
     if (off && *off && std::strcmp(off, "0") != 0) return false;
@@ -40,69 +40,69 @@ bool use_avx512() {
 
 namespace {
 
-#if MOERT_ATTN_X86
+#if MOERT_CPU_X86
 
-MOERT_ATTN_AVX512 void widen_avx512(moert_dtype t, const void* src, int64_t offset, int64_t n,
-                                    float* dst) {
+MOERT_CPU_AVX512 void widen_avx512(moert_dtype t, const void* src, int64_t offset, int64_t n,
+                                   float* dst) {
   int64_t i = 0;
-  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dst + i, vec::load(t, src, offset + i));
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dst + i, vec::avx512::load(t, src, offset + i));
   if (i < n) {
-    const __mmask16 m = vec::tail_mask(n - i);
-    _mm512_mask_storeu_ps(dst + i, m, vec::load_masked(t, src, offset + i, m));
+    const __mmask16 m = vec::avx512::tail_mask(n - i);
+    _mm512_mask_storeu_ps(dst + i, m, vec::avx512::load_masked(t, src, offset + i, m));
   }
 }
 
-MOERT_ATTN_AVX512 void narrow_avx512(const float* src, int64_t n, moert_dtype t, void* dst,
-                                     int64_t offset) {
+MOERT_CPU_AVX512 void narrow_avx512(const float* src, int64_t n, moert_dtype t, void* dst,
+                                    int64_t offset) {
   int64_t i = 0;
-  for (; i + 16 <= n; i += 16) vec::store(t, dst, offset + i, _mm512_loadu_ps(src + i));
+  for (; i + 16 <= n; i += 16) vec::avx512::store(t, dst, offset + i, _mm512_loadu_ps(src + i));
   if (i < n) {
-    const __mmask16 m = vec::tail_mask(n - i);
-    vec::store_masked(t, dst, offset + i, _mm512_maskz_loadu_ps(m, src + i), m);
+    const __mmask16 m = vec::avx512::tail_mask(n - i);
+    vec::avx512::store_masked(t, dst, offset + i, _mm512_maskz_loadu_ps(m, src + i), m);
   }
 }
 
-MOERT_ATTN_AVX512 float max_avx512(const float* x, int64_t n) {
+MOERT_CPU_AVX512 float max_avx512(const float* x, int64_t n) {
   __m512 acc = _mm512_set1_ps(-INFINITY);
   int64_t i = 0;
   // max_ps returns its second operand when either is NaN: NaN entries skipped.
   for (; i + 16 <= n; i += 16) acc = _mm512_max_ps(_mm512_loadu_ps(x + i), acc);
   if (i < n) {
-    const __mmask16 m = vec::tail_mask(n - i);
+    const __mmask16 m = vec::avx512::tail_mask(n - i);
     acc = _mm512_mask_max_ps(acc, m, _mm512_maskz_loadu_ps(m, x + i), acc);
   }
   return _mm512_reduce_max_ps(acc);
 }
 
-MOERT_ATTN_AVX512 float exp_sum_avx512(float* x, int64_t n, float mx) {
+MOERT_CPU_AVX512 float exp_sum_avx512(float* x, int64_t n, float mx) {
   const __m512 vm = _mm512_set1_ps(mx);
   __m512 sum = _mm512_setzero_ps();
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
-    const __m512 e = vec::exp(_mm512_sub_ps(_mm512_loadu_ps(x + i), vm));
+    const __m512 e = vec::avx512::exp(_mm512_sub_ps(_mm512_loadu_ps(x + i), vm));
     _mm512_storeu_ps(x + i, e);
     sum = _mm512_add_ps(sum, e);
   }
   if (i < n) {
-    const __mmask16 m = vec::tail_mask(n - i);
-    const __m512 e = vec::exp(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), vm));
+    const __mmask16 m = vec::avx512::tail_mask(n - i);
+    const __m512 e = vec::avx512::exp(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), vm));
     _mm512_mask_storeu_ps(x + i, m, e);
     sum = _mm512_mask_add_ps(sum, m, sum, e);
   }
   return _mm512_reduce_add_ps(sum);
 }
 
-MOERT_ATTN_AVX512 void scale_avx512(float* x, int64_t n, float s) {
+MOERT_CPU_AVX512 void scale_avx512(float* x, int64_t n, float s) {
   const __m512 vs = _mm512_set1_ps(s);
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) _mm512_storeu_ps(x + i, _mm512_mul_ps(_mm512_loadu_ps(x + i), vs));
   if (i < n) {
-    const __mmask16 m = vec::tail_mask(n - i);
+    const __mmask16 m = vec::avx512::tail_mask(n - i);
     _mm512_mask_storeu_ps(x + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), vs));
   }
 }
 
-MOERT_ATTN_AVX512 float sum_squares_avx512(const float* x, int64_t n) {
+MOERT_CPU_AVX512 float sum_squares_avx512(const float* x, int64_t n) {
   __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
   int64_t i = 0;
   for (; i + 32 <= n; i += 32) {
@@ -111,22 +111,22 @@ MOERT_ATTN_AVX512 float sum_squares_avx512(const float* x, int64_t n) {
     acc1 = _mm512_fmadd_ps(b, b, acc1);
   }
   for (; i < n; i += 16) {
-    const __mmask16 m = vec::tail_mask(std::min<int64_t>(16, n - i));
+    const __mmask16 m = vec::avx512::tail_mask(std::min<int64_t>(16, n - i));
     const __m512 a = _mm512_maskz_loadu_ps(m, x + i);
     acc0 = _mm512_fmadd_ps(a, a, acc0);
   }
   return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
 }
 
-MOERT_ATTN_AVX512 void scale_mul_avx512(const float* x, float s, const float* w, float* y,
-                                        int64_t n) {
+MOERT_CPU_AVX512 void scale_mul_avx512(const float* x, float s, const float* w, float* y,
+                                       int64_t n) {
   const __m512 vs = _mm512_set1_ps(s);
   int64_t i = 0;
   for (; i + 16 <= n; i += 16)
     _mm512_storeu_ps(
         y + i, _mm512_mul_ps(_mm512_mul_ps(_mm512_loadu_ps(x + i), vs), _mm512_loadu_ps(w + i)));
   if (i < n) {
-    const __mmask16 m = vec::tail_mask(n - i);
+    const __mmask16 m = vec::avx512::tail_mask(n - i);
     _mm512_mask_storeu_ps(y + i, m,
                           _mm512_mul_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), vs),
                                         _mm512_maskz_loadu_ps(m, w + i)));
@@ -135,14 +135,14 @@ MOERT_ATTN_AVX512 void scale_mul_avx512(const float* x, float s, const float* w,
 
 // Half pairing: the two halves as vectors.  Interleaved: 16 features (8
 // pairs) at a time, x * (c, c) + swap-adjacent(x) * (-s, s).
-MOERT_ATTN_AVX512 void rotate_pairs_avx512(float* x, int64_t heads, int64_t dim, int64_t half,
-                                           bool interleaved, const float* c, const float* s) {
+MOERT_CPU_AVX512 void rotate_pairs_avx512(float* x, int64_t heads, int64_t dim, int64_t half,
+                                          bool interleaved, const float* c, const float* s) {
   if (!interleaved) {
     for (int64_t h = 0; h < heads; ++h) {
       float* u = x + h * dim;
       float* v = u + half;
       for (int64_t j = 0; j < half; j += 16) {
-        const __mmask16 m = vec::tail_mask(half - j);
+        const __mmask16 m = vec::avx512::tail_mask(half - j);
         const __m512 vu = _mm512_maskz_loadu_ps(m, u + j), vv = _mm512_maskz_loadu_ps(m, v + j);
         const __m512 vc = _mm512_maskz_loadu_ps(m, c + j), vs = _mm512_maskz_loadu_ps(m, s + j);
         _mm512_mask_storeu_ps(u + j, m, _mm512_fmsub_ps(vu, vc, _mm512_mul_ps(vv, vs)));
@@ -156,7 +156,7 @@ MOERT_ATTN_AVX512 void rotate_pairs_avx512(float* x, int64_t heads, int64_t dim,
   const __m512 sign = _mm512_set_ps(1, -1, 1, -1, 1, -1, 1, -1, 1, -1, 1, -1, 1, -1, 1, -1);
   for (int64_t j = 0; j < half; j += 8) {
     const int64_t pairs = std::min<int64_t>(8, half - j);
-    const __mmask16 pm = vec::tail_mask(pairs), m = vec::tail_mask(2 * pairs);
+    const __mmask16 pm = vec::avx512::tail_mask(pairs), m = vec::avx512::tail_mask(2 * pairs);
     const __m512 vc = _mm512_permutexvar_ps(dup, _mm512_maskz_loadu_ps(pm, c + j));
     const __m512 vs =
         _mm512_mul_ps(_mm512_permutexvar_ps(dup, _mm512_maskz_loadu_ps(pm, s + j)), sign);
@@ -169,13 +169,13 @@ MOERT_ATTN_AVX512 void rotate_pairs_avx512(float* x, int64_t heads, int64_t dim,
   }
 }
 
-#endif  // MOERT_ATTN_X86
+#endif  // MOERT_CPU_X86
 
 }  // namespace
 
 void rotate_pairs(float* x, int64_t heads, int64_t dim, int64_t half, bool interleaved,
                   const float* c, const float* s) {
-#if MOERT_ATTN_X86
+#if MOERT_CPU_X86
   if (use_avx512()) return rotate_pairs_avx512(x, heads, dim, half, interleaved, c, s);
 #endif
   for (int64_t h = 0; h < heads; ++h) {
@@ -198,14 +198,14 @@ void rotate_pairs(float* x, int64_t heads, int64_t dim, int64_t half, bool inter
 }
 
 void widen(moert_dtype t, const void* src, int64_t offset, int64_t n, float* dst) {
-#if MOERT_ATTN_X86
+#if MOERT_CPU_X86
   if (use_avx512()) return widen_avx512(t, src, offset, n, dst);
 #endif
   to_f32(t, src, offset, n, dst);
 }
 
 void narrow(const float* src, int64_t n, moert_dtype t, void* dst, int64_t offset) {
-#if MOERT_ATTN_X86
+#if MOERT_CPU_X86
   if (use_avx512()) return narrow_avx512(src, n, t, dst, offset);
 #endif
   from_f32(src, n, t, dst, offset);
@@ -230,7 +230,7 @@ void convert(moert_dtype from, const void* src, int64_t src_offset, moert_dtype 
 }
 
 float max_of(const float* x, int64_t n) {
-#if MOERT_ATTN_X86
+#if MOERT_CPU_X86
   if (use_avx512()) return max_avx512(x, n);
 #endif
   float m = -std::numeric_limits<float>::infinity();
@@ -239,7 +239,7 @@ float max_of(const float* x, int64_t n) {
 }
 
 float exp_sum(float* x, int64_t n, float m) {
-#if MOERT_ATTN_X86
+#if MOERT_CPU_X86
   if (use_avx512()) return exp_sum_avx512(x, n, m);
 #endif
   float sum = 0;
@@ -251,14 +251,14 @@ float exp_sum(float* x, int64_t n, float m) {
 }
 
 void scale(float* x, int64_t n, float s) {
-#if MOERT_ATTN_X86
+#if MOERT_CPU_X86
   if (use_avx512()) return scale_avx512(x, n, s);
 #endif
   for (int64_t i = 0; i < n; ++i) x[i] *= s;
 }
 
 float sum_squares(const float* x, int64_t n) {
-#if MOERT_ATTN_X86
+#if MOERT_CPU_X86
   if (use_avx512()) return sum_squares_avx512(x, n);
 #endif
   // Eight partial sums: the error of a long f32 sum grows with its length.
@@ -273,10 +273,10 @@ float sum_squares(const float* x, int64_t n) {
 }
 
 void scale_mul(const float* x, float s, const float* w, float* y, int64_t n) {
-#if MOERT_ATTN_X86
+#if MOERT_CPU_X86
   if (use_avx512()) return scale_mul_avx512(x, s, w, y, n);
 #endif
   for (int64_t i = 0; i < n; ++i) y[i] = x[i] * s * w[i];
 }
 
-}  // namespace moert::cpu::attn
+}  // namespace moert::cpu::vec
