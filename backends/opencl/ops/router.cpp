@@ -10,7 +10,6 @@ namespace moert::ocl {
 namespace {
 
 constexpr const char* kFile = "router.cl";
-constexpr int kScratchRouter = 2;
 constexpr int64_t kMaxTopK = 64;  // the weights array of the router kernel
 
 // The attributes as the router kernel takes them.
