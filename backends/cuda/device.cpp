@@ -2,6 +2,7 @@
 
 #include <cstdio>
 
+#include "kernel.h"
 #include "kit/device.h"
 
 namespace moert::cuda {
@@ -131,7 +132,7 @@ void Device::synchronize(const std::string& what) {
 
 std::vector<std::unique_ptr<Device>>& devices() { return kit::DeviceList<Device>::all(); }
 
-Device& device(int32_t index) { return kit::DeviceList<Device>::at(index, "CUDA"); }
+Device& device(int32_t index) { return Backend::device(index); }
 
 void discover_devices() {
   devices().clear();

@@ -92,9 +92,11 @@ class Executable;
 }  // namespace moert::kit
 namespace moert::cuda {
 
+inline constexpr char kCudaDevice[] = "CUDA";  // in messages: "no CUDA device 3"
+
 // The CUDA backend as the kit sees it; cuda_plugin.cpp defines the device
 // functions and step_graph.cpp the CUDA-graph execution (planned, execute).
-struct Backend {
+struct Backend : kit::ListedDevices<cuda::Device, kCudaDevice> {
   static constexpr const char* kName = "cuda";
   static constexpr const char* kVersion =
       "moert CUDA " MOERT_CUDA_PLUGIN_VERSION " (kernels for " MOERT_CUDA_ARCHITECTURES ")";
@@ -130,9 +132,6 @@ struct Backend {
   };
 
   static void init();
-  static void shutdown() { devices().clear(); }
-  static int32_t device_count() { return static_cast<int32_t>(devices().size()); }
-  static Device& device(int32_t index) { return cuda::device(index); }
   static void describe(Device& d, kit::DeviceDescription& out);
   MOERT_KIT_DEVICE_HOOKS(Device, Constant);
   static void bind_constant(Tensor& t, const Constant& c) {

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "embedded_kernels.h"
+#include "kernel.h"
 #include "kit/device.h"
 #include "program_cache.h"
 
@@ -304,7 +305,7 @@ cl_mem Device::scratch(int slot, uint64_t bytes) {
 
 std::vector<std::unique_ptr<Device>>& devices() { return kit::DeviceList<Device>::all(); }
 
-Device& device(int32_t index) { return kit::DeviceList<Device>::at(index, "OpenCL"); }
+Device& device(int32_t index) { return Backend::device(index); }
 
 void discover_devices() {
   auto& list = devices();

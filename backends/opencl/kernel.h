@@ -173,9 +173,11 @@ class ExecBase {
   Device* device_;
 };
 
+inline constexpr char kOpenclDevice[] = "OpenCL";  // in messages: "no OpenCL device 3"
+
 // The OpenCL backend as the kit sees it; opencl_plugin.cpp defines the
 // functions.
-struct Backend {
+struct Backend : kit::ListedDevices<ocl::Device, kOpenclDevice> {
   static constexpr const char* kName = "opencl";
   static constexpr const char* kVersion = "moert OpenCL " MOERT_OPENCL_PLUGIN_VERSION;
   static constexpr bool kCopyMayOverlap = false;
@@ -198,9 +200,6 @@ struct Backend {
   };
 
   static void init();
-  static void shutdown() { devices().clear(); }
-  static int32_t device_count() { return static_cast<int32_t>(devices().size()); }
-  static Device& device(int32_t index) { return ocl::device(index); }
   static void describe(Device& d, kit::DeviceDescription& out);
   MOERT_KIT_DEVICE_HOOKS(Device, Constant);
   static void bind_constant(Tensor& t, const Constant& c) { t.mem = c.get(); }

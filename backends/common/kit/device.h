@@ -55,4 +55,14 @@ struct DeviceList {
   }
 };
 
+// The device members of a traits struct whose devices are a DeviceList:
+//   static constexpr char kCuda[] = "CUDA";
+//   struct Backend : kit::ListedDevices<cuda::Device, kCuda> { ... };
+template <class Device, const char* Kind>
+struct ListedDevices {
+  static void shutdown() { DeviceList<Device>::all().clear(); }
+  static int32_t device_count() { return static_cast<int32_t>(DeviceList<Device>::all().size()); }
+  static Device& device(int32_t index) { return DeviceList<Device>::at(index, Kind); }
+};
+
 }  // namespace moert::kit
