@@ -306,6 +306,21 @@ TEST(PluginLoading, NewerMinorVersionLoadsAndWorks) {
   check_add_through_abi(*b, 7);
 }
 
+TEST(PluginLoading, APluginOfThePreviousMinorLoadsAndWorks) {
+  // testdev is built as a 1.2 plugin: minor 2 and a table that ends before
+  // get_extension (1.3).
+  BackendRegistry r({plugin("testdev")}, false);
+  Backend* b = r.find("testdev");
+  ASSERT_NE(b, nullptr) << r.describe();
+  EXPECT_TRUE(b->available());
+  EXPECT_EQ(b->abi_minor(), 2u);
+  EXPECT_EQ(b->api().struct_size, offsetof(moert_backend_api, get_extension));
+  EXPECT_FALSE(MOERT_ABI_HAS_MEMBER(&b->api(), moert_backend_api, get_extension));
+  // A 1.3 description (nodes with op_version, a graph with opset_version)
+  // given to it: it reads what it knows.
+  check_add_through_abi(*b, 8);
+}
+
 TEST(PluginLoading, DuplicateNamesAreRecordedAndTheFirstStays) {
   // The same plugin through two search paths.
   BackendRegistry r({kDir + "/libmoert_backend_testdev.so", dup_dir()}, false);
