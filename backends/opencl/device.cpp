@@ -187,8 +187,7 @@ Device::Device(cl_platform_id platform, cl_device_id id) : platform_(platform), 
 }
 
 Device::~Device() {
-  for (auto& [slot, s] : scratch_)
-    if (s.mem) clReleaseMemObject(s.mem);
+  scratch_.reset();
   for (auto& [key, p] : programs_) clReleaseProgram(p);
   if (queue_) clReleaseCommandQueue(queue_);
   if (context_) clReleaseContext(context_);
@@ -287,20 +286,18 @@ cl_mem Device::allocate(uint64_t bytes, cl_mem_flags flags, void* host) {
   return m;
 }
 
-cl_mem Device::scratch(int slot, uint64_t bytes) {
-  Scratch& s = scratch_[slot];
-  if (s.mem && s.bytes >= bytes) return s.mem;
-  // Grow geometrically so that growing token counts do not reallocate each step.
-  uint64_t size = std::max<uint64_t>({bytes, s.bytes + s.bytes / 2, 4096});
-  if (caps_.max_alloc_bytes && size > caps_.max_alloc_bytes)
-    size = std::max(bytes, caps_.max_alloc_bytes);
-  // Commands already queued keep the old buffer alive until they finish.
-  if (s.mem) clReleaseMemObject(s.mem);
-  s.mem = nullptr;
-  s.bytes = 0;
-  s.mem = allocate(size);
-  s.bytes = size;
-  return s.mem;
+Device::ScratchBlock Device::scratch(uint64_t bytes, const std::string& what) {
+  if (!scratch_)
+    scratch_ = std::make_unique<kit::ScratchStack<cl_mem>>(
+        [this](uint64_t size, const std::string& name) {
+          try {
+            return allocate(size);
+          } catch (const plugin::Failure& e) {
+            plugin::fail(std::string(e.what()) + " for " + name, e.status());
+          }
+        },
+        [](cl_mem m) { clReleaseMemObject(m); }, caps_.max_alloc_bytes);
+  return scratch_->take(bytes, what);
 }
 
 std::vector<std::unique_ptr<Device>>& devices() { return kit::DeviceList<Device>::all(); }

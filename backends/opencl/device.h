@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "kit/scratch.h"
 #include "plugin_support.h"
 
 namespace moert::ocl {
@@ -53,12 +54,6 @@ struct Capabilities {
 // "gpu" kernels use cooperative work-groups with local-memory tiles.
 enum class KernelStyle { cpu, gpu };
 
-// A scratch buffer that only grows; nodes of one queue reuse it in turn.
-struct Scratch {
-  cl_mem mem = nullptr;
-  uint64_t bytes = 0;
-};
-
 class Device {
  public:
   Device(cl_platform_id platform, cl_device_id id);
@@ -94,9 +89,10 @@ class Device {
   cl_kernel kernel(const std::string& file, const char* name,
                    const std::string& extra_options = "");
 
-  // Scratch buffer `slot` of at least `bytes` (slots let one node hold
-  // several at once).  Valid until the next call for the same slot.
-  cl_mem scratch(int slot, uint64_t bytes);
+  // Scratch memory for a node's run (kit/scratch.h): a block of at least
+  // `bytes`, the node's until the block goes.
+  using ScratchBlock = kit::ScratchStack<cl_mem>::Block;
+  ScratchBlock scratch(uint64_t bytes, const std::string& what);
 
   // Allocates a buffer, mapping failures to MOERT_ERR_OUT_OF_MEMORY with
   // the size in the message.
@@ -112,7 +108,7 @@ class Device {
   cl_context context_ = nullptr;
   cl_command_queue queue_ = nullptr;
   std::map<std::string, cl_program> programs_;
-  std::map<int, Scratch> scratch_;
+  std::unique_ptr<kit::ScratchStack<cl_mem>> scratch_;
 };
 
 // The devices found by init(), in platform order.

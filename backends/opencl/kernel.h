@@ -160,6 +160,11 @@ class ExecBase {
   cl_mem placeholder = nullptr;  // a small buffer standing in for absent tensors
 
   Args args(const ClKernel& k) const { return Args(k.get(), placeholder); }
+  // Scratch device memory for this node's run: the node's until the block
+  // goes (work already enqueued still sees it; kit/scratch.h).
+  Device::ScratchBlock scratch(uint64_t bytes, const std::string& what) const {
+    return device_->scratch(bytes, what);
+  }
   // Enqueues `k` over `global` work-items (each rounded up to a multiple of
   // the matching `local` size).  A zero-sized range enqueues nothing.
   void launch(const ClKernel& k, std::initializer_list<size_t> global,
@@ -215,25 +220,6 @@ struct Backend : kit::ListedDevices<ocl::Device, kOpenclDevice> {
 };
 
 MOERT_KIT_KERNEL_NAMES(Backend)
-
-// Scratch slots of Device::scratch, one per buffer a node may hold at once.
-enum ScratchSlot : int {
-  kScratchGemmX,    // gemm.h: x as f32, or packed panels of x^T
-  kScratchMatmulB,  // matmul's b transposed to [batch, N, K]
-  kScratchRouter,   // router scores
-  kScratchMoeX,     // moe: x as f32
-  kScratchMoeH,     // moe: swiglu activations per (token, slot)
-  kScratchMoeSharedH,
-  kScratchMoeGates,   // moe: shared expert gate per token
-  kScratchMoeAcc,     // moe: routed sum in f32
-  kScratchMoeRoute,   // moe: the grouping of (token, slot) pairs by expert
-  kScratchMoeXp,      // moe: packed panels of x per expert
-  kScratchMoeG,       // moe: gate outputs, then activations, in panels
-  kScratchMoeU,       // moe: up outputs in panels
-  kScratchMoeY,       // moe: down outputs in panels
-  kScratchMoeShared,  // moe: shared expert intermediates
-  kScratchRope,       // rope: cos and sin per (token, pair)
-};
 
 // Helpers shared by the op files.
 // Element `i` of a bound tensor, read back from the device and widened (for

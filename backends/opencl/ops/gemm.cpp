@@ -58,7 +58,9 @@ void Gemm::run(const ExecContext& ctx, const Problem& p) const {
   };
   if (cpu_ && !gemv) {
     const uint64_t padded = round_up(static_cast<uint64_t>(p.m), 32);
-    cl_mem xp = d.scratch(kScratchGemmX, batch * padded * static_cast<uint64_t>(p.k) * 4);
+    const auto panels =
+        ctx.scratch(batch * padded * static_cast<uint64_t>(p.k) * 4, "x^T in panels");
+    cl_mem xp = panels.get();
     ctx.args(pack_)
         .tensor(*p.x)
         .i32(p.x->dtype)
@@ -75,9 +77,11 @@ void Gemm::run(const ExecContext& ctx, const Problem& p) const {
   // The other kernels read x as f32.
   cl_mem xf = p.x->mem;
   uint64_t x_offset = p.x->offset;
+  Device::ScratchBlock x_f32;
   if (p.x->dtype != MOERT_DTYPE_F32) {
     const uint64_t count = static_cast<uint64_t>(p.x->numel());
-    xf = d.scratch(kScratchGemmX, count * 4);
+    x_f32 = ctx.scratch(count * 4, "x as f32");
+    xf = x_f32.get();
     x_offset = 0;
     ctx.args(to_f32_).tensor(*p.x).i32(p.x->dtype).mem(xf).u64(count);
     ctx.launch(to_f32_, {count}, {d.elementwise_wg()});

@@ -93,10 +93,12 @@ class Matmul final : public Kernel {
     p.k = k;
     p.w = b.mem;
     p.w_offset = b.offset;
+    Device::ScratchBlock b_transposed;
     if (!transpose_b_ && batch > 0) {
       // b [batch, K, N] -> [batch, N, K].
       const uint64_t count = static_cast<uint64_t>(b.numel());
-      cl_mem bt = ctx.device().scratch(kScratchMatmulB, count * b.elem_size());
+      b_transposed = ctx.scratch(count * b.elem_size(), "b transposed");
+      cl_mem bt = b_transposed.get();
       const std::array<int64_t, 8> dims{batch, n, k, 0, 0, 0, 0, 0};
       const std::array<int64_t, 8> strides{k * n, 1, n, 0, 0, 0, 0, 0};
       ctx.args(transpose_).tensor(b).mem(bt).u64(0).u64(count).long8(dims).long8(strides).i32(3);

@@ -151,9 +151,11 @@ class Moe final : public Kernel {
     Device& d = ctx.device();
     // x as f32.
     Tensor xf = x;
+    Device::ScratchBlock x_f32;
     if (x.dtype != MOERT_DTYPE_F32) {
       const uint64_t count = static_cast<uint64_t>(x.numel());
-      xf.mem = d.scratch(kScratchMoeX, count * 4);
+      x_f32 = ctx.scratch(count * 4, "x as f32");
+      xf.mem = x_f32.get();
       xf.offset = 0;
       xf.dtype = MOERT_DTYPE_F32;
       ctx.args(cast_).tensor(x).i32(x.dtype).tensor(xf).i32(MOERT_DTYPE_F32).u64(count);
@@ -175,12 +177,15 @@ class Moe final : public Kernel {
     return ctx.has(i) ? ctx.in(i) : none_;
   }
 
-  // Shared expert gates g_t, or nullptr without a shared_expert_gate.
-  cl_mem shared_gates(const ExecContext& ctx, const Tensor& xf) const {
-    if (!ctx.has(kSharedExpertGate)) return nullptr;
+  // Shared expert gates g_t, in scratch memory; an empty block (get() is
+  // nullptr) without a shared_expert_gate.
+  Device::ScratchBlock shared_gates(const ExecContext& ctx, const Tensor& xf) const {
+    if (!ctx.has(kSharedExpertGate)) return {};
     const Tensor& g = ctx.in(kSharedExpertGate);
     const int64_t tokens = xf.dim(0), hidden = xf.dim(1);
-    cl_mem gates = ctx.device().scratch(kScratchMoeGates, static_cast<uint64_t>(tokens) * 4);
+    Device::ScratchBlock block =
+        ctx.scratch(static_cast<uint64_t>(tokens) * 4, "shared expert gates");
+    cl_mem gates = block.get();
     ctx.args(gate_)
         .tensor(xf)
         .tensor(g)
@@ -189,7 +194,7 @@ class Moe final : public Kernel {
         .i32(static_cast<int32_t>(tokens))
         .i32(static_cast<int32_t>(hidden));
     ctx.launch(gate_, {static_cast<size_t>(tokens)}, {gate_wg(ctx)});
-    return gates;
+    return block;
   }
 
   static size_t gate_wg(const ExecContext& ctx) {
@@ -200,29 +205,34 @@ class Moe final : public Kernel {
     const Tensor &ids = ctx.in(kIds), &w = ctx.in(kWeights), &out = ctx.out(0);
     const int64_t tokens = xf.dim(0), hidden = xf.dim(1), k = ids.dim(1);
     const int64_t experts = ctx.in(kGate).dim(0), inter = ctx.in(kGate).dim(1);
-    Device& d = ctx.device();
     const size_t wg = gate_wg(ctx);
     // Routed experts: h = swiglu per (token, slot), then the weighted down.
     const uint64_t slots = static_cast<uint64_t>(tokens * k);
-    cl_mem h = d.scratch(kScratchMoeH, slots * static_cast<uint64_t>(inter) * 4);
+    const auto h_block =
+        ctx.scratch(slots * static_cast<uint64_t>(inter) * 4, "expert activations");
+    cl_mem h = h_block.get();
     gate_up(ctx, gate_up_, xf, ids, -1, ctx.in(kGate), ctx.in(kUp), optional(ctx, kGateScale),
             optional(ctx, kUpScale), h, tokens, k, experts, inter, hidden, gu_blocks_, wg);
     Tensor acc = out;
-    if (shared_)
-      acc = f32_view(d.scratch(kScratchMoeAcc, static_cast<uint64_t>(tokens * hidden) * 4), 0,
-                     {tokens, hidden});
+    Device::ScratchBlock acc_block;
+    if (shared_) {
+      acc_block = ctx.scratch(static_cast<uint64_t>(tokens * hidden) * 4, "the routed sum");
+      acc = f32_view(acc_block.get(), 0, {tokens, hidden});
+    }
     down(ctx, down_, h, k, -1, ids, w, nullptr, ctx.in(kDown), optional(ctx, kDownScale), nullptr,
          acc, tokens, experts, hidden, inter, down_blocks_, wg);
     if (!shared_) return;
     // The shared expert: one fixed expert, weighted by its gate (or 1).
     const int64_t shared_inter = ctx.in(kSharedGate).dim(0);
-    cl_mem hs = d.scratch(kScratchMoeSharedH, static_cast<uint64_t>(tokens * shared_inter) * 4);
+    const auto hs_block =
+        ctx.scratch(static_cast<uint64_t>(tokens * shared_inter) * 4, "shared expert activations");
+    cl_mem hs = hs_block.get();
     gate_up(ctx, shared_gate_up_, xf, none_, 0, ctx.in(kSharedGate), ctx.in(kSharedUp),
             optional(ctx, kSharedGateScale), optional(ctx, kSharedUpScale), hs, tokens, 1, 1,
             shared_inter, hidden, shared_gu_blocks_, wg);
-    down(ctx, shared_down_, hs, 1, 0, none_, none_, shared_gates(ctx, xf), ctx.in(kSharedDown),
-         optional(ctx, kSharedDownScale), acc.mem, out, tokens, 1, hidden, shared_inter,
-         shared_down_blocks_, wg);
+    down(ctx, shared_down_, hs, 1, 0, none_, none_, shared_gates(ctx, xf).get(),
+         ctx.in(kSharedDown), optional(ctx, kSharedDownScale), acc.mem, out, tokens, 1, hidden,
+         shared_inter, shared_down_blocks_, wg);
   }
 
   void run_grouped(const ExecContext& ctx, const Tensor& xf) const {
@@ -235,10 +245,12 @@ class Moe final : public Kernel {
     const int32_t ids64 = ids.dtype == MOERT_DTYPE_I64 ? 1 : 0;
     const size_t ew = d.elementwise_wg();
     // 1. Group the pairs by expert.
-    cl_mem route =
-        d.scratch(kScratchMoeRoute, (2 * static_cast<uint64_t>(E) + 33 * static_cast<uint64_t>(P) +
-                                     static_cast<uint64_t>(pairs)) *
-                                        4);
+    const auto route_block =
+        ctx.scratch((2 * static_cast<uint64_t>(E) + 33 * static_cast<uint64_t>(P) +
+                     static_cast<uint64_t>(pairs)) *
+                        4,
+                    "the grouping of pairs by expert");
+    cl_mem route = route_block.get();
     ctx.args(count_).tensor(ids).i32(ids64).i32(pairs).i32(E).mem(route);
     ctx.launch(count_, {static_cast<size_t>(E)}, {1});
     ctx.args(panels_)
@@ -255,7 +267,8 @@ class Moe final : public Kernel {
     ctx.launch(fill_, {static_cast<size_t>(E)}, {1});
     // 2. Pack x per panel; gate and up GEMMs; swiglu; down GEMM.
     const uint64_t rows = 32 * static_cast<uint64_t>(P);
-    cl_mem xp = d.scratch(kScratchMoeXp, rows * static_cast<uint64_t>(hidden) * 4);
+    const auto xp_block = ctx.scratch(rows * static_cast<uint64_t>(hidden) * 4, "x in panels");
+    cl_mem xp = xp_block.get();
     ctx.args(pack_)
         .tensor(xf)
         .mem(route)
@@ -265,9 +278,10 @@ class Moe final : public Kernel {
         .i32(static_cast<int32_t>(hidden))
         .mem(xp);
     ctx.launch(pack_, {rows * static_cast<uint64_t>(hidden)}, {ew});
-    cl_mem g = d.scratch(kScratchMoeG, rows * static_cast<uint64_t>(inter) * 4);
-    cl_mem u = d.scratch(kScratchMoeU, rows * static_cast<uint64_t>(inter) * 4);
-    cl_mem y = d.scratch(kScratchMoeY, rows * static_cast<uint64_t>(hidden) * 4);
+    const auto g_block = ctx.scratch(rows * static_cast<uint64_t>(inter) * 4, "gate outputs");
+    const auto u_block = ctx.scratch(rows * static_cast<uint64_t>(inter) * 4, "up outputs");
+    const auto y_block = ctx.scratch(rows * static_cast<uint64_t>(hidden) * 4, "down outputs");
+    cl_mem g = g_block.get(), u = u_block.get(), y = y_block.get();
     panel_gemm(ctx, gemm_gu_, xp, route, E, P, ctx.in(kGate), optional(ctx, kGateScale), g, inter,
                hidden, gu_blocks_);
     panel_gemm(ctx, gemm_gu_, xp, route, E, P, ctx.in(kUp), optional(ctx, kUpScale), u, inter,
@@ -279,11 +293,14 @@ class Moe final : public Kernel {
                inter, down_blocks_);
     // 3. The shared expert as plain GEMMs, then the weighted combination.
     cl_mem shared = nullptr, gates = nullptr;
+    Device::ScratchBlock shared_block, gates_block;
     uint64_t shared_offset = 0;
     if (shared_) {
       const int64_t si = ctx.in(kSharedGate).dim(0);
       const uint64_t a = static_cast<uint64_t>(tokens * si) * 4;
-      shared = d.scratch(kScratchMoeShared, 2 * a + static_cast<uint64_t>(tokens * hidden) * 4);
+      shared_block = ctx.scratch(2 * a + static_cast<uint64_t>(tokens * hidden) * 4,
+                                 "shared expert intermediates");
+      shared = shared_block.get();
       shared_offset = 2 * a;
       const Tensor gs = f32_view(shared, 0, {tokens, si}), us = f32_view(shared, a, {tokens, si});
       dense(ctx, *shared_gemm_gate_, xf, kSharedGate, kSharedGateScale, gs);
@@ -293,7 +310,8 @@ class Moe final : public Kernel {
       ctx.launch(swiglu_pair_, {count}, {ew});
       dense(ctx, *shared_gemm_down_, gs, kSharedDown, kSharedDownScale,
             f32_view(shared, shared_offset, {tokens, hidden}));
-      gates = shared_gates(ctx, xf);
+      gates_block = shared_gates(ctx, xf);
+      gates = gates_block.get();
     }
     ctx.args(combine_)
         .mem(y)

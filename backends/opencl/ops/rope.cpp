@@ -48,7 +48,8 @@ class Rope final : public Kernel {
     Device& d = ctx.device();
     const uint64_t pairs = static_cast<uint64_t>(x.dim(0)) * static_cast<uint64_t>(rotary_ / 2);
     const size_t wide = d.caps().fp64 ? 8 : 4;
-    cl_mem cs = d.scratch(kScratchRope, std::max<uint64_t>(pairs, 1) * 2 * wide);
+    const auto cs_block = ctx.scratch(std::max<uint64_t>(pairs, 1) * 2 * wide, "cos and sin");
+    cl_mem cs = cs_block.get();
     ctx.args(angles_)
         .tensor(pos)
         .i32(pos.dtype == MOERT_DTYPE_I64 ? 1 : 0)

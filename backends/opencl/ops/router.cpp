@@ -56,8 +56,9 @@ class Router final : public Kernel {
     const int64_t tokens = logits.dim(0), experts = logits.dim(1);
     const size_t wide = ctx.device().caps().fp64 ? 8 : 4;
     const uint64_t per_token = static_cast<uint64_t>(2 * experts + 2 * p_.n_group);
-    cl_mem work = ctx.device().scratch(
-        kScratchRouter, std::max<uint64_t>(1, static_cast<uint64_t>(tokens)) * per_token * wide);
+    const auto work_block = ctx.scratch(
+        std::max<uint64_t>(1, static_cast<uint64_t>(tokens)) * per_token * wide, "router scores");
+    cl_mem work = work_block.get();
     const Tensor none;
     const Tensor& bias = ctx.has(1) ? ctx.in(1) : none;
     ctx.args(k_)
