@@ -25,7 +25,6 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
-#include <random>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -33,6 +32,7 @@
 
 #include "moert/backend_registry.h"
 #include "moert/bandwidth.h"
+#include "moert/compare.h"
 #include "moert/error.h"
 #include "moert/executor.h"
 #include "moert/model.h"
@@ -280,16 +280,6 @@ double stddev(const std::vector<double>& v) {
   return std::sqrt(s / static_cast<double>(v.size() - 1));
 }
 
-// Linear interpolation between the closest ranks.
-double percentile(std::vector<double> v, double q) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  const double pos = q * static_cast<double>(v.size() - 1);
-  const size_t lo = static_cast<size_t>(std::floor(pos));
-  const size_t hi = std::min(lo + 1, v.size() - 1);
-  return v[lo] + (v[hi] - v[lo]) * (pos - static_cast<double>(lo));
-}
-
 // VmHWM (the peak resident set) of this process, in bytes; 0 if unknown.
 uint64_t peak_rss() {
   std::ifstream in("/proc/self/status");
@@ -308,14 +298,6 @@ bool reset_peak_rss() {
   out << "5";
   out.flush();
   return static_cast<bool>(out);
-}
-
-std::vector<int32_t> random_tokens(int64_t count, int64_t vocab, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_int_distribution<int32_t> pick(0, static_cast<int32_t>(vocab - 1));
-  std::vector<int32_t> t(static_cast<size_t>(count));
-  for (int32_t& x : t) x = pick(rng);
-  return t;
 }
 
 // "model.layers.3.self_attn.q_proj" -> "self_attn.q_proj"; other numbered
@@ -458,42 +440,23 @@ json bench_backend(const Options& o, const ModelSpec& spec, const std::string& d
     row["partitions"] = partitions;
 
     const int64_t vocab = info.vocab_size;
-    const std::vector<int32_t> prompt = random_tokens(o.p, vocab, 1);
-    const std::vector<int32_t> depth = random_tokens(o.d, vocab, 2);
-    const std::vector<int32_t> generated = random_tokens(std::max<int64_t>(o.n, 1), vocab, 3);
+    const std::vector<int32_t> prompt = moert::random_tokens(o.p, vocab, 1);
+    const std::vector<int32_t> depth = moert::random_tokens(o.d, vocab, 2);
+    const std::vector<int32_t> generated =
+        moert::random_tokens(std::max<int64_t>(o.n, 1), vocab, 3);
 
-    auto run_pp = [&]() {
-      moert::Session s = model->session();
-      const Clock::time_point t = Clock::now();
-      s.append(prompt);
-      return seconds_since(t);
-    };
-    // Per-step seconds of one tg run.
-    auto run_tg = [&]() {
-      moert::Session s = model->session();
-      if (o.d > 0) s.append(depth);
-      std::vector<double> steps;
-      for (int64_t i = 0; i < o.n; ++i) {
-        const Clock::time_point t = Clock::now();
-        s.append({generated[static_cast<size_t>(i)]});
-        steps.push_back(seconds_since(t));
-      }
-      return steps;
-    };
-
-    // Warm-up: one untimed run of each test (first-touch of the weights,
-    // lazily built kernels, the memory plans of every shape).
-    note(label + ": warm-up");
-    if (o.p > 0) run_pp();
-    if (o.n > 0) run_tg();
-
+    // Each test by moert::measure_latency: one untimed warm-up run
+    // (first-touch of the weights, lazily built kernels, the memory plans of
+    // every shape), then o.r timed runs, each on a fresh sequence.
     if (o.p > 0) {
-      std::vector<double> secs, rates;
-      for (int64_t i = 0; i < o.r; ++i) {
-        note(label + ": pp" + std::to_string(o.p) + ", run " + std::to_string(i + 1));
-        secs.push_back(run_pp());
-        rates.push_back(static_cast<double>(o.p) / secs.back());
-      }
+      note(label + ": pp" + std::to_string(o.p) + ", warm-up and " + std::to_string(o.r) + " runs");
+      moert::LatencyOptions pp;
+      pp.prompt = prompt;
+      pp.new_tokens = 0;
+      pp.repeat = o.r;
+      const std::vector<double> secs = moert::measure_latency(ex, pp).prefill_s;
+      std::vector<double> rates;
+      for (double s : secs) rates.push_back(static_cast<double>(o.p) / s);
       row["pp"] = {{"tokens", o.p},
                    {"seconds", secs},
                    {"tok_s", rates},
@@ -501,10 +464,16 @@ json bench_backend(const Options& o, const ModelSpec& spec, const std::string& d
                    {"stddev_tok_s", stddev(rates)}};
     }
     if (o.n > 0) {
+      note(label + ": tg" + std::to_string(o.n) + ", warm-up and " + std::to_string(o.r) + " runs");
+      // The depth is prefilled (its time unused), then n steps are fed the
+      // generated tokens.
+      moert::LatencyOptions tg;
+      tg.prompt = depth;
+      tg.new_tokens = o.n;
+      tg.feed = generated;
+      tg.repeat = o.r;
       std::vector<double> rates, steps_ms;
-      for (int64_t i = 0; i < o.r; ++i) {
-        note(label + ": tg" + std::to_string(o.n) + ", run " + std::to_string(i + 1));
-        std::vector<double> steps = run_tg();
+      for (const std::vector<double>& steps : moert::measure_latency(ex, tg).decode_s) {
         double total = 0;
         for (double s : steps) {
           total += s;
@@ -518,8 +487,8 @@ json bench_backend(const Options& o, const ModelSpec& spec, const std::string& d
                    {"mean_tok_s", mean(rates)},
                    {"stddev_tok_s", stddev(rates)},
                    {"step_ms", steps_ms},
-                   {"ms_per_token_p50", percentile(steps_ms, 0.5)},
-                   {"ms_per_token_p95", percentile(steps_ms, 0.95)}};
+                   {"ms_per_token_p50", moert::percentile(steps_ms, 0.5)},
+                   {"ms_per_token_p95", moert::percentile(steps_ms, 0.95)}};
       const double implied = static_cast<double>(sum.bytes_per_token) * mean(rates);
       row["implied_bytes_per_s"] = implied;
       const double measured = bandwidth.value("bytes_per_s", 0.0);

@@ -97,6 +97,46 @@ def load(
     progress: Optional[_ProgressCallback] = None,
 ) -> Model: ...
 def read_bandwidth() -> float: ...
+
+class _CompareRowDict(TypedDict, total=False):
+    device: str
+    error: str  # present (alone with device) when the device failed
+    kind: str
+    load_s: float
+    prefill_s: List[float]
+    decode_s: List[float]
+    prefill_tok_s: float
+    decode_tok_s: float
+    decode_ms_p50: float
+    decode_ms_p95: float
+    fallbacks: int
+    peak_bytes: int
+    bytes_per_token: int
+    max_abs_diff: float
+    max_rel_error: float
+    agrees: bool
+
+class _ComparisonDict(TypedDict):
+    prompt: List[int]
+    reference_tokens: List[int]
+    tolerance: float
+    rows: List[_CompareRowDict]
+
+def compare_devices(
+    path: str,
+    devices: List[str],
+    prompt_tokens: int = 32,
+    new_tokens: int = 16,
+    repeat: int = 3,
+    dtype: str = "f32",
+    seed: int = 0,
+) -> _ComparisonDict: ...
+def command_line(
+    args: List[str],
+    encode: Optional[Callable[[str, str], List[int]]] = None,
+    decode: Optional[Callable[[str, List[int]], str]] = None,
+    progress: Optional[_ProgressCallback] = None,
+) -> int: ...
 def supported_model_types() -> List[str]: ...
 
 class Session:

@@ -1,21 +1,14 @@
 """Latency across devices: moert.compare() runs one checkpoint on several
 backends and reports load time, prefill and decode speed, memory, the memory
 bandwidth decoding implies and whether each device's logits agree with the
-reference backend."""
+reference backend.  The measurement is the runtime's (moert/compare.h, through
+moert._moert.compare_devices); this module adds the host's bandwidth and the
+report's table, JSON and chart."""
 
 import json
 import os
-import statistics
-import time
-
-import numpy as np
 
 from . import _moert
-
-# Agreement with the reference backend, by activation dtype: f32 differs by
-# summation order only; bf16/f16 round every intermediate (2^-9 / 2^-12
-# relative), which compounds through the layers to ~1e-2 of the logit scale.
-TOLERANCE = {"f32": 1e-4, "bf16": 3e-2, "f16": 3e-2}
 
 COLUMNS = [("backend", "device", "{}"), ("load_s", "load s", "{:.3f}"),
            ("prefill_tok_s", "prefill tok/s", "{:.1f}"), ("decode_tok_s", "decode tok/s", "{:.1f}"),
@@ -98,81 +91,37 @@ class Report:
         plt.close(fig)
 
 
-def _device_kind(device):
-    """The kind ("cpu", "gpu" ...) of a device named "backend[:index]", or
-    None when unknown."""
-    name, _, index = device.partition(":")
-    for b in _moert.backends():
-        if b["name"] == name:
-            i = int(index) if index.isdigit() else 0
-            return b["devices"][i]["kind"] if i < len(b["devices"]) else None
-    return None
-
-
-def _devices():
-    out = []
-    for b in _moert.backends():
-        if b["available"]:
-            out += [f"{b['name']}:{i}" for i in range(len(b["devices"]))]
-    return out
-
-
 def compare(path, backends=None, prompt_tokens=32, new_tokens=16, repeat=3, dtype="f32", seed=0):
     """Runs the checkpoint at `path` on each backend (default: every available
-    device) and returns a Report.  Prefill is timed over `prompt_tokens`
-    tokens, decode over `new_tokens` greedy KV-cached steps, each `repeat`
-    times; logits of the prompt are compared with the reference backend's.
-    For CPU-kind devices the decode speed is also set against the host's
-    read bandwidth (measured once per process, about a second)."""
-    backends = list(backends) if backends else _devices()
+    device) and returns a Report.  Each device gets one warm-up, then `repeat`
+    times a prefill of `prompt_tokens` random ids (`seed`) and `new_tokens`
+    KV-cached decode steps fed the reference backend's greedy tokens; the
+    logits of the prompt and of every step are compared with the reference
+    backend's (max_abs_diff, max_rel_error: the largest difference over the
+    largest reference logit of a row, worst row; agrees: max_rel_error within
+    1e-4 for f32 activations, 3e-2 for bf16/f16).  For CPU-kind devices the
+    decode speed is also set against the host's read bandwidth (measured once
+    per process, about a second)."""
     path = os.fspath(path)
-    reference = _moert.load(path, backend="reference", dtype=dtype)
-    vocab = reference.info["vocab_size"]
-    prompt = np.random.default_rng(seed).integers(0, vocab, size=prompt_tokens).tolist()
-    want = reference.forward(prompt).astype(np.float64)
-    del reference
+    result = _moert.compare_devices(path, list(backends or []), prompt_tokens, new_tokens, repeat,
+                                    dtype, seed)
     rows = []
-    for backend in backends:
-        try:
-            t0 = time.perf_counter()
-            model = _moert.load(path, backend=backend, dtype=dtype)
-            load_s = time.perf_counter() - t0
-            prefill, steps = [], []
-            for _ in range(repeat):
-                t0 = time.perf_counter()
-                got = model.forward(prompt)
-                prefill.append(time.perf_counter() - t0)
-                stream = model.stream(prompt, max_new_tokens=new_tokens + 1)
-                next(stream)  # the prefill
-                while True:
-                    t0 = time.perf_counter()
-                    if next(stream, None) is None:
-                        break
-                    steps.append(time.perf_counter() - t0)
-            err = float((np.abs(got - want).max(axis=1) / np.abs(want).max(axis=1)).max())
-            mem = model.memory()
-            device = model.device
-            peak = sum(mem["arena_bytes"].values()) + mem["state_bytes"]
-            ms = sorted(s * 1e3 for s in steps) or [0.0]
-            decode_tok_s = 1e3 / statistics.mean(ms) if steps else 0.0
-            bytes_per_token = model.summary(roofline=False)["bytes_per_token"]
-            implied = bytes_per_token * decode_tok_s
-            fraction = None
-            if _device_kind(device) == "cpu":
-                host_bw = _moert.read_bandwidth()
-                fraction = implied / host_bw if host_bw > 0 else None
-            rows.append({
-                "backend": backend, "device": device, "load_s": load_s,
-                "prefill_tok_s": prompt_tokens / statistics.median(prefill),
-                "decode_tok_s": decode_tok_s,
-                "decode_ms_p50": ms[len(ms) // 2], "decode_ms_p95": ms[min(len(ms) - 1, int(0.95 * len(ms)))],
-                "bytes_per_token": bytes_per_token, "implied_bandwidth": implied,
-                "bandwidth_fraction": fraction, "peak_bytes": peak, "max_rel_error": err,
-                "agrees": err <= TOLERANCE.get(dtype, 3e-2), "fallbacks": len(model.fallbacks)})
-        except _moert.Error as e:
-            rows.append({"backend": backend, "error": str(e)})
+    for r in result["rows"]:
+        if "error" in r:
+            rows.append({"backend": r["device"], "error": r["error"]})
+            continue
+        implied = r["bytes_per_token"] * r["decode_tok_s"]
+        fraction = None
+        if r["kind"] == "cpu":
+            host_bw = _moert.read_bandwidth()
+            fraction = implied / host_bw if host_bw > 0 else None
+        row = {"backend": r["device"]}
+        row.update(r)
+        row.update({"implied_bandwidth": implied, "bandwidth_fraction": fraction})
+        rows.append(row)
     measured = any(r.get("bandwidth_fraction") is not None for r in rows)
     meta = {"model": path, "prompt_tokens": prompt_tokens, "new_tokens": new_tokens,
-            "repeat": repeat, "dtype": dtype,
+            "repeat": repeat, "dtype": dtype, "prompt": result["prompt"],
+            "reference_tokens": result["reference_tokens"], "tolerance": result["tolerance"],
             "host_read_bandwidth": _moert.read_bandwidth() if measured else None}
     return Report(rows, meta)

@@ -1,19 +1,21 @@
 // moert._moert: the Python bindings of the runtime (moert/model.h,
-// moert/backend_registry.h).  The package python/moert/ re-exports it.
+// moert/backend_registry.h, moert/compare.h) and of the `moert info/run`
+// commands (runtime/cli/commands.h).  The package python/moert/ re-exports it.
 //
 // Threading: load, to, forward, append, generate and each step of a stream
 // release the GIL while the runtime works (a load's progress callback takes it
 // back for each call); a model runs one call at a time (a mutex per model),
 // since it holds one KV cache.
+#include <pybind11/iostream.h>
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
 #include <algorithm>
 #include <climits>
-#include <cstdio>
 #include <cstring>
 #include <exception>
+#include <iostream>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -22,8 +24,10 @@
 #include <utility>
 #include <vector>
 
+#include "commands.h"
 #include "moert/backend_registry.h"
 #include "moert/bandwidth.h"
+#include "moert/compare.h"
 #include "moert/dtype.h"
 #include "moert/error.h"
 #include "moert/model.h"
@@ -302,21 +306,12 @@ class PyModel {
     d["kv_bytes_per_token"] = s.kv_bytes_per_token;
     std::string text = s.str();
     if (roofline) {
-      // A decode step must read its weights at least once: at the host's read
-      // bandwidth that takes bytes_per_token / bandwidth (KV cache reads and
-      // compute come on top, so this is a lower bound on the time per token).
       const double bw = host_read_bandwidth();
-      const double seconds = bw > 0 ? static_cast<double>(s.bytes_per_token) / bw : 0.0;
+      const double seconds = s.roofline_s_per_token(bw);
       d["read_bandwidth"] = bw;
       d["roofline_s_per_token"] = seconds;
       d["roofline_tok_s"] = seconds > 0 ? 1.0 / seconds : 0.0;
-      char line[256];
-      std::snprintf(line, sizeof line,
-                    "decode roofline (host CPU): %.2f MB per token / %.1f GB/s measured read "
-                    "bandwidth = %.4f ms/token (at most %.0f tok/s)\n",
-                    static_cast<double>(s.bytes_per_token) / 1e6, bw / 1e9, seconds * 1e3,
-                    seconds > 0 ? 1.0 / seconds : 0.0);
-      text += line;
+      text += s.roofline_str(bw);
     }
     d["text"] = text;
     return d;
@@ -495,6 +490,85 @@ PyModel load(const std::string& path, const std::string& backend, const std::str
   return PyModel(std::move(model), path);
 }
 
+// moert.compare()'s measurement (moert/compare.h): the prompt, the reference
+// tokens and a dict per device.
+py::dict compare_devices(const std::string& path, const std::vector<std::string>& devices,
+                         int64_t prompt_tokens, int64_t new_tokens, int64_t repeat,
+                         const std::string& dtype, uint64_t seed) {
+  moert::CompareOptions o;
+  o.prompt_tokens = prompt_tokens;
+  o.new_tokens = new_tokens;
+  o.repeat = repeat;
+  o.seed = seed;
+  std::optional<moert::DType> t = moert::dtype_from_name(dtype);
+  moert::check(t.has_value(), "compare: unknown dtype '" + dtype + "' (expected f32, bf16 or f16)");
+  o.load.dtype = *t;
+  moert::CompareModel model;
+  model.directory = path;
+  moert::Comparison c;
+  {
+    py::gil_scoped_release release;
+    c = moert::compare_devices(model, devices, o);
+  }
+  py::list rows;
+  for (const moert::DeviceLatency& d : c.devices) {
+    py::dict r;
+    r["device"] = d.device;
+    if (!d.error.empty()) {
+      r["error"] = d.error;
+      rows.append(r);
+      continue;
+    }
+    r["kind"] = d.kind;
+    r["load_s"] = d.load_s;
+    r["prefill_s"] = d.prefill_s;
+    r["decode_s"] = d.decode_s;
+    r["prefill_tok_s"] = d.prefill_tok_s();
+    r["decode_tok_s"] = d.decode_tok_s();
+    r["decode_ms_p50"] = d.decode_ms_p50();
+    r["decode_ms_p95"] = d.decode_ms_p95();
+    r["fallbacks"] = d.fallbacks;
+    r["peak_bytes"] = d.peak_bytes;
+    r["bytes_per_token"] = d.bytes_per_token;
+    r["max_abs_diff"] = d.max_abs_diff;
+    r["max_rel_error"] = d.max_rel_error;
+    r["agrees"] = d.agrees;
+    rows.append(r);
+  }
+  py::dict out;
+  out["prompt"] = c.prompt;
+  out["reference_tokens"] = c.reference_tokens;
+  out["tolerance"] = c.tolerance;
+  out["rows"] = rows;
+  return out;
+}
+
+// `moert info` / `moert run` (runtime/cli/commands.h) with Python hooks:
+// encode(directory, text) -> ids, decode(directory, ids) -> str and a load
+// progress callable (each may be None).  Output goes to sys.stdout and
+// sys.stderr; returns the exit status.
+int command_line(const std::vector<std::string>& args, const py::object& encode,
+                 const py::object& decode, const py::object& progress) {
+  moert::cli::Hooks hooks;
+  if (!encode.is_none())
+    hooks.encode = [&encode](const std::string& directory, const std::string& text) {
+      py::gil_scoped_acquire gil;
+      return encode(directory, text).cast<std::vector<int32_t>>();
+    };
+  if (!decode.is_none())
+    hooks.decode = [&decode](const std::string& directory, const std::vector<int32_t>& ids) {
+      py::gil_scoped_acquire gil;
+      return decode(directory, ids).cast<std::string>();
+    };
+  ProgressCallback cb(progress);
+  hooks.progress = cb.callback();
+  py::scoped_ostream_redirect out;
+  py::scoped_estream_redirect err;
+  int status = 0;
+  cb.run([&] { status = moert::cli::run_command(args, std::cout, std::cerr, hooks); });
+  return status;
+}
+
 constexpr const char* kSamplingArgs = R"doc(
     max_new_tokens: how many tokens to generate at most.
     temperature: 0 picks the most likely token (greedy, lowest id on ties);
@@ -571,6 +645,30 @@ Raises:
 Measured on the first call by streaming through a 512 MiB buffer with every
 hardware thread (best of 5 passes, up to about a second) and cached for the
 rest of the process.  It is the ceiling of a memory-bound decode step on the CPU.)doc");
+
+  m.def("compare_devices", &compare_devices, py::arg("path"), py::arg("devices"),
+        py::arg("prompt_tokens") = 32, py::arg("new_tokens") = 16, py::arg("repeat") = 3,
+        py::arg("dtype") = "f32", py::arg("seed") = 0,
+        R"doc(Latency of a checkpoint on each device against the reference backend.
+
+The measurement behind moert.compare() (moert/compare.h): a prompt of
+prompt_tokens random ids (seed) and new_tokens greedy decode steps, after one
+warm-up, repeat times, on each of `devices` (empty: every available one); the
+decode steps are fed the reference backend's tokens, so that every logit row is
+compared.  Returns {prompt, reference_tokens, tolerance, rows}: a row per
+device, {device, error} when it failed, else {device, kind, load_s, prefill_s,
+decode_s (seconds), prefill_tok_s, decode_tok_s, decode_ms_p50, decode_ms_p95,
+fallbacks, peak_bytes, bytes_per_token, max_abs_diff, max_rel_error, agrees}.)doc");
+
+  m.def("command_line", &command_line, py::arg("args"), py::arg("encode") = py::none(),
+        py::arg("decode") = py::none(), py::arg("progress") = py::none(),
+        R"doc(Runs `moert info ...` or `moert run ...` (args without the program name).
+
+The same commands as the moert binary; encode(directory, text) -> ids and
+decode(directory, ids) -> str enable --prompt TEXT, progress(stage, done,
+total) sees the loading (unless --no-progress).  Writes to sys.stdout and
+sys.stderr and returns the exit status (2: a usage error); runtime errors raise
+moert.Error.)doc");
 
   m.def("supported_model_types", &moert::supported_model_types,
         "The model_type values (config.json) that load() understands.");

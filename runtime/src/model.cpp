@@ -1,8 +1,7 @@
 #include "moert/model.h"
 
-#include <unistd.h>
-
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <map>
@@ -24,21 +23,8 @@ Tensor ints(const std::vector<int32_t>& v) {
   return t;
 }
 
-// "bf16", or the mix by share of bytes: "fp8 e4m3 61%, bf16 37%, f32 2%".
-std::string dtype_mix(const std::map<DType, uint64_t>& bytes, uint64_t total);
-
-std::string weight_dtype_of(const Checkpoint& c) {
-  std::map<DType, uint64_t> bytes;
-  uint64_t total = 0;
-  for (const std::string& n : c.names()) {
-    const SafetensorsEntry& e = c.entry(n);
-    bytes[e.dtype] += e.end - e.begin;
-    total += e.end - e.begin;
-  }
-  return dtype_mix(bytes, total);
-}
-
-// The same for the constants of a graph (weights built in memory).
+// The constants of a graph (its weights) by dtype, as "bf16" or the mix by
+// share of bytes: "fp8 e4m3 61%, bf16 37%, f32 2%".
 std::string weight_dtype_of(const Graph& g) {
   std::map<DType, uint64_t> bytes;
   uint64_t total = 0;
@@ -47,10 +33,6 @@ std::string weight_dtype_of(const Graph& g) {
       bytes[v.data.dtype()] += v.data.nbytes();
       total += v.data.nbytes();
     }
-  return dtype_mix(bytes, total);
-}
-
-std::string dtype_mix(const std::map<DType, uint64_t>& bytes, uint64_t total) {
   std::vector<std::pair<uint64_t, DType>> order;
   for (const auto& [d, b] : bytes) order.emplace_back(b, d);
   std::sort(order.rbegin(), order.rend());
@@ -75,50 +57,6 @@ uint64_t constant_bytes(const Graph& g) {
   return n;
 }
 
-// Touches every page of the checkpoint's tensors, file by file in offset
-// order, so that the disk reads happen here, sequentially and measured,
-// instead of spread over the build.  Skipped (nothing reported) when the
-// checkpoint exceeds half of the physical memory: the build would then find
-// the first pages evicted again.
-void page_in(const Checkpoint& c, const LoadProgress& progress) {
-  std::vector<std::vector<const SafetensorsEntry*>> order;  // per file, by offset
-  uint64_t total = 0;
-  for (const auto& file : c.files()) {
-    std::vector<const SafetensorsEntry*>& entries = order.emplace_back();
-    for (const auto& [name, e] : file->entries()) {
-      entries.push_back(&e);
-      total += e.end - e.begin;
-    }
-    std::sort(
-        entries.begin(), entries.end(),
-        [](const SafetensorsEntry* a, const SafetensorsEntry* b) { return a->begin < b->begin; });
-  }
-  const long pages = sysconf(_SC_PHYS_PAGES);
-  const long page_size = sysconf(_SC_PAGESIZE);
-  if (pages > 0 && page_size > 0 &&
-      total > static_cast<uint64_t>(pages) * static_cast<uint64_t>(page_size) / 2)
-    return;
-  const uint64_t stride = page_size > 0 ? static_cast<uint64_t>(page_size) : 4096;
-  const uint64_t step = std::max<uint64_t>(total / 256, 1);  // at most ~256 reports
-  uint64_t done = 0, reported = 0;
-  progress("read", 0, total);
-  for (size_t f = 0; f < order.size(); ++f) {
-    for (const SafetensorsEntry* e : order[f]) {
-      const Tensor t = c.files()[f]->tensor(e->name);
-      // Volatile reads: performed although their values are not used.
-      const auto* p = static_cast<const volatile unsigned char*>(t.data());
-      const uint64_t n = e->end - e->begin;
-      for (uint64_t off = 0; off < n; off += stride) (void)p[off];
-      done += n;
-      if (done - reported >= step && done < total) {
-        progress("read", done, total);
-        reported = done;
-      }
-    }
-  }
-  progress("read", total, total);
-}
-
 }  // namespace
 
 std::unique_ptr<Model> Model::load(const std::string& directory, const LoadOptions& options) {
@@ -127,46 +65,8 @@ std::unique_ptr<Model> Model::load(const std::string& directory, const LoadOptio
   HfConfig config = HfConfig::read((fs::path(directory) / "config.json").string());
   ArchSpec arch = arch_from_config(config);
   Checkpoint checkpoint = Checkpoint::open(directory);
-  check(
-      options.dtype == DType::f32 || options.dtype == DType::bf16 || options.dtype == DType::f16,
-      "load option dtype must be f32, bf16 or f16, got " + std::string(dtype_name(options.dtype)));
-  BuildOptions build;
-  build.activation_dtype = options.dtype;
-  build.max_context = options.max_context > 0
-                          ? options.max_context
-                          : std::min<int64_t>(arch.max_position_embeddings, 4096);
-  check(options.max_context <= 0 || options.max_context <= arch.max_position_embeddings ||
-            arch.rope.scaling != "none",
-        "max_context " + std::to_string(options.max_context) + " exceeds max_position_embeddings " +
-            std::to_string(arch.max_position_embeddings) + " of " + config.path());
-
-  const LoadProgress& progress = options.progress;
-  const uint64_t checkpoint_bytes = checkpoint.total_bytes();
-  if (progress) page_in(checkpoint, progress);
-
-  std::unique_ptr<Model> m(new Model());
-  if (progress) progress("build", 0, checkpoint_bytes);
-  m->graph_ = build_decoder(arch, checkpoint, build);
-  if (progress) progress("build", checkpoint_bytes, checkpoint_bytes);
-  ExecutorOptions eo;
-  eo.device = options.device;
-  eo.strict = options.strict;
-  const uint64_t weights = progress ? constant_bytes(m->graph_) : 0;
-  if (progress) progress("prepare", 0, weights);
-  m->executor_ = std::make_unique<Executor>(m->graph_, eo);
-  if (progress) progress("prepare", weights, weights);
-  m->device_ = options.device;
-  ModelInfo& info = m->info_;
-  info.architecture = arch.architecture;
-  info.model_type = arch.model_type;
-  info.vocab_size = arch.vocab;
-  info.hidden_size = arch.hidden;
-  info.num_layers = arch.layers;
-  info.num_experts = arch.experts;
-  info.experts_per_token = arch.experts > 0 ? arch.router.top_k : 0;
-  info.max_context = build.max_context;
-  info.weight_dtype = weight_dtype_of(checkpoint);
-  return m;
+  CheckpointWeights weights(checkpoint);
+  return build(arch, config.path(), weights, options);
 }
 
 std::unique_ptr<Model> Model::random(const std::string& config_json, const RandomWeights& weights,
@@ -180,7 +80,13 @@ std::unique_ptr<Model> Model::random(const std::string& config_json, const Rando
   check(j.is_object(), weights.name + ": the config must be a JSON object");
   HfConfig config(std::move(j), weights.name);
   ArchSpec arch = arch_from_config(config);
-  check_sizes(config, arch);
+  check_sizes(config, arch);  // no stored shapes to check them against
+  RandomWeightSource source(arch, weights);
+  return build(arch, config.path(), source, options);
+}
+
+std::unique_ptr<Model> Model::build(const ArchSpec& arch, const std::string& name,
+                                    WeightSource& weights, const LoadOptions& options) {
   check(
       options.dtype == DType::f32 || options.dtype == DType::bf16 || options.dtype == DType::f16,
       "load option dtype must be f32, bf16 or f16, got " + std::string(dtype_name(options.dtype)));
@@ -192,22 +98,17 @@ std::unique_ptr<Model> Model::random(const std::string& config_json, const Rando
   check(options.max_context <= 0 || options.max_context <= arch.max_position_embeddings ||
             arch.rope.scaling != "none",
         "max_context " + std::to_string(options.max_context) + " exceeds max_position_embeddings " +
-            std::to_string(arch.max_position_embeddings) + " of " + weights.name);
+            std::to_string(arch.max_position_embeddings) + " of " + name);
 
   const LoadProgress& progress = options.progress;
   std::unique_ptr<Model> m(new Model());
-  {
-    // The builder takes uninitialised tensors; generate() then fills them all at once.
-    RandomWeightSource source(arch, weights);
-    m->graph_ = build_decoder(arch, source, build);
-    std::function<void(uint64_t, uint64_t)> report;
-    if (progress) report = [&](uint64_t done, uint64_t total) { progress("build", done, total); };
-    source.generate(report);
-  }
+  weights.before_build(progress);
+  m->graph_ = build_decoder(arch, weights, build);
+  weights.after_build(progress);
   ExecutorOptions eo;
   eo.device = options.device;
   eo.strict = options.strict;
-  const uint64_t bytes = constant_bytes(m->graph_);
+  const uint64_t bytes = progress ? constant_bytes(m->graph_) : 0;
   if (progress) progress("prepare", 0, bytes);
   m->executor_ = std::make_unique<Executor>(m->graph_, eo);
   if (progress) progress("prepare", bytes, bytes);
@@ -257,13 +158,17 @@ Tensor Session::append(const std::vector<int32_t>& tokens) {
   check(position_ + t <= model_->info_.max_context,
         "context overflow: " + std::to_string(position_) + " cached + " + std::to_string(t) +
             " new tokens exceed max_context " + std::to_string(model_->info_.max_context));
-  std::vector<int32_t> positions(tokens.size());
-  for (size_t i = 0; i < positions.size(); ++i)
-    positions[i] = static_cast<int32_t>(position_ + static_cast<int64_t>(i));
-  Tensor logits =
-      model_->executor_->run({ints(tokens), ints(positions)}, SymbolValues::of(t, position_))[0];
+  Tensor logits = run_decoder(*model_->executor_, tokens, position_);
   position_ += t;
   return logits;
+}
+
+Tensor run_decoder(Executor& executor, const std::vector<int32_t>& tokens, int64_t past) {
+  std::vector<int32_t> positions(tokens.size());
+  for (size_t i = 0; i < positions.size(); ++i)
+    positions[i] = static_cast<int32_t>(past + static_cast<int64_t>(i));
+  const int64_t t = static_cast<int64_t>(tokens.size());
+  return executor.run({ints(tokens), ints(positions)}, SymbolValues::of(t, past))[0];
 }
 
 Tensor Model::forward(const std::vector<int32_t>& tokens) { return session().append(tokens); }
@@ -321,6 +226,21 @@ std::string ModelSummary::str() const {
          "weights: " + mb(static_cast<double>(weight_bytes)) + " stored, " +
          mb(static_cast<double>(bytes_per_token)) + " read per decoded token\n" +
          "KV cache: " + std::to_string(kv_bytes_per_token) + " bytes per position\n";
+}
+
+double ModelSummary::roofline_s_per_token(double read_bandwidth) const {
+  return read_bandwidth > 0 ? static_cast<double>(bytes_per_token) / read_bandwidth : 0.0;
+}
+
+std::string ModelSummary::roofline_str(double read_bandwidth) const {
+  const double seconds = roofline_s_per_token(read_bandwidth);
+  char line[256];
+  std::snprintf(line, sizeof line,
+                "decode roofline (host CPU): %.2f MB per token / %.1f GB/s measured read "
+                "bandwidth = %.4f ms/token (at most %.0f tok/s)\n",
+                static_cast<double>(bytes_per_token) / 1e6, read_bandwidth / 1e9, seconds * 1e3,
+                seconds > 0 ? 1.0 / seconds : 0.0);
+  return line;
 }
 
 TokenGenerator::TokenGenerator(Model* model, std::vector<int32_t> prompt, GenerateOptions options)

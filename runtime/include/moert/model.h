@@ -80,9 +80,17 @@ struct ModelSummary {
   uint64_t bytes_per_token = 0;  // weight bytes a decode step must read
   uint64_t kv_bytes_per_token = 0;  // KV cache bytes each position occupies
   std::string str() const;          // a few readable lines
+  // A decode step reads bytes_per_token at least once, so at `read_bandwidth`
+  // (bytes/s, e.g. measure_read_bandwidth()) it takes at least this long (0
+  // when the bandwidth is unknown).
+  double roofline_s_per_token(double read_bandwidth) const;
+  // That bound as a line: "decode roofline (host CPU): ... ms/token (at most N tok/s)".
+  std::string roofline_str(double read_bandwidth) const;
 };
 
 class Model;
+struct ArchSpec;     // the architecture read from config.json (runtime/src/models)
+class WeightSource;  // where the builder gets the weights (runtime/src/models)
 
 // One sequence with its KV cache.  Only one session of a model is live at a
 // time: creating a session (or calling forward/generate) starts a new one.
@@ -175,12 +183,22 @@ class Model {
  private:
   friend class Session;
   Model() = default;
+  // What load() and random() share: the graph of `arch` with the weights
+  // `weights` gives, prepared on options.device.  `name` (the config's path
+  // or name) goes into error messages.
+  static std::unique_ptr<Model> build(const ArchSpec& arch, const std::string& name,
+                                      WeightSource& weights, const LoadOptions& options);
   ModelInfo info_;
   Graph graph_;
   std::unique_ptr<Executor> executor_;
   std::string device_;
   uint64_t generation_ = 0;  // bumped by every new session
 };
+
+// One run of a decoder graph (inputs ids i32[T] and positions i32[T], output
+// logits f32[T, vocab], as Model builds them) on `tokens` at positions past,
+// past + 1, ...: what Session::append runs, without its checks.
+Tensor run_decoder(Executor& executor, const std::vector<int32_t>& tokens, int64_t past);
 
 // Architectures Model::load understands (model_type values).
 std::vector<std::string> supported_model_types();

@@ -228,6 +228,12 @@ void RandomWeightSource::fill(const Job& j, int64_t row_begin, int64_t row_end,
   }
 }
 
+void RandomWeightSource::after_build(const LoadProgress& progress) {
+  std::function<void(uint64_t, uint64_t)> report;
+  if (progress) report = [&](uint64_t done, uint64_t total) { progress("build", done, total); };
+  generate(report);
+}
+
 void RandomWeightSource::generate(const std::function<void(uint64_t, uint64_t)>& progress) {
   // Chunks of about a million elements; fp8 chunks are whole 128-row blocks.
   struct Chunk {

@@ -44,6 +44,9 @@ class RandomWeightSource final : public WeightSource {
                 WeightRole role) override;
   LinearTensor linear(const std::string& name, int64_t out, int64_t in, WeightRole role) override;
   LinearTensor stacked(const std::vector<std::string>& names, int64_t out, int64_t in) override;
+  // Nothing to do before the builder; after it, generate() reports "build".
+  void before_build(const LoadProgress&) override {}
+  void after_build(const LoadProgress& progress) override;
 
   // Fills every tensor handed out so far, on options.threads threads (0: the
   // hardware concurrency).  `progress` (optional) is called on this thread

@@ -5,6 +5,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "moert/error.h"
@@ -30,7 +31,61 @@ std::vector<int64_t> scale_shape(int64_t out, int64_t in) {
   return {(out + 127) / 128, (in + 127) / 128};
 }
 
+// Touches every page of the checkpoint's tensors, file by file in offset
+// order, so that the disk reads happen here, sequentially and measured,
+// instead of spread over the build.  Skipped (nothing reported) when the
+// checkpoint exceeds half of the physical memory: the build would then find
+// the first pages evicted again.
+void page_in(const Checkpoint& c, const LoadProgress& progress) {
+  std::vector<std::vector<const SafetensorsEntry*>> order;  // per file, by offset
+  uint64_t total = 0;
+  for (const auto& file : c.files()) {
+    std::vector<const SafetensorsEntry*>& entries = order.emplace_back();
+    for (const auto& [name, e] : file->entries()) {
+      entries.push_back(&e);
+      total += e.end - e.begin;
+    }
+    std::sort(
+        entries.begin(), entries.end(),
+        [](const SafetensorsEntry* a, const SafetensorsEntry* b) { return a->begin < b->begin; });
+  }
+  const long pages = sysconf(_SC_PHYS_PAGES);
+  const long page_size = sysconf(_SC_PAGESIZE);
+  if (pages > 0 && page_size > 0 &&
+      total > static_cast<uint64_t>(pages) * static_cast<uint64_t>(page_size) / 2)
+    return;
+  const uint64_t stride = page_size > 0 ? static_cast<uint64_t>(page_size) : 4096;
+  const uint64_t step = std::max<uint64_t>(total / 256, 1);  // at most ~256 reports
+  uint64_t done = 0, reported = 0;
+  progress("read", 0, total);
+  for (size_t f = 0; f < order.size(); ++f) {
+    for (const SafetensorsEntry* e : order[f]) {
+      const Tensor t = c.files()[f]->tensor(e->name);
+      // Volatile reads: performed although their values are not used.
+      const auto* p = static_cast<const volatile unsigned char*>(t.data());
+      const uint64_t n = e->end - e->begin;
+      for (uint64_t off = 0; off < n; off += stride) (void)p[off];
+      done += n;
+      if (done - reported >= step && done < total) {
+        progress("read", done, total);
+        reported = done;
+      }
+    }
+  }
+  progress("read", total, total);
+}
+
 }  // namespace
+
+void CheckpointWeights::before_build(const LoadProgress& progress) {
+  if (!progress) return;
+  page_in(ckpt_, progress);
+  progress("build", 0, ckpt_.total_bytes());
+}
+
+void CheckpointWeights::after_build(const LoadProgress& progress) {
+  if (progress) progress("build", ckpt_.total_bytes(), ckpt_.total_bytes());
+}
 
 Tensor CheckpointWeights::tensor(const std::string& name, const std::vector<int64_t>& shape,
                                  WeightRole) {

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "moert/model.h"
 #include "moert/safetensors.h"
 #include "moert/tensor.h"
 
@@ -50,6 +51,13 @@ class WeightSource {
   // The per-expert weights names[e] ([out, in] each) stacked into one
   // [E, out, in] tensor, their scales likewise.
   virtual LinearTensor stacked(const std::vector<std::string>& names, int64_t out, int64_t in) = 0;
+
+  // The source's part of loading a model, around the builder: before_build
+  // runs before it asks for any tensor, after_build once it has asked for
+  // every one.  Each reports its stages to `progress` when it is set (see
+  // LoadProgress); between them they report the "build" stage.
+  virtual void before_build(const LoadProgress& progress) = 0;
+  virtual void after_build(const LoadProgress& progress) = 0;
 };
 
 // The weights of a checkpoint directory as stored.  Stacking experts copies
@@ -64,6 +72,10 @@ class CheckpointWeights final : public WeightSource {
                 WeightRole role) override;
   LinearTensor linear(const std::string& name, int64_t out, int64_t in, WeightRole role) override;
   LinearTensor stacked(const std::vector<std::string>& names, int64_t out, int64_t in) override;
+  // With a progress callback: pages every tensor in ("read"), then opens "build".
+  void before_build(const LoadProgress& progress) override;
+  // Closes "build".
+  void after_build(const LoadProgress& progress) override;
 
  private:
   Tensor fetch_scale(const std::string& weight_name, int64_t out, int64_t in);
