@@ -48,12 +48,6 @@ void Backend::init() {
   }
 }
 
-Device& Backend::device(int32_t index) {
-  static Device host;
-  require(index == 0, "no CPU device " + std::to_string(index));
-  return host;
-}
-
 void Backend::describe(Device&, kit::DeviceDescription& d) {
   const std::string threads = std::to_string(omp_get_max_threads());
   d.name = cpu_model_name() + " (" + isa_summary() + ", " + threads + " threads)";

@@ -28,16 +28,7 @@ struct Device {};
 struct Backend : kit::HostMemory<Device> {
   static constexpr const char* kName = "cpu";
   static constexpr const char* kVersion = "oneDNN " MOERT_CPU_DNNL_VERSION;
-  struct ExecBase {
-    explicit ExecBase(Device&) {}
-  };
-  struct PrepareBase {
-    explicit PrepareBase(Device&) {}
-  };
   static void init();
-  static void shutdown() {}
-  static int32_t device_count() { return 1; }
-  static Device& device(int32_t index);
   static void describe(Device&, kit::DeviceDescription& d);
 };
 

@@ -23,20 +23,7 @@ struct HostDevice {};
 struct Reference : kit::HostMemory<HostDevice> {
   static constexpr const char* kName = "reference";
   static constexpr const char* kVersion = "builtin";
-  struct ExecBase {
-    explicit ExecBase(HostDevice&) {}
-  };
-  struct PrepareBase {
-    explicit PrepareBase(HostDevice&) {}
-  };
   static void init();
-  static void shutdown() {}
-  static int32_t device_count() { return 1; }
-  static HostDevice& device(int32_t index) {
-    static HostDevice host;
-    plugin::require(index == 0, "no device " + std::to_string(index));
-    return host;
-  }
   static void describe(HostDevice&, kit::DeviceDescription& d) {
     d.name = "host (reference kernels)";
     d.kind = MOERT_DEVICE_CPU;

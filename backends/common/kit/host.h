@@ -49,6 +49,21 @@ inline void host_memory(uint64_t* total, uint64_t* available) {
 template <class D>
 struct HostMemory {
   using Device = D;
+  // One device, the host ("cpu:0", "reference:0"), and nothing of the
+  // backend's own in the kernel contexts.
+  static int32_t device_count() { return 1; }
+  static D& device(int32_t index) {
+    static D host;
+    plugin::require(index == 0, "no host device " + std::to_string(index) + " (there is one: 0)");
+    return host;
+  }
+  static void shutdown() {}
+  struct ExecBase {
+    explicit ExecBase(D&) {}
+  };
+  struct PrepareBase {
+    explicit PrepareBase(D&) {}
+  };
   using Tensor = HostTensor;
   using Constant = HostConstant;
   using ErrorSlots = NoErrorSlots<D>;
