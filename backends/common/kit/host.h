@@ -16,6 +16,7 @@
 #include "kit/buffers.h"
 #include "kit/device.h"
 #include "kit/kernel.h"
+#include "kit/scratch.h"
 
 namespace moert::kit {
 
@@ -29,6 +30,9 @@ struct HostTensor : TensorShape {
     return static_cast<T*>(data);
   }
 };
+
+// A scratch block's memory as floats.
+inline float* floats(const ScratchStack<void*>::Block& b) { return static_cast<float*>(b.get()); }
 
 // A constant: the runtime's bytes in place, or a copy when they do not
 // outlive prepare.
@@ -60,7 +64,27 @@ struct HostMemory {
   static void shutdown() {}
   struct ExecBase {
     explicit ExecBase(D&) {}
+    // Scratch host memory for this node's run (kit/scratch.h), 64-byte
+    // aligned: the node's until the block goes.  Take it outside parallel
+    // regions; threads share it by offsets.
+    ScratchStack<void*>::Block scratch(uint64_t bytes, const std::string& what) const {
+      return host_scratch().take(bytes, what);
+    }
   };
+  // The blocks' buffers, shared by every node the host runs.
+  static ScratchStack<void*>& host_scratch() {
+    static ScratchStack<void*> stack(
+        [](uint64_t bytes, const std::string& what) {
+          void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
+          if (!p)
+            plugin::fail(
+                "cannot allocate " + std::to_string(bytes) + " bytes of host memory for " + what,
+                MOERT_ERR_OUT_OF_MEMORY);
+          return p;
+        },
+        [](void* p) { std::free(p); });
+    return stack;
+  }
   struct PrepareBase {
     explicit PrepareBase(D&) {}
   };

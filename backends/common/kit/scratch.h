@@ -10,6 +10,8 @@
 // enqueued still sees its blocks after they go back: the next user of a
 // buffer runs after it on the queue, and a buffer replaced by a larger one is
 // released only when the queue is done with it (the backend's release()).
+// One stack per device, used by one thread at a time (the ABI's rule: the
+// runtime never calls into a plugin from two threads at once).
 #pragma once
 
 #include <cstdint>

@@ -133,16 +133,17 @@ class Attention final : public Kernel {
       plan.vdtype = vc.dtype;
       plan.vdata = vc.data;
     }
+    const auto sinks = ctx.scratch(ctx.has(5) ? nh_ * sizeof(float) : 0, "the sinks as f32");
     if (ctx.has(5)) {
-      float* s = sinks_.get(nh_);
+      float* s = kit::floats(sinks);
       vec::widen(ctx.in(5).dtype, ctx.in(5).data, 0, nh_, s);
       plan.sinks = s;
     }
     if (tokens == 0) return;
     if (tokens <= kDecodeTokens || tokens * group_ <= kDecodeRows)
-      decode(q, ctx.out(0), plan);
+      decode(ctx, q, ctx.out(0), plan);
     else
-      prefill(q, ctx.out(0), plan);
+      prefill(ctx, q, ctx.out(0), plan);
   }
 
  private:
@@ -165,8 +166,7 @@ class Attention final : public Kernel {
   };
 
   Scratch carve(int thread, int64_t rows) {
-    float* p = scratch_.get(static_cast<int64_t>(num_threads()) * scratch_stride_) +
-               thread * scratch_stride_;
+    float* p = scratch_base_ + thread * scratch_stride_;
     auto take = [&](int64_t n) {
       float* r = p;
       p += (n + 15) / 16 * 16;
@@ -184,10 +184,17 @@ class Attention final : public Kernel {
     return s;
   }
 
-  void reserve_scratch(int64_t rows) {
+  using Block = kit::ScratchStack<void*>::Block;
+
+  // The threads' scratch for units of up to `rows` rows (carve() hands it
+  // out); the caller keeps the block while the units run.
+  Block reserve_scratch(const ExecContext& ctx, int64_t rows) {
     scratch_stride_ = (scratch_floats(rows) + 15) / 16 * 16;
-    scratch_.get(static_cast<int64_t>(num_threads()) * scratch_stride_);
+    Block block = ctx.scratch(
+        static_cast<uint64_t>(num_threads() * scratch_stride_) * sizeof(float), "per-thread tiles");
+    scratch_base_ = kit::floats(block);
     ranges_.resize(static_cast<size_t>(num_threads()) * static_cast<size_t>(2 * rows));
+    return block;
   }
 
   // Runs fn(unit, thread) for every unit, handing units out in order to the
@@ -321,7 +328,7 @@ class Attention final : public Kernel {
           finish_row(plan, out, t, g * group_ + j, sc.m[r], sc.l[r], sc.o + r * ldo_);
   }
 
-  void decode(const Tensor& q, const Tensor& out, Plan& plan) {
+  void decode(const ExecContext& ctx, const Tensor& q, const Tensor& out, Plan& plan) {
     const int64_t rows = plan.tokens * nh_;
     // The keys any query may see, split into pieces for the threads; each
     // piece covers every KV head, so it reads whole cache rows in order.
@@ -334,10 +341,13 @@ class Attention final : public Kernel {
     const int64_t parts =
         span * nkv_ >= 2 * kMinSplitKeys ? std::min<int64_t>(nkv_, threads / splits) : 1;
     const int64_t per_group = plan.tokens * group_;
-    reserve_scratch(rows);
+    const Block tiles = reserve_scratch(ctx, rows);
     const int64_t stride = dv_ + 2;
     // Partial results per (piece, row): max, sum, then dv outputs.
-    float* partial = splits > 1 ? partial_.get(splits * rows * stride) : nullptr;
+    const Block partials =
+        ctx.scratch(splits > 1 ? static_cast<uint64_t>(splits * rows * stride) * sizeof(float) : 0,
+                    "partial sums of the key pieces");
+    float* partial = splits > 1 ? kit::floats(partials) : nullptr;
     for_units(parts * splits, [&](int64_t u, int thread) {
       const int64_t part = u / splits, piece = u % splits;
       const int64_t g0 = nkv_ * part / parts, g1 = nkv_ * (part + 1) / parts;
@@ -376,16 +386,21 @@ class Attention final : public Kernel {
     });
   }
 
-  void prefill(const Tensor& q, const Tensor& out, Plan& plan) {
+  void prefill(const ExecContext& ctx, const Tensor& q, const Tensor& out, Plan& plan) {
     // Keys [kmin, kmax) are the ones any query may see, in whole blocks.
     const int64_t kmin = mask_.lo(plan.base);
     const int64_t kmax = mask_.hi(plan.base + plan.tokens - 1, plan.len);
     plan.first_block = kmin / kKeyBlock;
     plan.blocks = std::max<int64_t>((kmax + kKeyBlock - 1) / kKeyBlock - plan.first_block, 0);
     const int64_t nblocks = nkv_ * plan.blocks;
-    float* kt = kt_.get(nblocks * dk_ * kKeyBlock);
+    const Block kt_block = ctx.scratch(
+        static_cast<uint64_t>(nblocks * dk_ * kKeyBlock) * sizeof(float), "keys transposed as f32");
+    float* kt = kit::floats(kt_block);
     const bool convert_v = plan.vdtype != MOERT_DTYPE_F32;
-    float* vrows = convert_v ? vrows_.get(nblocks * kKeyBlock * dv_) : nullptr;
+    const Block v_block = ctx.scratch(
+        convert_v ? static_cast<uint64_t>(nblocks * kKeyBlock * dv_) * sizeof(float) : 0,
+        "values as f32");
+    float* vrows = convert_v ? kit::floats(v_block) : nullptr;
     // Token blocks: ~kPrefillRows rows each, but enough units for the threads.
     const int64_t threads = num_threads();
     int64_t block_tokens = std::max<int64_t>(1, kPrefillRows / group_);
@@ -393,7 +408,7 @@ class Attention final : public Kernel {
     block_tokens = std::max<int64_t>(
         1, std::min(block_tokens, (plan.tokens + wanted - 1) / std::max<int64_t>(wanted, 1)));
     const int64_t rows = block_tokens * group_;
-    reserve_scratch(rows);
+    const Block tiles = reserve_scratch(ctx, rows);
 
     // Convert the keys (transposed) and values of each block, in parallel.
     for_units(nblocks, [&](int64_t u, int thread) {
@@ -437,7 +452,7 @@ class Attention final : public Kernel {
   int64_t nh_ = 0, nkv_ = 0, dk_ = 0, dv_ = 0, group_ = 1, ldo_ = 16;
   bool cached_ = false;
   MaskParams mask_;
-  attn::FloatBuffer scratch_, kt_, vrows_, partial_, sinks_;
+  float* scratch_base_ = nullptr;  // reserve_scratch()'s block, while a run lasts
   std::vector<int32_t> ranges_;
   int64_t scratch_stride_ = 0;
 };

@@ -1,7 +1,6 @@
 // What the attention, masked_softmax and cache_update kernels share: the
 // masking attributes (scale, causal, window) and the key range a query may
-// see, the context-overflow check of a KV cache write, and a 64-byte-aligned
-// growable f32 scratch buffer.  Semantics: ops/attention.cpp.
+// see, the context-overflow check of a KV cache write.  Semantics: ops/attention.cpp.
 #pragma once
 
 #include <algorithm>
@@ -69,29 +68,5 @@ inline void check_capacity(int64_t past, int64_t tokens, int64_t capacity) {
     fail("context overflow: " + std::to_string(past) + " past + " + std::to_string(tokens) +
          " new tokens exceed the cache capacity " + std::to_string(capacity));
 }
-
-// A growable f32 buffer aligned to 64 bytes (one cache line, one zmm), kept
-// by a kernel between calls.  Grow it before a parallel region, never in one.
-class FloatBuffer {
- public:
-  float* get(int64_t n) {
-    const size_t want = static_cast<size_t>(std::max<int64_t>(n, 1));
-    if (want > size_) {
-      const size_t bytes = (want * sizeof(float) + 63) / 64 * 64;
-      float* p = static_cast<float*>(std::aligned_alloc(64, bytes));
-      if (!p) throw std::bad_alloc();
-      data_.reset(p);
-      size_ = bytes / sizeof(float);
-    }
-    return data_.get();
-  }
-
- private:
-  struct Free {
-    void operator()(float* p) const { std::free(p); }
-  };
-  std::unique_ptr<float, Free> data_;
-  size_t size_ = 0;
-};
 
 }  // namespace moert::cpu::attn

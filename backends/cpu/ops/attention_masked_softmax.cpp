@@ -37,14 +37,17 @@ class MaskedSoftmax final : public Kernel {
       fail("input 'scores' [" + std::to_string(nh) + ", " + std::to_string(tokens) + ", " +
            std::to_string(len) + "] has fewer keys than queries");
     const float* sinks = nullptr;
+    const auto sinks_block = ctx.scratch(ctx.has(1) ? nh * sizeof(float) : 0, "the sinks as f32");
     if (ctx.has(1)) {
-      float* s = sinks_.get(nh);
+      float* s = kit::floats(sinks_block);
       vec::widen(ctx.in(1).dtype, ctx.in(1).data, 0, nh, s);
       sinks = s;
     }
     const size_t esize = plugin::dtype_size(y.dtype);
     const int64_t stride = (len + 15) / 16 * 16;
-    float* rows_buf = buf_.get(static_cast<int64_t>(num_threads()) * stride);
+    const auto rows_block =
+        ctx.scratch(static_cast<uint64_t>(num_threads() * stride) * sizeof(float), "f32 rows");
+    float* rows_buf = kit::floats(rows_block);
     const float scale = static_cast<float>(mask_.scale);
     parallel_for(nh * tokens, std::max<int64_t>(1, 2048 / std::max<int64_t>(len, 1)),
                  [&](int64_t r0, int64_t r1) {
@@ -75,7 +78,6 @@ class MaskedSoftmax final : public Kernel {
 
  private:
   attn::MaskParams mask_;
-  attn::FloatBuffer buf_, sinks_;
 };
 
 std::unique_ptr<Kernel> create(const NodeDesc& node) {

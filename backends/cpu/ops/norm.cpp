@@ -50,9 +50,13 @@ class RmsNorm final : public Kernel {
     if (dim == 0) return;
     const int64_t rows = x.numel() / dim;
     const int64_t stride = (dim + 15) / 16 * 16;
-    float* weight = weight_.get(dim);
+    const auto weight_block =
+        ctx.scratch(static_cast<uint64_t>(dim) * sizeof(float), "the weight as f32");
+    float* weight = kit::floats(weight_block);
     vec::widen(w.dtype, w.data, 0, dim, weight);
-    float* bufs = rows_.get(static_cast<int64_t>(num_threads()) * stride);
+    const auto rows_block =
+        ctx.scratch(static_cast<uint64_t>(num_threads() * stride) * sizeof(float), "f32 rows");
+    float* bufs = kit::floats(rows_block);
     const double eps = eps_;
     parallel_for(rows, std::max<int64_t>(1, 4096 / dim), [&](int64_t r0, int64_t r1) {
       float* row = bufs + omp_get_thread_num() * stride;
@@ -68,7 +72,6 @@ class RmsNorm final : public Kernel {
 
  private:
   double eps_ = 1e-6;
-  attn::FloatBuffer weight_, rows_;
 };
 
 std::unique_ptr<Kernel> create(const NodeDesc& node) { return std::make_unique<RmsNorm>(node); }

@@ -51,7 +51,9 @@ class Rope final : public Kernel {
     const int64_t half = table_.rotary_dim / 2;
     const int64_t width = heads * dim;
     const int64_t stride = (width + 15) / 16 * 16 + (2 * half + 15) / 16 * 16;
-    float* bufs = bufs_.get(static_cast<int64_t>(num_threads()) * stride);
+    const auto block =
+        ctx.scratch(static_cast<uint64_t>(num_threads() * stride) * sizeof(float), "f32 rows");
+    float* bufs = kit::floats(block);
     angles_.resize(static_cast<size_t>(num_threads() * 2 * half));
     const bool i64 = pos.dtype == MOERT_DTYPE_I64;
     const double* inv_freq = table_.inv_freq.data();
@@ -104,7 +106,6 @@ class Rope final : public Kernel {
   plugin::RopeTable table_;
   std::vector<double> step_cos_, step_sin_;  // cos / sin of inv_freq
   std::vector<double> angles_;               // per thread: cos, sin of the last token
-  attn::FloatBuffer bufs_;
 };
 
 std::unique_ptr<Kernel> create(const NodeDesc& node) { return std::make_unique<Rope>(node); }

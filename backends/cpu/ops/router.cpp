@@ -82,15 +82,17 @@ class Router final : public Kernel {
     }
     const int threads = num_threads();
     const size_t per_thread = static_cast<size_t>(4 * experts + 2 * p_.n_group + 2 * p_.top_k);
-    scratch_.resize(static_cast<size_t>(threads) * per_thread);
-    order_.resize(static_cast<size_t>(threads) * static_cast<size_t>(experts + p_.n_group));
+    const auto scratch = ctx.scratch(threads * per_thread * sizeof(double), "scores per thread");
+    const size_t per_thread_order = static_cast<size_t>(experts + p_.n_group);
+    const auto order_block =
+        ctx.scratch(threads * per_thread_order * sizeof(int64_t), "expert order per thread");
     int32_t* ids = ctx.out(0).as<int32_t>();
     float* weights = ctx.out(1).as<float>();
     const double* b = bias.empty() ? nullptr : bias.data();
     parallel_for(tokens, std::max<int64_t>(1, 4096 / experts), [&](int64_t t0, int64_t t1) {
       const size_t thread = static_cast<size_t>(omp_get_thread_num());
-      double* d = scratch_.data() + thread * per_thread;
-      int64_t* order = order_.data() + thread * static_cast<size_t>(experts + p_.n_group);
+      double* d = static_cast<double*>(scratch.get()) + thread * per_thread;
+      int64_t* order = static_cast<int64_t*>(order_block.get()) + thread * per_thread_order;
       for (int64_t t = t0; t < t1; ++t) route(logits, t, b, d, order, ids, weights);
     });
   }
@@ -160,8 +162,6 @@ class Router final : public Kernel {
 
   int64_t experts_;
   RouterParams p_;
-  std::vector<double> scratch_;
-  std::vector<int64_t> order_;
 };
 
 std::unique_ptr<Kernel> create(const NodeDesc& node) { return std::make_unique<Router>(node); }
