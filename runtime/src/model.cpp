@@ -9,6 +9,7 @@
 
 #include "models/architecture.h"
 #include "models/decoder_builder.h"
+#include "models/quantization.h"
 #include "models/random_weights.h"
 #include "moert/error.h"
 #include "moert/safetensors.h"
@@ -65,6 +66,7 @@ std::unique_ptr<Model> Model::load(const std::string& directory, const LoadOptio
   HfConfig config = HfConfig::read((fs::path(directory) / "config.json").string());
   ArchSpec arch = arch_from_config(config);
   Checkpoint checkpoint = Checkpoint::open(directory);
+  check_quantization(config, checkpoint);
   CheckpointWeights weights(checkpoint);
   return build(arch, config.path(), weights, options);
 }

@@ -165,3 +165,42 @@ def test_context_overflow_is_refused(tmp_path):
     _, _, proc = run_moert(d, tmp_path, "--max-context", "4", check=False)
     assert proc.returncode != 0
     assert "context overflow" in proc.stderr
+
+
+def _with_quantization(tmp_path, arch, dtype, quantization, seed):
+    d = tmp_path / "m"
+    make_checkpoint.make_checkpoint(arch, str(d), dtype=dtype, seed=seed)
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["quantization_config"] = quantization
+    (d / "config.json").write_text(json.dumps(cfg))
+    return d
+
+
+@pytest.mark.parametrize("method", ["gptq", "awq", "mxfp4", "bitsandbytes"])
+def test_a_quant_method_moert_does_not_read_is_refused_by_name(tmp_path, method):
+    # A GPTQ config on a checkpoint: its packed tensors must never run as plain weights.
+    d = _with_quantization(tmp_path, "llama", "f32", {"quant_method": method, "bits": 4}, 10)
+    _, _, proc = run_moert(d, tmp_path, check=False)
+    assert proc.returncode != 0
+    assert f"'quantization_config.quant_method' is '{method}', which moert does not read" in proc.stderr
+    assert "config.json" in proc.stderr
+
+
+def test_an_fp8_config_on_plain_weights_is_refused(tmp_path):
+    d = _with_quantization(tmp_path, "llama", "bf16",
+                           {"quant_method": "fp8", "fmt": "e4m3", "weight_block_size": [128, 128]}, 11)
+    _, _, proc = run_moert(d, tmp_path, check=False)
+    assert proc.returncode != 0
+    assert "is 'fp8' but no tensor of" in proc.stderr
+    assert "is F8_E4M3: the config and the weights disagree" in proc.stderr
+
+
+def test_an_fp8_block_size_moert_does_not_read_is_refused(tmp_path):
+    d = tmp_path / "m"
+    make_checkpoint.make_checkpoint("deepseek_v3", str(d), dtype="fp8", seed=12)
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["quantization_config"]["weight_block_size"] = [64, 64]
+    (d / "config.json").write_text(json.dumps(cfg))
+    _, _, proc = run_moert(d, tmp_path, check=False)
+    assert proc.returncode != 0
+    assert "'quantization_config.weight_block_size' is [64,64]; moert reads [128, 128] blocks" in proc.stderr
