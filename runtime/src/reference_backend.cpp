@@ -76,9 +76,12 @@ std::unique_ptr<kit::Kernel<Reference>> create(const plugin::NodeDesc& node) {
 void Reference::init() {
   static std::once_flag once;
   std::call_once(once, [] {
-    for (const std::string& name : OpRegistry::global().names())
-      kit::KernelTable<Reference>::add(
-          {OpRegistry::global().get(name).name.c_str(), check_any, create});
+    for (const std::string& name : OpRegistry::global().names()) {
+      const OpDef& op = OpRegistry::global().get(name);
+      kit::KernelDef<Reference> def(op.name.c_str(), check_any, create);
+      def.version = op.version;  // the reference kernels define each op's current semantics
+      kit::KernelTable<Reference>::add(def);
+    }
   });
 }
 
