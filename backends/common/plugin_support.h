@@ -17,13 +17,6 @@
 
 namespace moert::plugin {
 
-// A double in full precision, for messages naming an attribute's value.
-inline std::string format_number(double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof(buf), "%.17g", v);
-  return buf;
-}
-
 // An error carrying the ABI status to report.
 class Failure : public std::runtime_error {
  public:
