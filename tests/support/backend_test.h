@@ -1,7 +1,7 @@
 // Test support shared by the unit tests of individual backend plugins
 // (test_opencl_backend.cpp, test_cuda_backend.cpp): executor options for
 // checks against the reference, a one-node run that returns its error, and
-// access to a plugin's internal testing symbols.
+// access to a plugin's testing hooks (its extensions, get_extension).
 #pragma once
 
 #include <string>
