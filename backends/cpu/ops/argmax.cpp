@@ -12,12 +12,7 @@
 #include "convert.h"
 #include "kernel.h"
 #include "parallel.h"
-
-#if defined(__x86_64__) && defined(__GNUC__)
-#define MOERT_CPU_CLONES [[gnu::target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")]]
-#else
-#define MOERT_CPU_CLONES
-#endif
+#include "vec/vec.h"
 
 namespace moert::cpu {
 namespace {

@@ -10,11 +10,6 @@
 #include "vec/vec.h"
 
 #if MOERT_CPU_X86
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <immintrin.h>
-#pragma GCC diagnostic pop
 #include "vec/avx512.h"
 #endif
 

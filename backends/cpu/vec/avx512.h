@@ -3,8 +3,16 @@
 // any float dtype loaded as f32 (whole or under a tail mask), stored back
 // with convert.h's rounding (bit-exact), and e^x.  Every function carries the AVX-512
 // target attribute; callers must carry it too and run only when
-// vec::use_avx512() holds.  Include <immintrin.h> before this header.
+// vec::use_avx512() holds.  Include it only where MOERT_CPU_X86 (vec.h) is 1.
 #pragma once
+
+// gcc 12 reports -Wuninitialized inside some AVX-512 intrinsics once inlined
+// (the headers' `__m512 __Y = __Y;` idiom); silenced for these headers only.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+#pragma GCC diagnostic pop
 
 #include <cmath>
 #include <cstdint>

@@ -1,4 +1,4 @@
-// The row helpers of attention_simd.h: AVX-512 bodies and portable ones.
+// The vector library of vec.h: AVX-512 bodies and portable ones.
 #include "vec/vec.h"
 
 #include <algorithm>
@@ -8,35 +8,15 @@
 #include <limits>
 
 #include "convert.h"
+#include "gemm/isa.h"
 
 #if MOERT_CPU_X86
-// gcc 12 reports -Wuninitialized inside some AVX-512 intrinsics once inlined
-// (the headers' `__m512 __Y = __Y;` idiom); silenced for these headers only.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <immintrin.h>
-#pragma GCC diagnostic pop
 #include "vec/avx512.h"
 #endif
 
 namespace moert::cpu::vec {
 
-bool use_avx512() {
-#if MOERT_CPU_X86
-  static const bool enabled = [] {
-    const char* off = std::getenv("MOERT_CPU_NO_AVX512");
-    if (off && *off && std::strcmp(off, "0") != 0) return false;
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-           __builtin_cpu_supports("f16c") && __builtin_cpu_supports("fma");
-  }();
-  return enabled;
-#else
-  return false;
-#endif
-}
+bool use_avx512() { return gemm::use_avx512(); }  // the same instructions
 
 namespace {
 

@@ -21,6 +21,14 @@
 #define MOERT_CPU_AVX512
 #endif
 
+// Hot span functions get one copy per ISA level; the dynamic loader picks the
+// best one the CPU supports (GNU indirect functions).
+#if defined(__x86_64__) && defined(__GNUC__)
+#define MOERT_CPU_CLONES [[gnu::target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")]]
+#else
+#define MOERT_CPU_CLONES
+#endif
+
 namespace moert::cpu::vec {
 
 // True when the AVX-512 bodies run on this processor.
