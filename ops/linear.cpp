@@ -7,6 +7,10 @@
 //   weight_scale, f32 [ceil(N / b0), ceil(K / b1)] with [b0, b1] = block_size,
 //   and is dequantised as W[n, k] = e4m3(weight[n, k]) * scale[n / b0, k / b1]
 //   (DeepSeek-V3's weight_scale_inv); other weight dtypes take no scale.
+//   Attribute quant (string, since version 2, default "none"): the weight is
+//   packed, "int8", "int4" or "mxfp4", with weight_scale as ops/weight_format.h
+//   defines them; weight is then [N, stored K] (ceil(K / 2) bytes for the
+//   4-bit formats) and K is x's last dim.
 //   bias may be any float dtype.
 //
 // matmul(a [B..., M, K], b [B..., K, N]) -> y [B..., M, N], attribute
@@ -33,7 +37,7 @@ std::vector<int64_t> block_size(const Attributes& attrs) {
 void register_linear_op(OpRegistry& registry) {
   OpDef d;
   d.name = "linear";
-  d.summary = "x times the transpose of a (possibly fp8 block-scaled) weight, plus bias";
+  d.summary = "x times the transpose of a (possibly fp8 block-scaled or packed) weight, plus bias";
   d.inputs = {{"x"}, {"weight"}, {"bias", true}, {"weight_scale", true}};
   d.outputs = {"y"};
   d.infer = [](const InferContext& ctx) {
@@ -41,16 +45,20 @@ void register_linear_op(OpRegistry& registry) {
     const ValueInfo& w = ctx.in(1);
     require_activation(ctx, 0, "input 'x'");
     ctx.require(x.shape.rank() >= 1, "input 'x' must have rank >= 1, got " + x.shape.str());
-    const DType wt = w.dtype;
-    ctx.require(
-        is_activation_dtype(wt) || wt == DType::f8_e4m3,
-        "input 'weight' must be f32, bf16, f16 or f8_e4m3, got " + std::string(dtype_name(wt)));
+    const WeightFormat format = weight_format(ctx.attrs());
     ctx.require(w.shape.rank() == 2 && w.shape.is_static(),
-                "input 'weight' must be a static [N, K], got " + w.shape.str());
+                "input 'weight' must be a static [N, stored K], got " + w.shape.str());
+    ctx.require(x.shape.at(-1).is_static(),
+                "the last dim of input 'x' " + x.shape.str() + " must be static");
     const int64_t n = w.shape[0].fixed;
-    const int64_t k = w.shape[1].fixed;
-    ctx.require(x.shape.at(-1) == Dim(k), "the last dim of input 'x' " + x.shape.str() +
-                                              " must equal K of input 'weight' " + w.shape.str());
+    const int64_t k = x.shape.at(-1).fixed;
+    ctx.require(
+        stored_cols(format, k) == w.shape[1].fixed,
+        "the last dim of input 'x' " + x.shape.str() + " must equal K of input 'weight' " +
+            w.shape.str() +
+            (format == WeightFormat::none ? std::string()
+                                          : std::string(" (two columns per byte for quant \"") +
+                                                weight_format_name(format) + "\")"));
     const std::vector<int64_t> block = block_size(ctx.attrs());
     ctx.require(block.size() == 2 && block[0] > 0 && block[1] > 0,
                 "attribute 'block_size' must be two sizes > 0, got " + ints_str(block));
@@ -60,22 +68,9 @@ void register_linear_op(OpRegistry& registry) {
       ctx.require(b.shape == Shape{Dim(n)},
                   "input 'bias' must be [N] = [" + std::to_string(n) + "], got " + b.shape.str());
     }
-    if (wt == DType::f8_e4m3) {
-      ctx.require(ctx.has(3), "input 'weight' is f8_e4m3 and requires input 'weight_scale' (f32 [" +
-                                  std::to_string((n + block[0] - 1) / block[0]) + ", " +
-                                  std::to_string((k + block[1] - 1) / block[1]) + "])");
-      const ValueInfo& s = ctx.in(3);
-      ctx.require(s.dtype == DType::f32,
-                  "input 'weight_scale' must be f32, got " + std::string(dtype_name(s.dtype)));
-      const Shape want{Dim((n + block[0] - 1) / block[0]), Dim((k + block[1] - 1) / block[1])};
-      ctx.require(s.shape == want, "input 'weight_scale' must be " + want.str() + " for weight " +
-                                       w.shape.str() + " with block_size " + ints_str(block) +
-                                       ", got " + s.shape.str());
-    } else {
-      ctx.require(!ctx.has(3), "input 'weight_scale' is given but input 'weight' is " +
-                                   std::string(dtype_name(wt)) +
-                                   "; only f8_e4m3 weights take a scale");
-    }
+    check_weight_format(ctx, format, 1, 3, {}, n, k, block, [](size_t i) {
+      return std::string(i == 1 ? "input 'weight'" : "input 'weight_scale'");
+    });
     DType out = x.dtype;
     if (ctx.attrs().has("dtype")) {
       const std::string name = ctx.attrs().get_string("dtype");
@@ -93,10 +88,11 @@ void register_linear_op(OpRegistry& registry) {
     const TensorView& w = ctx.in(1);
     const TensorView& y = ctx.out(0);
     const int64_t n = w.dim(0);
-    const int64_t k = w.dim(1);
+    const int64_t k = x.dim(-1);
     const std::vector<int64_t> block = block_size(ctx.attrs());
     const TensorView* scale = ctx.has(3) ? &ctx.in(3) : nullptr;
-    const std::vector<double> weight = dequantize_matrix(w, scale, 0, n, k, block[0], block[1]);
+    const std::vector<double> weight =
+        dequantize_matrix(w, scale, 0, n, k, block[0], block[1], weight_format(ctx.attrs()));
     const int64_t rows = n ? y.numel() / n : 0;
     for (int64_t r = 0; r < rows; ++r)
       for (int64_t j = 0; j < n; ++j) {

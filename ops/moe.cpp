@@ -59,7 +59,6 @@ enum : size_t {
 
 std::string ints_str(const std::vector<int64_t>& v) { return attr_value_str(AttrValue(v)); }
 std::string dtype_str(DType t) { return std::string(dtype_name(t)); }
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 std::vector<int64_t> block_size(const Attributes& a) {
   return a.get_ints("block_size", {128, 128});
@@ -88,30 +87,12 @@ const std::vector<std::string>& input_names() {
 std::string in_name(size_t i) { return "input '" + input_names()[i] + "'"; }
 
 // Inference of one weight (stacked [E, rows, cols] when experts > 0, else
-// [rows, cols]) and its optional block scale.
-void check_weight(const InferContext& ctx, size_t wi, size_t si, int64_t experts, int64_t rows,
-                  int64_t cols, const std::vector<int64_t>& block) {
-  const ValueInfo& w = ctx.in(wi);
-  ctx.require(is_activation_dtype(w.dtype) || w.dtype == DType::f8_e4m3,
-              in_name(wi) + " must be f32, bf16, f16 or f8_e4m3, got " + dtype_str(w.dtype));
-  std::vector<int64_t> want{rows, cols};
-  if (experts > 0) want.insert(want.begin(), experts);
-  ctx.require(w.shape == Shape::of(want),
-              in_name(wi) + " must be " + dims_str(want) + ", got " + w.shape.str());
-  if (w.dtype != DType::f8_e4m3) {
-    ctx.require(!ctx.has(si), in_name(si) + " is given but " + in_name(wi) + " is " +
-                                  dtype_str(w.dtype) + ", not f8_e4m3");
-    return;
-  }
-  std::vector<int64_t> swant{ceil_div(rows, block[0]), ceil_div(cols, block[1])};
-  if (experts > 0) swant.insert(swant.begin(), experts);
-  ctx.require(ctx.has(si), in_name(wi) + " is f8_e4m3 and requires " + in_name(si) + " (f32 " +
-                               dims_str(swant) + ")");
-  const ValueInfo& s = ctx.in(si);
-  ctx.require(s.dtype == DType::f32, in_name(si) + " must be f32, got " + dtype_str(s.dtype));
-  ctx.require(s.shape == Shape::of(swant), in_name(si) + " must be " + dims_str(swant) +
-                                               " for block_size " + ints_str(block) + ", got " +
-                                               s.shape.str());
+// [rows, cols]) in format `f` and its optional scale.
+void check_weight(const InferContext& ctx, WeightFormat f, size_t wi, size_t si, int64_t experts,
+                  int64_t rows, int64_t cols, const std::vector<int64_t>& block) {
+  std::vector<int64_t> lead;
+  if (experts > 0) lead.push_back(experts);
+  check_weight_format(ctx, f, wi, si, lead, rows, cols, block, in_name);
 }
 
 // Inference of expert_ids / expert_weights ([T, k] each, T matching x when
@@ -190,13 +171,15 @@ void register_moe_op(OpRegistry& r) {
     ctx.require(ctx.in(kIds).shape[0] == x.shape[0],
                 "input 'expert_ids' " + ctx.in(kIds).shape.str() +
                     " must have one row per token of input 'x' " + x.shape.str());
+    const WeightFormat routed = weight_format(ctx.attrs(), "quant");
+    const WeightFormat shared_format = weight_format(ctx.attrs(), "shared_quant");
     const Shape& gs = ctx.in(kGate).shape;
     ctx.require(gs.rank() == 3 && gs.is_static() && gs[0].fixed > 0 && gs[1].fixed > 0,
                 "input 'gate' must be a static [E, I, H] with E, I > 0, got " + gs.str());
     const int64_t experts = gs[0].fixed, inter = gs[1].fixed;
-    check_weight(ctx, kGate, kGateScale, experts, inter, hidden, block);
-    check_weight(ctx, kUp, kUpScale, experts, inter, hidden, block);
-    check_weight(ctx, kDown, kDownScale, experts, hidden, inter, block);
+    check_weight(ctx, routed, kGate, kGateScale, experts, inter, hidden, block);
+    check_weight(ctx, routed, kUp, kUpScale, experts, inter, hidden, block);
+    check_weight(ctx, routed, kDown, kDownScale, experts, hidden, inter, block);
     const bool shared = ctx.has(kSharedGate) || ctx.has(kSharedUp) || ctx.has(kSharedDown);
     if (shared) {
       ctx.require(ctx.has(kSharedGate) && ctx.has(kSharedUp) && ctx.has(kSharedDown),
@@ -205,9 +188,11 @@ void register_moe_op(OpRegistry& r) {
       ctx.require(ss.rank() == 2 && ss.is_static() && ss[0].fixed > 0,
                   "input 'shared_gate' must be a static [Is, H] with Is > 0, got " + ss.str());
       const int64_t shared_inter = ss[0].fixed;
-      check_weight(ctx, kSharedGate, kSharedGateScale, 0, shared_inter, hidden, block);
-      check_weight(ctx, kSharedUp, kSharedUpScale, 0, shared_inter, hidden, block);
-      check_weight(ctx, kSharedDown, kSharedDownScale, 0, hidden, shared_inter, block);
+      check_weight(ctx, shared_format, kSharedGate, kSharedGateScale, 0, shared_inter, hidden,
+                   block);
+      check_weight(ctx, shared_format, kSharedUp, kSharedUpScale, 0, shared_inter, hidden, block);
+      check_weight(ctx, shared_format, kSharedDown, kSharedDownScale, 0, hidden, shared_inter,
+                   block);
     } else {
       for (size_t i : {kSharedGateScale, kSharedUpScale, kSharedDownScale, kSharedExpertGate})
         ctx.require(!ctx.has(i), in_name(i) + " is given without the shared expert");
@@ -235,6 +220,8 @@ void register_moe_op(OpRegistry& r) {
       ctx.fail("input 'expert_ids' has " + std::to_string(ids.dim(0)) + " rows, input 'x' has " +
                std::to_string(tokens) + " tokens");
     const std::vector<int64_t> block = block_size(ctx.attrs());
+    const WeightFormat routed = weight_format(ctx.attrs(), "quant");
+    const WeightFormat shared_format = weight_format(ctx.attrs(), "shared_quant");
     for (int64_t t = 0; t < tokens; ++t)
       for (int64_t j = 0; j < k; ++j) expert_id(ctx, ids, t, j, experts);
     // Experts are dequantized once, when first chosen.
@@ -245,11 +232,11 @@ void register_moe_op(OpRegistry& r) {
         m.inter = inter;
         m.hidden = hidden;
         m.gate = dequantize_matrix(ctx.in(kGate), scale_of(ctx, kGateScale), e, inter, hidden,
-                                   block[0], block[1]);
+                                   block[0], block[1], routed);
         m.up = dequantize_matrix(ctx.in(kUp), scale_of(ctx, kUpScale), e, inter, hidden, block[0],
-                                 block[1]);
+                                 block[1], routed);
         m.down = dequantize_matrix(ctx.in(kDown), scale_of(ctx, kDownScale), e, hidden, inter,
-                                   block[0], block[1]);
+                                   block[0], block[1], routed);
       }
       return m;
     };
@@ -259,11 +246,11 @@ void register_moe_op(OpRegistry& r) {
       shared.inter = ctx.in(kSharedGate).dim(0);
       shared.hidden = hidden;
       shared.gate = dequantize_matrix(ctx.in(kSharedGate), scale_of(ctx, kSharedGateScale), 0,
-                                      shared.inter, hidden, block[0], block[1]);
+                                      shared.inter, hidden, block[0], block[1], shared_format);
       shared.up = dequantize_matrix(ctx.in(kSharedUp), scale_of(ctx, kSharedUpScale), 0,
-                                    shared.inter, hidden, block[0], block[1]);
+                                    shared.inter, hidden, block[0], block[1], shared_format);
       shared.down = dequantize_matrix(ctx.in(kSharedDown), scale_of(ctx, kSharedDownScale), 0,
-                                      hidden, shared.inter, block[0], block[1]);
+                                      hidden, shared.inter, block[0], block[1], shared_format);
     }
     std::vector<double> shared_gate;
     if (ctx.has(kSharedExpertGate)) shared_gate = load(ctx.in(kSharedExpertGate));
@@ -307,28 +294,34 @@ void register_moe_op(OpRegistry& r) {
       const std::string base = prefix + "." + input_names()[i];
       const ValueId s = g.add("slice", base + "_slice", {stacked},
                               {{"axis", int64_t{0}}, {"start", e}, {"length", int64_t{1}}});
-      return g.add("reshape", base, {s}, {{"shape", std::vector<int64_t>{dims[1], dims[2]}}});
+      return g.add("reshape", base, {s},
+                   {{"shape", std::vector<int64_t>(dims.begin() + 1, dims.end())}});
     };
-    auto linear = [&](ValueId v, ValueId weight, ValueId scale, const std::string& nm) {
+    const WeightFormat routed = weight_format(node.attrs, "quant");
+    const WeightFormat shared_format = weight_format(node.attrs, "shared_quant");
+    auto linear = [&](ValueId v, ValueId weight, ValueId scale, WeightFormat f,
+                      const std::string& nm) {
       if (scale == kNoValue) return g.add("linear", nm, {v, weight});
-      return g.add("linear", nm, {v, weight, kNoValue, scale}, {{"block_size", block}});
+      Attributes attrs{{"block_size", block}};
+      if (f != WeightFormat::none) attrs.set("quant", std::string(weight_format_name(f)));
+      return g.add("linear", nm, {v, weight, kNoValue, scale}, attrs);
     };
     auto swiglu = [&](ValueId wg, ValueId wu, ValueId wd, ValueId sg, ValueId su, ValueId sd,
-                      const std::string& prefix) {
-      const ValueId hg = linear(x, wg, sg, prefix + ".gate_proj");
-      const ValueId hu = linear(x, wu, su, prefix + ".up_proj");
+                      WeightFormat f, const std::string& prefix) {
+      const ValueId hg = linear(x, wg, sg, f, prefix + ".gate_proj");
+      const ValueId hu = linear(x, wu, su, f, prefix + ".up_proj");
       const ValueId act = g.add("swiglu", prefix + ".act", {hg, hu});
-      return linear(act, wd, sd, prefix + ".down_proj");
+      return linear(act, wd, sd, f, prefix + ".down_proj");
     };
     std::vector<ValueId> terms;
     const ValueId dense = g.add("routing_dense", name + ".dense", {input(kIds), input(kWeights)},
                                 {{"num_experts", experts}});
     for (int64_t e = 0; e < experts; ++e) {
       const std::string prefix = name + ".expert" + std::to_string(e);
-      const ValueId y =
-          swiglu(slice_expert(kGate, e, prefix), slice_expert(kUp, e, prefix),
-                 slice_expert(kDown, e, prefix), slice_expert(kGateScale, e, prefix),
-                 slice_expert(kUpScale, e, prefix), slice_expert(kDownScale, e, prefix), prefix);
+      const ValueId y = swiglu(slice_expert(kGate, e, prefix), slice_expert(kUp, e, prefix),
+                               slice_expert(kDown, e, prefix), slice_expert(kGateScale, e, prefix),
+                               slice_expert(kUpScale, e, prefix),
+                               slice_expert(kDownScale, e, prefix), routed, prefix);
       ValueId col = g.add("slice", prefix + ".weight", {dense},
                           {{"axis", int64_t{1}}, {"start", e}, {"length", int64_t{1}}});
       if (x_dtype != DType::f32)
@@ -340,9 +333,10 @@ void register_moe_op(OpRegistry& r) {
       const std::string prefix = name + ".shared";
       ValueId y =
           swiglu(input(kSharedGate), input(kSharedUp), input(kSharedDown), input(kSharedGateScale),
-                 input(kSharedUpScale), input(kSharedDownScale), prefix);
+                 input(kSharedUpScale), input(kSharedDownScale), shared_format, prefix);
       if (input(kSharedExpertGate) != kNoValue) {
-        const ValueId logit = linear(x, input(kSharedExpertGate), kNoValue, prefix + ".gate_logit");
+        const ValueId logit = linear(x, input(kSharedExpertGate), kNoValue, WeightFormat::none,
+                                     prefix + ".gate_logit");
         const ValueId gate = g.add("sigmoid", prefix + ".gate", {logit});
         y = g.add("mul", prefix + ".gated", {y, gate});
       }

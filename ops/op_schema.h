@@ -30,6 +30,11 @@ struct Attr {
   bool required = false;
   const char* default_value = nullptr;  // text, or nullptr: none
   const char* choices = nullptr;        // enum strings "a|b|c", or nullptr: any
+  // The op version that introduced the attribute.  A node is sent at the
+  // lowest version that has every attribute it sets, with the defaults of
+  // that version's attributes filled in: a node that does not use what a
+  // newer version added still runs on a plugin built before it.
+  uint32_t since = 1;
 };
 
 struct Op {
@@ -43,6 +48,8 @@ struct Op {
 // it becomes the largest).
 inline const std::initializer_list<Op>& ops() {
   using K = AttrKind;
+  // linear's and moe's packed weight formats (ops/weight_format.h).
+  static constexpr const char* kQuantFormats = "none|int8|int4|mxfp4";
   static const std::initializer_list<Op> table = {
       {"add", 1, {}},
       {"mul", 1, {}},
@@ -55,9 +62,10 @@ inline const std::initializer_list<Op>& ops() {
       {"embedding", 1, {{"dtype", K::string, false, nullptr, "f32|f16|bf16"}}},
       {"rms_norm", 1, {{"eps", K::real, false, "1e-6"}}},
       {"linear",
-       1,
+       2,
        {{"block_size", K::integers, false, "128,128"},
-        {"dtype", K::string, false, nullptr, "f32|f16|bf16"}}},
+        {"dtype", K::string, false, nullptr, "f32|f16|bf16"},
+        {"quant", K::string, false, "none", kQuantFormats, 2}}},
       {"matmul", 1, {{"transpose_b", K::integer, false, "0"}}},
       {"reshape", 1, {{"shape", K::integers, true}}},
       {"slice",
@@ -102,7 +110,11 @@ inline const std::initializer_list<Op>& ops() {
         {"normalize_eps", K::real, false, "0"},
         {"scaling_factor", K::real, false, "1"}}},
       {"routing_dense", 1, {{"num_experts", K::integer, true}}},
-      {"moe", 1, {{"block_size", K::integers, false, "128,128"}}},
+      {"moe",
+       2,
+       {{"block_size", K::integers, false, "128,128"},
+        {"quant", K::string, false, "none", kQuantFormats, 2},
+        {"shared_quant", K::string, false, "none", kQuantFormats, 2}}},
   };
   return table;
 }

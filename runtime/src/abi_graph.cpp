@@ -60,8 +60,7 @@ AbiGraph::AbiGraph(const Graph& graph, const std::vector<size_t>& node_indices) 
     d->num_inputs = ins.size();
     d->outputs = outs.data();
     d->num_outputs = outs.size();
-    const OpDef* def = OpRegistry::global().find(node.op);
-    d->op_version = def ? def->version : 1;
+    d->op_version = OpRegistry::global().node_version(node);
     std::vector<const moert_attr*>& attrs = attr_lists_.emplace_back();
     const Attributes normalized = OpRegistry::global().normalized(node);
     for (const auto& [name, value] : normalized.items()) {

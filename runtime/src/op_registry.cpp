@@ -1,5 +1,6 @@
 #include "moert/op_registry.h"
 
+#include <algorithm>
 #include <sstream>
 
 #include "moert/error.h"
@@ -91,7 +92,7 @@ AttrValue parse_default(AttrType t, const std::string& text) {
 std::vector<AttrSpec> attrs_from_schema(const schema::Op& op) {
   std::vector<AttrSpec> out;
   for (const schema::Attr& a : op.attrs) {
-    AttrSpec s{a.name, type_of(a.kind), a.required, std::nullopt, {}};
+    AttrSpec s{a.name, type_of(a.kind), a.required, std::nullopt, {}, a.since};
     if (a.default_value) s.default_value = parse_default(s.type, a.default_value);
     if (a.choices) {
       std::stringstream in(a.choices);
@@ -192,13 +193,23 @@ std::vector<ValueInfo> OpRegistry::infer(const Node& node,
   return outs;
 }
 
+uint32_t OpRegistry::node_version(const Node& node) const {
+  const OpDef* def = find(node.op);
+  uint32_t version = 1;
+  if (def)
+    for (const AttrSpec& s : def->attrs)
+      if (node.attrs.has(s.name)) version = std::max(version, s.since);
+  return version;
+}
+
 Attributes OpRegistry::normalized(const Node& node) const {
   const OpDef* def = find(node.op);
   if (!def) return node.attrs;
+  const uint32_t version = node_version(node);
   Attributes out = node.attrs;
   for (const AttrSpec& s : def->attrs) {
     if (!out.has(s.name)) {
-      if (s.default_value) out.set(s.name, *s.default_value);
+      if (s.default_value && s.since <= version) out.set(s.name, *s.default_value);
       continue;
     }
     const AttrValue& v = out.items().at(s.name);

@@ -26,6 +26,7 @@
 #include <optional>
 
 #include "conformance.h"
+#include "packed_weights.h"
 
 namespace moert::conformance {
 namespace {
@@ -44,6 +45,8 @@ struct Spec {
   std::optional<DType> bias, out;
   std::vector<int64_t> block;  // block_size attribute; empty: absent (128, 128)
   bool weight_input = false;   // weight given per step instead of as a constant
+  std::string quant;           // packed weight format (w ignored); empty: none
+  bool zeros = false;          // int4 with zero points
 };
 
 // W widened to double, dequantised with its block scales.
@@ -74,9 +77,20 @@ Case make(const Spec& s, std::mt19937& rng) {
   if (!s.block.empty()) c.attrs.set("block_size", s.block);
   if (s.out) c.attrs.set("dtype", std::string(dtype_name(*s.out)));
 
-  const Tensor w = random(s.w, {s.n, s.k}, rng, s.w == DType::f8_e4m3 ? 8.0 : 1.0);
-  Tensor scale;
-  if (s.w == DType::f8_e4m3) scale = random_scales({(s.n + b0 - 1) / b0, (s.k + b1 - 1) / b1}, rng);
+  Tensor w, scale;
+  std::vector<double> wd;
+  if (!s.quant.empty()) {
+    c.attrs.set("quant", s.quant);
+    PackedWeight p = random_packed(s.quant, {}, s.n, s.k, b0, b1, s.zeros, 1.0, rng);
+    w = p.data;
+    scale = p.scale;
+    wd = std::move(p.values);
+  } else {
+    w = random(s.w, {s.n, s.k}, rng, s.w == DType::f8_e4m3 ? 8.0 : 1.0);
+    if (s.w == DType::f8_e4m3)
+      scale = random_scales({(s.n + b0 - 1) / b0, (s.k + b1 - 1) / b1}, rng);
+    wd = dequantize(w, scale, b0, b1);
+  }
   Tensor bias;
   if (s.bias) bias = random(*s.bias, {s.n}, rng);
 
@@ -109,7 +123,6 @@ Case make(const Spec& s, std::mt19937& rng) {
 
   // The RMS of the exact outputs (the floor of the error measure), estimated
   // from at most ~4096 of them, evenly spread, to keep case generation fast.
-  const std::vector<double> wd = dequantize(w, scale, b0, b1);
   const std::vector<double> bd = bias.defined() ? bias.to_doubles() : std::vector<double>{};
   double sum = 0;
   int64_t count = 0;
@@ -129,8 +142,9 @@ Case make(const Spec& s, std::mt19937& rng) {
   const double rms = std::sqrt(sum / static_cast<double>(std::max<int64_t>(count, 1)));
 
   const DType out = s.out ? *s.out : s.x;
-  const int rounded = (s.x != DType::bf16) + (s.w == DType::f16 || s.w == DType::f8_e4m3);
-  if (max_rows <= 8 || s.w == DType::f32 || s.x == DType::f32 || rounded == 0) {
+  const bool packed = !s.quant.empty();
+  const int rounded = (s.x != DType::bf16) + (packed || s.w == DType::f16 || s.w == DType::f8_e4m3);
+  if (max_rows <= 8 || (!packed && s.w == DType::f32) || s.x == DType::f32 || rounded == 0) {
     c.tolerance = tolerance_for(out);
     c.floor = 0.05 * rms;
     c.why = why_for(out) + kExactWhy;
@@ -266,6 +280,103 @@ std::vector<Case> cases() {
     Spec s;
     s.name = wname(w) + "_weight_two_tiles_m25";
     s.w = w;
+    s.n = 2100;
+    s.k = 2048;
+    s.lead = {25};
+    out.push_back(make(s, rng));
+  }
+  // Packed weights (quant): every format, zero points, groups of 32 and 128
+  // and odd ones, K odd (a half-filled last byte) and not a multiple of the
+  // group, one row to many, bf16 and f16 activations.
+  struct Packed {
+    const char* quant;
+    bool zeros;
+    int64_t b0, b1;
+  };
+  for (const Packed& f : {Packed{"int8", false, 1, 32}, Packed{"int4", false, 1, 32},
+                          Packed{"int4", true, 1, 128}, Packed{"mxfp4", false, 1, 32}}) {
+    const std::string base =
+        std::string(f.quant) + (f.zeros ? "_zeros" : "") + "_g" + std::to_string(f.b1);
+    for (int64_t m : {1, 3, 8, 33, 300}) {
+      Spec s;
+      s.name = base + "_m" + std::to_string(m);
+      s.quant = f.quant;
+      s.zeros = f.zeros;
+      s.block = {f.b0, f.b1};
+      s.n = 131;
+      s.k = 256;
+      s.lead = {m};
+      s.bias = DType::f32;
+      out.push_back(make(s, rng));
+    }
+    for (int64_t k : {1, 31, 33, 75, 161}) {
+      Spec s;
+      s.name = base + "_k" + std::to_string(k);
+      s.quant = f.quant;
+      s.zeros = f.zeros;
+      s.block = {f.b0, f.b1};
+      s.n = 37;
+      s.k = k;
+      s.lead = {2};
+      out.push_back(make(s, rng));
+    }
+    for (DType x : {DType::bf16, DType::f16})
+      for (int64_t m : {1, 40}) {
+        Spec s;
+        s.name = base + "_" + wname(x) + "_x_m" + std::to_string(m);
+        s.quant = f.quant;
+        s.zeros = f.zeros;
+        s.block = {f.b0, f.b1};
+        s.x = x;
+        s.n = 96;
+        s.k = 192;
+        s.lead = {m};
+        s.bias = x;
+        out.push_back(make(s, rng));
+      }
+    {
+      Spec s;
+      s.name = base + "_symbolic_t";
+      s.quant = f.quant;
+      s.zeros = f.zeros;
+      s.block = {f.b0, f.b1};
+      s.n = 200;
+      s.k = 128;
+      s.steps = {1, 3, 13, 64, 2};
+      out.push_back(make(s, rng));
+    }
+  }
+  // Odd groups: int8 and int4 groups of 3 x 10 and 1 x 24, wide matrices.
+  for (const char* quant : {"int8", "int4"})
+    for (bool zeros : {false, true}) {
+      if (zeros && std::string(quant) == "int8") continue;
+      for (auto [b0, b1] : {std::pair<int64_t, int64_t>{3, 10}, {1, 24}})
+        for (int64_t m : {1, 20}) {
+          Spec s;
+          s.name = std::string(quant) + (zeros ? "_zeros" : "") + "_block_" + std::to_string(b0) +
+                   "x" + std::to_string(b1) + "_m" + std::to_string(m);
+          s.quant = quant;
+          s.zeros = zeros;
+          s.block = {b0, b1};
+          s.n = 50;
+          s.k = 77;
+          s.lead = {m};
+          out.push_back(make(s, rng));
+        }
+    }
+  for (const char* quant : {"int8", "int4", "mxfp4"}) {
+    Spec s;
+    s.name = std::string(quant) + "_wide_m1";
+    s.quant = quant;
+    s.block = {1, 32};
+    s.n = 512;
+    s.k = 1024;
+    s.lead = {1};
+    out.push_back(make(s, rng));
+    s.name = std::string(quant) + "_wide_m6";
+    s.lead = {6};
+    out.push_back(make(s, rng));
+    s.name = std::string(quant) + "_two_tiles_m25";
     s.n = 2100;
     s.k = 2048;
     s.lead = {25};

@@ -25,6 +25,7 @@
 #include <optional>
 
 #include "conformance.h"
+#include "packed_weights.h"
 
 namespace moert::conformance {
 namespace {
@@ -43,6 +44,9 @@ struct Spec {
   int64_t only = -1;           // every slot on this expert
   int64_t first = -1;          // every token's first slot on this expert
   std::vector<int64_t> block;  // empty: default (128, 128)
+  std::string quant;           // routed experts packed (w ignored); empty: none
+  std::string shared_quant;    // shared experts packed (shared ignored)
+  bool zeros = false;          // int4 with zero points
 };
 
 Tensor random_scales(std::vector<int64_t> shape, std::mt19937& rng) {
@@ -120,14 +124,25 @@ Case make(const Spec& s, std::mt19937& rng) {
   const int64_t b0 = s.block.empty() ? 128 : s.block[0], b1 = s.block.empty() ? 128 : s.block[1];
   if (!s.block.empty()) c.attrs.set("block_size", s.block);
   const int64_t E = s.experts, I = s.inter, H = s.hidden, Is = s.shared_inter;
-  const Weight gate = make_weight(s.w, E, I, H, b0, b1, rng);
-  const Weight up = make_weight(s.w, E, I, H, b0, b1, rng);
-  const Weight down = make_weight(s.w, E, H, I, b0, b1, rng);
+  if (!s.quant.empty()) c.attrs.set("quant", s.quant);
+  if (!s.shared_quant.empty()) c.attrs.set("shared_quant", s.shared_quant);
+  auto make_expert_weight = [&](const std::string& quant, DType t, int64_t experts, int64_t rows,
+                                int64_t cols) {
+    if (quant.empty()) return make_weight(t, experts, rows, cols, b0, b1, rng);
+    std::vector<int64_t> lead;
+    if (experts > 0) lead.push_back(experts);
+    PackedWeight p = random_packed(quant, lead, rows, cols, b0, b1, s.zeros,
+                                   1.0 / std::sqrt(static_cast<double>(cols)), rng);
+    return Weight{p.data, p.scale, std::move(p.values)};
+  };
+  const Weight gate = make_expert_weight(s.quant, s.w, E, I, H);
+  const Weight up = make_expert_weight(s.quant, s.w, E, I, H);
+  const Weight down = make_expert_weight(s.quant, s.w, E, H, I);
   Weight sgate, sup, sdown;
   if (s.shared) {
-    sgate = make_weight(*s.shared, 0, Is, H, b0, b1, rng);
-    sup = make_weight(*s.shared, 0, Is, H, b0, b1, rng);
-    sdown = make_weight(*s.shared, 0, H, Is, b0, b1, rng);
+    sgate = make_expert_weight(s.shared_quant, *s.shared, 0, Is, H);
+    sup = make_expert_weight(s.shared_quant, *s.shared, 0, Is, H);
+    sdown = make_expert_weight(s.shared_quant, *s.shared, 0, H, Is);
   }
   Tensor seg;
   if (s.shared_gate) seg = random(s.x, {1, H}, rng, 1.0 / std::sqrt(static_cast<double>(H)));
@@ -210,7 +225,8 @@ Case make(const Spec& s, std::mt19937& rng) {
   }
 
   const bool exact_products = max_rows <= 8 || s.x == DType::f32 ||
-                              (s.w == DType::f32 && (!s.shared || *s.shared == DType::f32));
+                              (s.quant.empty() && s.w == DType::f32 &&
+                               (!s.shared || (*s.shared == DType::f32 && s.shared_quant.empty())));
   const double rms = std::sqrt(sum / static_cast<double>(std::max<int64_t>(1, count)));
   if (exact_products) {
     c.tolerance = tolerance_for(s.x);
@@ -243,6 +259,54 @@ std::vector<Case> moe_cases() {
       s.tokens = {t};
       out.push_back(make(s, rng));
     }
+  // Packed experts (quant): every format, routed and shared, zero points,
+  // odd sizes (H and I odd: half-filled last bytes, partial groups), one
+  // token to many, bf16 activations, a symbolic T.
+  struct Packed {
+    const char* quant;
+    bool zeros;
+    int64_t b1;
+  };
+  for (const Packed& f : {Packed{"int8", false, 32}, Packed{"int4", false, 32},
+                          Packed{"int4", true, 64}, Packed{"mxfp4", false, 32}}) {
+    const std::string base = std::string(f.quant) + (f.zeros ? "_zeros" : "");
+    for (int64_t t : {1, 5, 300}) {
+      Spec s;
+      s.name = base + "_experts_t" + std::to_string(t);
+      s.quant = f.quant;
+      s.zeros = f.zeros;
+      s.block = {1, f.b1};
+      s.shared = DType::f32;
+      s.shared_quant = f.quant;
+      s.shared_gate = true;
+      s.tokens = {t};
+      out.push_back(make(s, rng));
+    }
+    {
+      Spec s;
+      s.name = base + "_odd_sizes_t9";
+      s.quant = f.quant;
+      s.zeros = f.zeros;
+      s.block = {1, f.b1};
+      s.hidden = 45;
+      s.inter = 37;
+      s.tokens = {9};
+      out.push_back(make(s, rng));
+      s.name = base + "_bf16_x_t40";
+      s.x = DType::bf16;
+      s.hidden = 64;
+      s.inter = 96;
+      s.tokens = {40};
+      s.shared = DType::bf16;
+      out.push_back(make(s, rng));
+      s.name = base + "_symbolic_t";
+      s.x = DType::f32;
+      s.shared.reset();
+      s.symbolic = true;
+      s.tokens = {1, 20, 3};
+      out.push_back(make(s, rng));
+    }
+  }
   // Shared experts (with and without the sigmoid gate; fp8 with scales).
   for (DType sh : {DType::bf16, DType::f8_e4m3, DType::f32})
     for (int64_t t : {1, 40}) {

@@ -30,6 +30,7 @@ struct AttrSpec {
   bool required = false;
   std::optional<AttrValue> default_value;  // filled in when absent (normalized())
   std::vector<std::string> choices;        // an enum string's values; empty: any
+  uint32_t since = 1;                      // the op version that introduced it
 };
 
 // What inference sees of a node: its attributes and its inputs' info.
@@ -108,8 +109,13 @@ class OpRegistry {
   // inference.  Throws moert::Error naming the node.
   std::vector<ValueInfo> infer(const Node& node, const std::vector<const ValueInfo*>& inputs) const;
 
+  // The version a node is sent at: the lowest that has every attribute the
+  // node sets (1 when it sets none introduced later), so a node using
+  // nothing new still runs on a plugin built before the op's last bump.
+  uint32_t node_version(const Node& node) const;
+
   // The node's attributes as they cross the plugin ABI: every optional
-  // attribute with a default present, integers given for reals widened, enum
+  // attribute of its node_version() with a default present, integers given for reals widened, enum
   // strings checked.  Throws moert::Error naming the node and attribute.
   Attributes normalized(const Node& node) const;
 
