@@ -33,7 +33,8 @@ using json = nlohmann::json;
 const char* const kUsage = R"(usage: moert-opbench [options]
 
   --backend LIST   devices, e.g. cpu,opencl,cuda:0 (default cpu)
-  --dtype LIST     weight storage: f32, bf16, f16, fp8 (default f32)
+  --dtype LIST     weight storage: f32, bf16, f16, fp8, int8, int4, mxfp4 (groups of 32)
+                   (default f32)
   --m LIST         rows of x, e.g. 1,512,2048 (default 1,2048)
   --n N, --k K     weight [N, K] (default 2048 x 2048)
   -r N             timed repetitions after one warm-up run (default 5)
@@ -101,8 +102,10 @@ Options parse(int argc, char** argv) {
     }
   }
   for (const std::string& d : o.dtypes)
-    if (d != "f32" && d != "bf16" && d != "f16" && d != "fp8")
-      throw moert::Error("--dtype: '" + d + "' is not one of f32, bf16, f16, fp8");
+    if (d != "f32" && d != "bf16" && d != "f16" && d != "fp8" && d != "int8" && d != "int4" &&
+        d != "mxfp4")
+      throw moert::Error("--dtype: '" + d +
+                         "' is not one of f32, bf16, f16, fp8, int8, int4, mxfp4");
   return o;
 }
 
@@ -110,6 +113,7 @@ Options parse(int argc, char** argv) {
 // per-128x128-block scale amax / 448, as DeepSeek-V3 stores them).
 struct Weight {
   moert::Tensor w, scale;
+  std::string quant;  // packed format, or empty
   uint64_t bytes = 0;
 };
 
@@ -118,7 +122,25 @@ Weight random_weight(const std::string& dtype, int64_t n, int64_t k, std::mt1993
   std::vector<float> v(static_cast<size_t>(n * k));
   for (float& x : v) x = dist(rng);
   Weight out;
-  if (dtype == "f32") {
+  if (dtype == "int8" || dtype == "int4" || dtype == "mxfp4") {
+    // Packed codes drawn uniformly with groups of 32 along K; their values
+    // do not change the time.
+    out.quant = dtype;
+    const bool nibbles = dtype != "int8";
+    const int64_t stored = nibbles ? (k + 1) / 2 : k, groups = (k + 31) / 32;
+    out.w = moert::Tensor::empty(nibbles ? moert::DType::u8 : moert::DType::i8, {n, stored});
+    std::uniform_int_distribution<int> byte(0, 255);
+    for (int64_t i = 0; i < out.w.numel(); ++i)
+      out.w.data_as<uint8_t>()[i] = static_cast<uint8_t>(byte(rng));
+    if (dtype == "mxfp4") {
+      out.scale = moert::Tensor::empty(moert::DType::u8, {n, groups});
+      for (int64_t i = 0; i < out.scale.numel(); ++i) out.scale.data_as<uint8_t>()[i] = 120;
+    } else {
+      out.scale = moert::Tensor::empty(moert::DType::f16, {n, groups});
+      for (int64_t i = 0; i < out.scale.numel(); ++i)
+        out.scale.data_as<uint16_t>()[i] = moert::f32_to_f16(0.002f);
+    }
+  } else if (dtype == "f32") {
     out.w = moert::Tensor::empty(moert::DType::f32, {n, k});
     std::copy(v.begin(), v.end(), out.w.data_as<float>());
   } else if (dtype == "bf16" || dtype == "f16") {
@@ -178,7 +200,12 @@ int run(const Options& o) {
         ins.push_back(moert::kNoValue);
         ins.push_back(g.add_constant("w_scale", weight.scale));
       }
-      g.mark_output(g.add("linear", "linear", ins));
+      moert::Attributes attrs;
+      if (!weight.quant.empty()) {
+        attrs.set("quant", weight.quant);
+        attrs.set("block_size", std::vector<int64_t>{1, 32});
+      }
+      g.mark_output(g.add("linear", "linear", ins, attrs));
       std::normal_distribution<float> dist(0.0f, 1.0f);
       moert::Tensor input = moert::Tensor::empty(moert::DType::f32, {m, o.k});
       for (int64_t i = 0; i < input.numel(); ++i) input.data_as<float>()[i] = dist(rng);

@@ -11,6 +11,15 @@
 //   packed, "int8", "int4" or "mxfp4", with weight_scale as ops/weight_format.h
 //   defines them; weight is then [N, stored K] (ceil(K / 2) bytes for the
 //   4-bit formats) and K is x's last dim.
+//   Attribute products (string, since version 2, default "exact"): how the
+//   products may be formed.  "exact": f32 products of x as given (bf16/f16
+//   x may still be taken by a bf16 matrix unit as they are; f32 x never is
+//   rounded).  "bf16": the backend may round x and the (dequantised) weight
+//   to bf16 before multiplying, a relative error of at most 2^-9 each,
+//   accumulating in f32 -- the products a bf16 matrix unit forms, as
+//   llama.cpp forms them for narrow weights.  The reference computes exact
+//   products in either case: "bf16" permits a rounding, it does not
+//   require one.
 //   bias may be any float dtype.
 //
 // matmul(a [B..., M, K], b [B..., K, N]) -> y [B..., M, N], attribute

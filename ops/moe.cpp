@@ -18,6 +18,12 @@
 //   scale[r / b0, c / b1].  x is f32, bf16 or f16; shared_expert_gate too.  H,
 //   I, E, Is are static; T may be symbolic.  An expert id outside [0, E) is an
 //   error.  Computed in double, rounded once on store.
+//   Attributes quant and shared_quant (strings, since version 2, default
+//   "none"): routed and shared weights packed as ops/weight_format.h
+//   defines (scales then f16, or e8m0 u8 for mxfp4; gate, up and down of
+//   each set in one format).  Attribute products (since version 2, default
+//   "exact"): as linear's, for every product of the op (the SwiGLU
+//   activations included).
 //
 // routing_dense(expert_ids [T, k] i32|i64, expert_weights [T, k] float)
 //     -> dense [T, E] f32, E = attribute num_experts (int, required, > 0):

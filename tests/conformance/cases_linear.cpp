@@ -47,6 +47,7 @@ struct Spec {
   bool weight_input = false;   // weight given per step instead of as a constant
   std::string quant;           // packed weight format (w ignored); empty: none
   bool zeros = false;          // int4 with zero points
+  bool bf16_products = false;  // attribute products = "bf16"
 };
 
 // W widened to double, dequantised with its block scales.
@@ -76,6 +77,7 @@ Case make(const Spec& s, std::mt19937& rng) {
   const int64_t b0 = s.block.empty() ? 128 : s.block[0], b1 = s.block.empty() ? 128 : s.block[1];
   if (!s.block.empty()) c.attrs.set("block_size", s.block);
   if (s.out) c.attrs.set("dtype", std::string(dtype_name(*s.out)));
+  if (s.bf16_products) c.attrs.set("products", std::string("bf16"));
 
   Tensor w, scale;
   std::vector<double> wd;
@@ -143,8 +145,14 @@ Case make(const Spec& s, std::mt19937& rng) {
 
   const DType out = s.out ? *s.out : s.x;
   const bool packed = !s.quant.empty();
-  const int rounded = (s.x != DType::bf16) + (packed || s.w == DType::f16 || s.w == DType::f8_e4m3);
-  if (max_rows <= 8 || (!packed && s.w == DType::f32) || s.x == DType::f32 || rounded == 0) {
+  // products = "bf16" permits rounding x and the weight (unless bf16
+  // already) at any row count; otherwise f32 x and few rows are exact.
+  const int rounded = (s.x != DType::bf16) + (packed || s.w != DType::bf16);
+  const bool exact = s.bf16_products
+                         ? false
+                         : max_rows <= 8 || (!packed && s.w == DType::f32) || s.x == DType::f32 ||
+                               (s.x == DType::bf16 && s.w == DType::bf16);
+  if (exact) {
     c.tolerance = tolerance_for(out);
     c.floor = 0.05 * rms;
     c.why = why_for(out) + kExactWhy;
@@ -152,9 +160,10 @@ Case make(const Spec& s, std::mt19937& rng) {
   }
   c.floor = rms;
   c.tolerance = std::max(tolerance_for(out), rounded == 2 ? 2e-2 : 1.5e-2);
-  c.why = std::string(rounded == 2 ? "x and the weights" : "x") +
-          " may be rounded to bf16 for a matrix unit (u = 2^-9 each): error std <= 0.82u "
-          "RMS(y) per rounded pair, 5 std with 2x spread; floor = RMS of the outputs";
+  c.why =
+      std::string(rounded == 2 ? "x and the weights" : (s.x != DType::bf16 ? "x" : "the weights")) +
+      " may be rounded to bf16 for a matrix unit (u = 2^-9 each): error std <= 0.82u "
+      "RMS(y) per rounded pair, 5 std with 2x spread; floor = RMS of the outputs";
   return c;
 }
 
@@ -382,6 +391,26 @@ std::vector<Case> cases() {
     s.lead = {25};
     out.push_back(make(s, rng));
   }
+  // products = "bf16": f32 x that a backend may round to bf16, every weight
+  // kind, decode and prefill row counts.
+  for (const char* quant : {"", "int4", "mxfp4"})
+    for (DType w : {DType::f32, DType::bf16, DType::f16, DType::f8_e4m3}) {
+      if (*quant && w != DType::f32) continue;
+      for (int64_t m : {1, 9, 200}) {
+        Spec s;
+        s.name = std::string("bf16_products_") + (*quant ? quant : wname(w).c_str()) + "_m" +
+                 std::to_string(m);
+        s.w = w;
+        s.quant = quant;
+        if (*quant) s.block = {1, 32};
+        s.bf16_products = true;
+        s.n = 160;
+        s.k = 256;
+        s.lead = {m};
+        s.bias = DType::f32;
+        out.push_back(make(s, rng));
+      }
+    }
   // A weight that is an input of the graph, not a constant.
   {
     Spec s;

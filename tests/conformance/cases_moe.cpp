@@ -47,6 +47,7 @@ struct Spec {
   std::string quant;           // routed experts packed (w ignored); empty: none
   std::string shared_quant;    // shared experts packed (shared ignored)
   bool zeros = false;          // int4 with zero points
+  bool bf16_products = false;  // attribute products = "bf16"
 };
 
 Tensor random_scales(std::vector<int64_t> shape, std::mt19937& rng) {
@@ -125,6 +126,7 @@ Case make(const Spec& s, std::mt19937& rng) {
   if (!s.block.empty()) c.attrs.set("block_size", s.block);
   const int64_t E = s.experts, I = s.inter, H = s.hidden, Is = s.shared_inter;
   if (!s.quant.empty()) c.attrs.set("quant", s.quant);
+  if (s.bf16_products) c.attrs.set("products", std::string("bf16"));
   if (!s.shared_quant.empty()) c.attrs.set("shared_quant", s.shared_quant);
   auto make_expert_weight = [&](const std::string& quant, DType t, int64_t experts, int64_t rows,
                                 int64_t cols) {
@@ -224,9 +226,10 @@ Case make(const Spec& s, std::mt19937& rng) {
     c.steps.push_back(std::move(step));
   }
 
-  const bool exact_products = max_rows <= 8 || s.x == DType::f32 ||
-                              (s.quant.empty() && s.w == DType::f32 &&
-                               (!s.shared || (*s.shared == DType::f32 && s.shared_quant.empty())));
+  const bool exact_products =
+      !s.bf16_products && (max_rows <= 8 || s.x == DType::f32 ||
+                           (s.quant.empty() && s.w == DType::f32 &&
+                            (!s.shared || (*s.shared == DType::f32 && s.shared_quant.empty()))));
   const double rms = std::sqrt(sum / static_cast<double>(std::max<int64_t>(1, count)));
   if (exact_products) {
     c.tolerance = tolerance_for(s.x);
@@ -307,6 +310,23 @@ std::vector<Case> moe_cases() {
       out.push_back(make(s, rng));
     }
   }
+  // products = "bf16": f32 x that a backend may round to bf16.
+  for (const char* quant : {"", "int4"})
+    for (int64_t t : {1, 64}) {
+      Spec s;
+      s.name = std::string("bf16_products_") + (*quant ? quant : "bf16") + "_t" + std::to_string(t);
+      s.w = DType::bf16;
+      s.quant = quant;
+      if (*quant) {
+        s.block = {1, 32};
+        s.shared_quant = quant;
+      }
+      s.bf16_products = true;
+      s.shared = DType::bf16;
+      s.shared_gate = true;
+      s.tokens = {t};
+      out.push_back(make(s, rng));
+    }
   // Shared experts (with and without the sigmoid gate; fp8 with scales).
   for (DType sh : {DType::bf16, DType::f8_e4m3, DType::f32})
     for (int64_t t : {1, 40}) {

@@ -161,6 +161,12 @@ struct KernelDef {
   // A kernel says so when it implements a newer one; the conformance suite,
   // whose nodes carry the schema's current version, fails until it does.
   uint32_t version = 1;
+  // This definition at version v:  KernelRegistration reg(KernelDef(...).at_version(2));
+  KernelDef at_version(uint32_t v) const {
+    KernelDef d = *this;
+    d.version = v;
+    return d;
+  }
 
   // Empty when the node can run (on `device`, when given); otherwise why not.
   std::string check(const NodeDesc& node, const Device* device) const {

@@ -53,12 +53,12 @@ void gemv(const GemvTask* tasks, size_t count) {
       p.task.x = task.x + r * task.ldx;
       p.task.y = task.y + r * task.ldy;
       p.task.m = std::min(per_pass, task.m - r);
-      p.row_bytes = static_cast<size_t>(task.w->cols) * task.w->element_bytes() + 64;
+      p.row_bytes = task.w->stored_row_bytes() + 64;
       p.begin = total;
       total += p.row_bytes * static_cast<size_t>(task.w->rows);
       const int64_t xs = p.task.m * detail::gemv_x_stride(task.w->cols);
       x_floats += static_cast<size_t>(xs);
-      if (task.w->scaled()) max_x = std::max(max_x, xs);
+      if (task.w->scaled() || task.w->packed()) max_x = std::max(max_x, xs);
       passes.push_back(p);
     }
   }

@@ -14,12 +14,18 @@
 //         f16 subnormals cover e4m3's), then vcvtph2ps.  The 2^8 and the
 //         block scale are folded into x, prepared per block row of W.  The
 //         e4m3 NaN codes (0x7f, 0xff) are detected and make the row NaN.
+//   packed int8, int4, mxfp4 (packed_avx512.h): 32 columns of one group
+//         per chunk, decoded with the group's scale; x is de-interleaved as
+//         for bf16 for the 4-bit formats.  Groups that are not whole chunks
+//         take a row dequantised to f32 (packed.h) first.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 
 #include "gemv_kernels.h"
 #include "isa.h"
+#include "packed.h"
+#include "packed_avx512.h"
 #include "simd.h"
 
 namespace moert::cpu::gemm::detail {
@@ -263,6 +269,110 @@ MOERT_AVX512 void scale_x_e4m3(const WeightMatrix& w, int64_t nb, const float* x
   }
 }
 
+// R rows of a packed W from row n against M rows of prepared x, group by
+// group (each group's scales read once per row), a chunk at a time.
+template <ops::WeightFormat F, int R, int M>
+MOERT_AVX512 void packed_rows(const WeightMatrix& w, int64_t n, const float* x, int64_t ldx,
+                              float* y, int64_t ldy) {
+  constexpr int64_t kChunkBytes = packed_chunk_bytes(F);
+  const int64_t k = w.cols;
+  const size_t ldw = static_cast<size_t>(w.stride);
+  const int64_t row_bytes = w.stride;
+  __m512 acc[R][M];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+    for (int m = 0; m < M; ++m) acc[r][m] = _mm512_setzero_ps();
+  const unsigned char* base = w.row_bytes(n);
+  for (int64_t g0 = 0; g0 < k; g0 += w.block_cols) {
+    __m512 scale[R], zero_scale[R];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const Group g = group_of(w, n + r, g0);
+      scale[r] = _mm512_set1_ps(g.scale);
+      zero_scale[r] = _mm512_set1_ps(g.zero * g.scale);
+    }
+    const int64_t g1 = std::min(k, g0 + w.block_cols);
+    for (int64_t i = g0; i < g1; i += 32) {
+      const int64_t at = F == ops::WeightFormat::int8 ? i : i / 2;
+      const int64_t bytes = std::min<int64_t>(kChunkBytes, row_bytes - at);
+      __m512 v[R][2];
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        const unsigned char* p = base + r * ldw + at;
+        if constexpr (kPrefetch)
+          if (kChunkBytes == 32 || (i / 32) % 4 == 0)
+            _mm_prefetch(reinterpret_cast<const char*>(p + 2 * R * ldw), _MM_HINT_T1);
+        decode_chunk<F>(p, bytes, scale[r], zero_scale[r], v[r]);
+      }
+#pragma GCC unroll 8
+      for (int m = 0; m < M; ++m)
+#pragma GCC unroll 2
+        for (int j = 0; j < 2; ++j) {
+          const __m512 xv = _mm512_load_ps(x + m * ldx + i + 16 * j);
+#pragma GCC unroll 8
+          for (int r = 0; r < R; ++r) acc[r][m] = _mm512_fmadd_ps(v[r][j], xv, acc[r][m]);
+        }
+    }
+  }
+  if constexpr (R == 4) {
+#pragma GCC unroll 8
+    for (int m = 0; m < M; ++m)
+      _mm_storeu_ps(y + m * ldy, hsum4(acc[0][m], acc[1][m], acc[2][m], acc[3][m]));
+  } else {
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+      for (int m = 0; m < M; ++m) y[m * ldy + r] = hsum(acc[r][m]);
+  }
+}
+
+template <ops::WeightFormat F, int M>
+MOERT_AVX512 void packed_range(const WeightMatrix& w, const float* x, int64_t ldx, int64_t n0,
+                               int64_t n1, float* y, int64_t ldy) {
+  constexpr int R = M <= 4 ? 4 : (M <= 5 ? 3 : 2);
+  int64_t n = n0;
+  for (; n + R <= n1; n += R) packed_rows<F, R, M>(w, n, x, ldx, y + n, ldy);
+  for (; n < n1; ++n) packed_rows<F, 1, M>(w, n, x, ldx, y + n, ldy);
+}
+
+template <ops::WeightFormat F>
+MOERT_AVX512 void packed_range_m(const WeightMatrix& w, const float* x, int64_t ldx, int64_t m,
+                                 int64_t n0, int64_t n1, float* y, int64_t ldy) {
+  switch (m) {
+    case 1:
+      return packed_range<F, 1>(w, x, ldx, n0, n1, y, ldy);
+    case 2:
+      return packed_range<F, 2>(w, x, ldx, n0, n1, y, ldy);
+    case 3:
+      return packed_range<F, 3>(w, x, ldx, n0, n1, y, ldy);
+    case 4:
+      return packed_range<F, 4>(w, x, ldx, n0, n1, y, ldy);
+    case 5:
+      return packed_range<F, 5>(w, x, ldx, n0, n1, y, ldy);
+    case 6:
+      return packed_range<F, 6>(w, x, ldx, n0, n1, y, ldy);
+    case 7:
+      return packed_range<F, 7>(w, x, ldx, n0, n1, y, ldy);
+    default:
+      return packed_range<F, 8>(w, x, ldx, n0, n1, y, ldy);
+  }
+}
+
+// A packed W whose groups are not whole chunks: each row dequantised into
+// `tmp` (column order; x is then prepared in column order too) and dotted
+// as an f32 row.
+MOERT_AVX512 void packed_rows_by_row(const WeightMatrix& w, const float* x, int64_t ldx, int64_t m,
+                                     int64_t n0, int64_t n1, float* y, int64_t ldy, float* tmp) {
+  const int64_t k = w.cols;
+  for (int64_t i = k; i < ldx; ++i) tmp[i] = 0.0f;
+  WeightMatrix row = dense_matrix(MOERT_DTYPE_F32, tmp, 1, k);
+  for (int64_t n = n0; n < n1; ++n) {
+    packed_row_to_f32(w, n, 0, k, tmp);
+    row_range_m<LoadF32>(row, x, ldx, m, 0, 1, y + n, ldy);
+  }
+}
+
 }  // namespace
 
 MOERT_AVX512 void gemv_prepare_x_avx512(const WeightMatrix& w, const float* x, int64_t ldx,
@@ -271,7 +381,7 @@ MOERT_AVX512 void gemv_prepare_x_avx512(const WeightMatrix& w, const float* x, i
   for (int64_t r = 0; r < m; ++r) {
     const float* src = x + r * ldx;
     float* dst = xp + r * ld;
-    if (w.dtype == MOERT_DTYPE_BF16) {
+    if (w.dtype == MOERT_DTYPE_BF16 || (ops::is_nibble_format(w.format) && packed_chunks(w))) {
       // Each 32-chunk de-interleaved: even elements, then odd ones.
       for (int64_t c = 0; c < ld; c += 32)
         for (int64_t j = 0; j < 16; ++j) {
@@ -288,6 +398,17 @@ MOERT_AVX512 void gemv_prepare_x_avx512(const WeightMatrix& w, const float* x, i
 MOERT_AVX512 void gemv_rows_avx512(const WeightMatrix& w, const float* xp, int64_t m, int64_t n0,
                                    int64_t n1, float* y, int64_t ldy, float* tmp) {
   const int64_t ldx = gemv_x_stride(w.cols);
+  if (w.packed()) {
+    if (!packed_chunks(w)) return packed_rows_by_row(w, xp, ldx, m, n0, n1, y, ldy, tmp);
+    switch (w.format) {
+      case ops::WeightFormat::int8:
+        return packed_range_m<ops::WeightFormat::int8>(w, xp, ldx, m, n0, n1, y, ldy);
+      case ops::WeightFormat::int4:
+        return packed_range_m<ops::WeightFormat::int4>(w, xp, ldx, m, n0, n1, y, ldy);
+      default:
+        return packed_range_m<ops::WeightFormat::mxfp4>(w, xp, ldx, m, n0, n1, y, ldy);
+    }
+  }
   switch (w.dtype) {
     case MOERT_DTYPE_F32:
       return row_range_m<LoadF32>(w, xp, ldx, m, n0, n1, y, ldy);

@@ -22,7 +22,7 @@ void gemv_prepare_x_portable(const WeightMatrix& w, const float* x, int64_t ldx,
 
 // Rows [n0, n1) of y[m, N] = x · W^T from the prepared x.  `tmp` holds
 // m * gemv_x_stride(K) floats of this thread's own (x scaled by an fp8 block
-// row's scales).  Never throws.
+// row's scales, or a packed row dequantised).  Never throws.
 void gemv_rows_avx512(const WeightMatrix& w, const float* xp, int64_t m, int64_t n0, int64_t n1,
                       float* y, int64_t ldy, float* tmp);
 void gemv_rows_portable(const WeightMatrix& w, const float* xp, int64_t m, int64_t n0, int64_t n1,

@@ -7,6 +7,7 @@
 
 #include "convert.h"
 #include "gemv_kernels.h"
+#include "packed.h"
 
 namespace moert::cpu::gemm::detail {
 namespace {
@@ -22,7 +23,10 @@ void one_row(const WeightMatrix& w, int64_t n, const float* x, int64_t ldx, int6
   const unsigned char* row = w.row_bytes(n);
   for (int64_t c = 0; c < k; c += kChunk) {
     const int64_t len = std::min(kChunk, k - c);
-    to_f32(w.dtype, row, c, len, buf);
+    if (w.packed())
+      packed_row_to_f32(w, n, c, c + len, buf);
+    else
+      to_f32(w.dtype, row, c, len, buf);
     for (int64_t i = len; i < (len + 7) / 8 * 8; ++i) buf[i] = 0.0f;
     for (int64_t r = 0; r < m; ++r) {
       const float* xr = x + r * ldx + c;  // zero past K (prepared layout)

@@ -5,9 +5,12 @@
 
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "convert.h"
 #include "isa.h"
+#include "packed.h"
+#include "packed_avx512.h"
 #include "simd.h"
 
 namespace moert::cpu::gemm {
@@ -68,8 +71,68 @@ MOERT_AVX512 inline __m512 load16(moert_dtype t, const unsigned char* row, int64
   }
 }
 
+// Row n of a packed W, columns [0, K), dequantised into f32 `out` in
+// column order: 32-column chunks decoded in registers where the groups are
+// whole chunks (the 4-bit formats' even/odd halves interleaved back), the
+// scalar dequantisation otherwise.
+template <ops::WeightFormat F>
+MOERT_AVX512 void packed_row_avx512(const WeightMatrix& w, int64_t n, float* out) {
+  const int64_t k = w.cols;
+  if (!packed_chunks(w)) return packed_row_to_f32(w, n, 0, k, out);
+  const unsigned char* row = w.row_bytes(n);
+  const __m512i lo_idx = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  const __m512i hi_idx =
+      _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  for (int64_t g0 = 0; g0 < k; g0 += w.block_cols) {
+    const Group g = group_of(w, n, g0);
+    const __m512 scale = _mm512_set1_ps(g.scale), zero_scale = _mm512_set1_ps(g.zero * g.scale);
+    const int64_t g1 = std::min(k, g0 + w.block_cols);
+    for (int64_t i = g0; i < g1; i += 32) {
+      const int64_t at = F == ops::WeightFormat::int8 ? i : i / 2;
+      __m512 v[2];
+      decode_chunk<F>(row + at, std::min<int64_t>(packed_chunk_bytes(F), w.stride - at), scale,
+                      zero_scale, v);
+      if constexpr (F != ops::WeightFormat::int8) {
+        const __m512 a = _mm512_permutex2var_ps(v[0], lo_idx, v[1]);
+        v[1] = _mm512_permutex2var_ps(v[0], hi_idx, v[1]);
+        v[0] = a;
+      }
+      const int64_t len = std::min<int64_t>(32, k - i);
+      if (len == 32) {
+        _mm512_storeu_ps(out + i, v[0]);
+        _mm512_storeu_ps(out + i + 16, v[1]);
+      } else {
+        const uint32_t mask = static_cast<uint32_t>((uint64_t{1} << len) - 1);
+        _mm512_mask_storeu_ps(out + i, static_cast<__mmask16>(mask & 0xffff), v[0]);
+        _mm512_mask_storeu_ps(out + i + 16, static_cast<__mmask16>(mask >> 16), v[1]);
+      }
+    }
+  }
+}
+
+MOERT_AVX512 void packed_row_any_avx512(const WeightMatrix& w, int64_t n, float* out) {
+  switch (w.format) {
+    case ops::WeightFormat::int8:
+      return packed_row_avx512<ops::WeightFormat::int8>(w, n, out);
+    case ops::WeightFormat::int4:
+      return packed_row_avx512<ops::WeightFormat::int4>(w, n, out);
+    default:
+      return packed_row_avx512<ops::WeightFormat::mxfp4>(w, n, out);
+  }
+}
+
 MOERT_AVX512 void weight_rows_to_bf16_avx512(const WeightMatrix& w, int64_t n0, int64_t n1,
                                              uint16_t* dst, int64_t ldd) {
+  if (w.packed()) {
+    // Dequantised to f32 in place, then rounded to bf16 (the row's f32 is
+    // twice the bytes of its bf16: a row of f32 scratch per call).
+    std::vector<float> buf(static_cast<size_t>(w.cols));
+    for (int64_t n = n0; n < n1; ++n) {
+      packed_row_any_avx512(w, n, buf.data());
+      f32_rows_to_bf16_avx512(buf.data(), 1, w.cols, w.cols, dst + (n - n0) * ldd, ldd);
+    }
+    return;
+  }
   const int64_t k = w.cols;
   for (int64_t n = n0; n < n1; ++n) {
     const unsigned char* row = w.row_bytes(n);
@@ -95,6 +158,10 @@ MOERT_AVX512 void weight_rows_to_bf16_avx512(const WeightMatrix& w, int64_t n0, 
 
 MOERT_AVX512 void weight_rows_to_f32_avx512(const WeightMatrix& w, int64_t n0, int64_t n1,
                                             float* dst, int64_t ldd) {
+  if (w.packed()) {
+    for (int64_t n = n0; n < n1; ++n) packed_row_any_avx512(w, n, dst + (n - n0) * ldd);
+    return;
+  }
   const int64_t k = w.cols;
   for (int64_t n = n0; n < n1; ++n) {
     const unsigned char* row = w.row_bytes(n);
@@ -127,6 +194,14 @@ void f32_rows_to_bf16(const float* x, int64_t m, int64_t k, int64_t ldx, uint16_
 void weight_rows_to_bf16(const WeightMatrix& w, int64_t n0, int64_t n1, uint16_t* dst,
                          int64_t ldd) {
   if (use_avx512()) return weight_rows_to_bf16_avx512(w, n0, n1, dst, ldd);
+  if (w.packed()) {
+    std::vector<float> buf(static_cast<size_t>(w.cols));
+    for (int64_t n = n0; n < n1; ++n) {
+      packed_row_to_f32(w, n, 0, w.cols, buf.data());
+      for (int64_t i = 0; i < w.cols; ++i) dst[(n - n0) * ldd + i] = f32_to_bf16(buf[i]);
+    }
+    return;
+  }
   const float* table = e4m3_table();
   for (int64_t n = n0; n < n1; ++n) {
     const unsigned char* row = w.row_bytes(n);
@@ -142,6 +217,10 @@ void weight_rows_to_bf16(const WeightMatrix& w, int64_t n0, int64_t n1, uint16_t
 
 void weight_rows_to_f32(const WeightMatrix& w, int64_t n0, int64_t n1, float* dst, int64_t ldd) {
   if (use_avx512()) return weight_rows_to_f32_avx512(w, n0, n1, dst, ldd);
+  if (w.packed()) {
+    for (int64_t n = n0; n < n1; ++n) packed_row_to_f32(w, n, 0, w.cols, dst + (n - n0) * ldd);
+    return;
+  }
   const float* table = e4m3_table();
   for (int64_t n = n0; n < n1; ++n) {
     const unsigned char* row = w.row_bytes(n);

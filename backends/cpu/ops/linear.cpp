@@ -1,8 +1,8 @@
 // linear (ops/linear.cpp): y = x · W^T (+ bias) for a weight of any dtype
-// (f8_e4m3 with its block scales) through the GEMM engine (gemm/gemm.h):
-// GEMV kernels for a few rows of x, oneDNN beyond.  x is widened to f32 and
-// the result stored in the output dtype; both in chunks of rows, so the f32
-// scratch stays bounded for long prompts.
+// (f8_e4m3 with its block scales) or packed format (int8, int4, mxfp4) through the GEMM engine
+// (gemm/gemm.h): GEMV kernels for a few rows of x, oneDNN beyond.  x is widened to f32 and the
+// result stored in the output dtype; both in chunks of rows, so the f32 scratch stays bounded for
+// long prompts.
 #include <algorithm>
 #include <string>
 #include <vector>
@@ -19,16 +19,28 @@ namespace {
 // Rows per chunk are chosen so the f32 copies of x and y stay near this.
 constexpr int64_t kChunkFloats = int64_t{8} << 20;
 
+ops::WeightFormat format_of(const NodeDesc& node) {
+  ops::WeightFormat f = ops::WeightFormat::none;
+  ops::weight_format_from(node.attr_string("quant", "none"), &f);
+  return f;
+}
+
 std::string check(const NodeDesc& node) {
   const TensorDesc x = node.input(0), w = node.input(1);
   if (!is_activation(x.dtype()))
     return std::string("linear of x in ") + plugin::dtype_name(x.dtype());
-  if (!is_activation(w.dtype()) && w.dtype() != MOERT_DTYPE_F8_E4M3)
-    return std::string("linear with a weight in ") + plugin::dtype_name(w.dtype());
   if (w.rank() != 2 || !w.all_static()) return "linear with a weight that is not a static [N, K]";
-  if (w.dtype() == MOERT_DTYPE_F8_E4M3 &&
-      (!node.has_input(3) || node.input(3).dtype() != MOERT_DTYPE_F32))
-    return "linear with an f8_e4m3 weight but no f32 weight_scale";
+  if (!plugin::dim_is_static(x.dim(x.rank() - 1))) return "linear with a symbolic K";
+  if (format_of(node) != ops::WeightFormat::none) {
+    // Inference has checked the packed layout; the kernels need the scales.
+    if (!node.has_input(3)) return "linear with a packed weight but no weight_scale";
+  } else {
+    if (!is_activation(w.dtype()) && w.dtype() != MOERT_DTYPE_F8_E4M3)
+      return std::string("linear with a weight in ") + plugin::dtype_name(w.dtype());
+    if (w.dtype() == MOERT_DTYPE_F8_E4M3 &&
+        (!node.has_input(3) || node.input(3).dtype() != MOERT_DTYPE_F32))
+      return "linear with an f8_e4m3 weight but no f32 weight_scale";
+  }
   if (node.has_input(2) && !plugin::dtype_is_float(node.input(2).dtype()))
     return std::string("linear with a bias in ") + plugin::dtype_name(node.input(2).dtype());
   if (!is_activation(node.output(0).dtype()))
@@ -42,11 +54,15 @@ std::string check(const NodeDesc& node) {
 class Linear final : public Kernel {
  public:
   explicit Linear(const NodeDesc& node) {
+    const TensorDesc x = node.input(0);
     n_ = node.input(1).static_dim(0);
-    k_ = node.input(1).static_dim(1);
+    k_ = x.static_dim(x.rank() - 1);  // the weight's last dim is packed for 4-bit formats
     const std::vector<int64_t> block = node.attr_ints("block_size", {128, 128});
     block_rows_ = block[0];
     block_cols_ = block[1];
+    format_ = format_of(node);
+    bf16_products_ = node.attr_string("products", "exact") == "bf16";
+    zero_points_ = node.has_input(3) && node.input(3).rank() == 3;
   }
 
   void run(ExecContext& ctx) override {
@@ -61,7 +77,10 @@ class Linear final : public Kernel {
                                        std::to_string(k));
 
     gemm::WeightMatrix wm = gemm::dense_matrix(w.dtype, w.data, n, k);
-    if (ctx.has(3)) {
+    if (format_ != ops::WeightFormat::none) {
+      wm = gemm::packed_matrix(format_, w.dtype, w.data, ctx.in(3).data, zero_points_, 0, n, k,
+                               block_rows_, block_cols_);
+    } else if (ctx.has(3)) {
       wm.scale = ctx.in(3).as<float>();
       wm.block_rows = block_rows_;
       wm.block_cols = block_cols_;
@@ -74,8 +93,10 @@ class Linear final : public Kernel {
     }
 
     const bool x_f32 = x.dtype == MOERT_DTYPE_F32, y_f32 = y.dtype == MOERT_DTYPE_F32;
-    // f32 activations get f32 products; bf16/f16 ones may take bf16 (gemm.h).
-    const gemm::Products products = x_f32 ? gemm::Products::exact : gemm::Products::bf16;
+    // f32 activations get f32 products unless the node permits bf16 ones;
+    // bf16/f16 activations may take bf16 (gemm.h).
+    const gemm::Products products =
+        x_f32 && !bf16_products_ ? gemm::Products::exact : gemm::Products::bf16;
     const int64_t chunk = std::max<int64_t>(1024, kChunkFloats / std::max<int64_t>(1, n + k));
     for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
       const int64_t m = std::min(chunk, rows - r0);
@@ -105,11 +126,15 @@ class Linear final : public Kernel {
 
  private:
   int64_t n_ = 0, k_ = 0, block_rows_ = 128, block_cols_ = 128;
+  ops::WeightFormat format_ = ops::WeightFormat::none;
+  bool zero_points_ = false;
+  bool bf16_products_ = false;  // attribute products = "bf16"
 };
 
 std::unique_ptr<Kernel> create(const NodeDesc& node) { return std::make_unique<Linear>(node); }
 
-const KernelRegistration registration({"linear", check, create});
+// Version 2: packed weights (attribute quant).
+const KernelRegistration registration(KernelDef("linear", check, create).at_version(2));
 
 }  // namespace
 }  // namespace moert::cpu

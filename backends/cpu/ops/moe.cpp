@@ -42,12 +42,26 @@ constexpr int64_t kChunkFloats = int64_t{16} << 20;
 
 bool is_weight(moert_dtype t) { return is_activation(t) || t == MOERT_DTYPE_F8_E4M3; }
 
-std::string check_weight(const NodeDesc& node, size_t w, size_t s, const char* name) {
+// The format of attribute `attr` ("quant", "shared_quant"); inference has
+// checked the name.
+ops::WeightFormat format_of(const NodeDesc& node, const char* attr) {
+  ops::WeightFormat f = ops::WeightFormat::none;
+  ops::weight_format_from(node.attr_string(attr, "none"), &f);
+  return f;
+}
+
+std::string check_weight(const NodeDesc& node, size_t w, size_t s, const char* name,
+                         ops::WeightFormat format) {
   if (!node.has_input(w)) return "";
   const TensorDesc t = node.input(w);
+  if (!t.all_static()) return std::string("moe with a symbolic ") + name;
+  if (format != ops::WeightFormat::none) {
+    // Inference has checked the packed layout; the kernels need the scales.
+    if (!node.has_input(s)) return std::string("moe with a packed ") + name + " but no scale";
+    return "";
+  }
   if (!is_weight(t.dtype()))
     return std::string("moe with ") + name + " in " + plugin::dtype_name(t.dtype());
-  if (!t.all_static()) return std::string("moe with a symbolic ") + name;
   if (t.dtype() == MOERT_DTYPE_F8_E4M3 &&
       (!node.has_input(s) || node.input(s).dtype() != MOERT_DTYPE_F32))
     return std::string("moe with an f8_e4m3 ") + name + " but no f32 scale";
@@ -65,11 +79,14 @@ std::string check(const NodeDesc& node) {
            plugin::dtype_name(node.input(kWeights).dtype());
   const std::pair<size_t, const char*> weights[] = {{kGate, "gate"}, {kUp, "up"}, {kDown, "down"}};
   for (const auto& [i, name] : weights)
-    if (std::string r = check_weight(node, i, i + 3, name); !r.empty()) return r;
+    if (std::string r = check_weight(node, i, i + 3, name, format_of(node, "quant")); !r.empty())
+      return r;
   const std::pair<size_t, const char*> shared[] = {
       {kSharedGate, "shared_gate"}, {kSharedUp, "shared_up"}, {kSharedDown, "shared_down"}};
   for (const auto& [i, name] : shared)
-    if (std::string r = check_weight(node, i, i + 3, name); !r.empty()) return r;
+    if (std::string r = check_weight(node, i, i + 3, name, format_of(node, "shared_quant"));
+        !r.empty())
+      return r;
   if (node.has_input(kSharedExpertGate) && !is_activation(node.input(kSharedExpertGate).dtype()))
     return "moe with shared_expert_gate in " +
            std::string(plugin::dtype_name(node.input(kSharedExpertGate).dtype()));
@@ -128,10 +145,17 @@ class Moe final : public Kernel {
     const TensorDesc gate = node.input(kGate);
     experts_ = gate.static_dim(0);
     inter_ = gate.static_dim(1);
-    hidden_ = gate.static_dim(2);
+    hidden_ = node.input(kX).static_dim(1);  // gate's last dim is packed for 4-bit formats
     const std::vector<int64_t> block = node.attr_ints("block_size", {128, 128});
     block_rows_ = block[0];
     block_cols_ = block[1];
+    routed_format_ = format_of(node, "quant");
+    shared_format_ = format_of(node, "shared_quant");
+    bf16_products_ = node.attr_string("products", "exact") == "bf16";
+    // int4 scales with zero points have a trailing dim of 2.
+    for (size_t w : {kGate, kUp, kDown, kSharedGate, kSharedUp, kSharedDown})
+      if (node.has_input(w) && node.has_input(w + 3))
+        zero_points_[w] = node.input(w + 3).rank() == node.input(w).rank() + 1;
     if (node.has_input(kSharedGate)) shared_inter_ = node.input(kSharedGate).static_dim(0);
   }
 
@@ -144,8 +168,10 @@ class Moe final : public Kernel {
     require(ids.dim(0) == tokens, "input 'expert_ids' has " + std::to_string(ids.dim(0)) +
                                       " rows, input 'x' has " + std::to_string(tokens) + " tokens");
     if (tokens == 0) return;
-    // f32 activations get f32 products; bf16/f16 ones may take bf16 (gemm.h).
-    products_ = x.dtype == MOERT_DTYPE_F32 ? gemm::Products::exact : gemm::Products::bf16;
+    // f32 activations get f32 products unless the node permits bf16 ones;
+    // bf16/f16 activations may take bf16 (gemm.h).
+    products_ = x.dtype == MOERT_DTYPE_F32 && !bf16_products_ ? gemm::Products::exact
+                                                              : gemm::Products::bf16;
     // Every id is checked before anything runs (and before any parallel
     // region, which an exception must not leave).
     for (int64_t i = 0; i < tokens * slots; ++i) {
@@ -168,6 +194,10 @@ class Moe final : public Kernel {
   gemm::WeightMatrix matrix(const ExecContext& ctx, size_t w, size_t s, int64_t expert,
                             int64_t rows, int64_t cols) const {
     const Tensor& t = ctx.in(w);
+    const ops::WeightFormat format = w >= kSharedGate ? shared_format_ : routed_format_;
+    if (format != ops::WeightFormat::none)
+      return gemm::packed_matrix(format, t.dtype, t.data, ctx.in(s).data, zero_points_[w], expert,
+                                 rows, cols, block_rows_, block_cols_);
     const float* scale = ctx.has(s) ? ctx.in(s).as<float>() : nullptr;
     return gemm::stacked_matrix(t.dtype, t.data, scale, expert, rows, cols, block_rows_,
                                 block_cols_);
@@ -333,6 +363,10 @@ class Moe final : public Kernel {
   gemm::Products products_ = gemm::Products::exact;  // of this run (x's dtype)
   int64_t experts_ = 0, inter_ = 0, hidden_ = 0, shared_inter_ = 0;
   int64_t block_rows_ = 128, block_cols_ = 128;
+  ops::WeightFormat routed_format_ = ops::WeightFormat::none;
+  ops::WeightFormat shared_format_ = ops::WeightFormat::none;
+  bool zero_points_[kSharedExpertGate] = {};
+  bool bf16_products_ = false;  // attribute products = "bf16"
   // Reused between runs.
   std::vector<int64_t> active_;
   std::vector<Mlp> mlps_;
@@ -341,7 +375,8 @@ class Moe final : public Kernel {
 
 std::unique_ptr<Kernel> create(const NodeDesc& node) { return std::make_unique<Moe>(node); }
 
-const KernelRegistration registration({"moe", check, create});
+// Version 2: packed weights (attributes quant, shared_quant).
+const KernelRegistration registration(KernelDef("moe", check, create).at_version(2));
 
 }  // namespace
 }  // namespace moert::cpu
