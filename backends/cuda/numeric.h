@@ -2,7 +2,9 @@
 // host.  Every function here is plain C++ that nvcc compiles for both sides
 // (MOERT_HD), so the unit test checks on the CPU exactly the arithmetic the
 // kernels run: the storage formats against the runtime's own conversions,
-// the fp8 block-scale indexing against the reference dequantisation.
+// the fp8 block-scale indexing against the reference dequantisation (the
+// packed formats' decoding is plain C++ too, checkable the same way against
+// ops/weight_format.h).
 //
 // Rounding matches moert/dtype.h: nearest even, NaN kept, f16/bf16
 // overflowing to infinity, e4m3fn saturating to +-448.  Float sources are
@@ -314,5 +316,66 @@ MOERT_HD float weight_element(moert_dtype t, const void* w, const float* scale, 
 
 // Ceiling division for sizes.
 MOERT_HD int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// ---- packed weights (ops/weight_format.h) -----------------------------------
+//
+// linear's and moe's attribute quant: int8 (i8 values, f16 scales), int4
+// (u8 bytes of two columns, the even column in the low nibble; f16 scales
+// with zero point 8, or f16 (scale, zero) pairs) and mxfp4 (nibbles as OCP
+// e2m1 values, e8m0 exponent bytes as scales).  Every dequantised value
+// below is exact in f32: a small integer or e2m1 value times an f16 scale
+// or a power of two (the zero points are whole numbers in [0, 15]).
+
+enum class Quant : int { none = 0, int8, int4, mxfp4 };
+
+// Two columns per byte.
+MOERT_HD bool is_nibble_quant(Quant q) { return q == Quant::int4 || q == Quant::mxfp4; }
+
+// Bytes of one stored row of `cols` columns: ceil(cols / 2) for the 4-bit
+// formats (the last byte's high nibble unused when cols is odd).
+MOERT_HD int64_t packed_row_bytes(Quant q, int64_t cols) {
+  return is_nibble_quant(q) ? (cols + 1) / 2 : cols;
+}
+
+// An e8m0 scale: 2^(e - 127); e = 0 is 2^-127 (an f32 subnormal), 255 NaN.
+MOERT_HD float e8m0_to_f32(uint8_t e) {
+  if (e == 255) return bits_float(0x7fc00000u);
+  return bits_float(e ? static_cast<uint32_t>(e) << 23 : 0x00400000u);
+}
+
+// An e2m1 nibble (sign, 2 exponent bits with bias 1, 1 mantissa bit) as f32.
+// Its three magnitude bits placed at bits 22..24 of an f32 (exponent field
+// e1 e0, top mantissa bit m) make 2^(e - 127) (1 + m/2), or m 2^-127 when
+// e = 0 (subnormal): the value times 2^-126 in every case, so one exact
+// multiplication by 2^126 gives 0, 0.5, 1, 1.5, 2, 3, 4 or 6.
+MOERT_HD float e2m1_to_f32(uint32_t q) {
+  return bits_float(((q & 8u) << 28) | ((q & 7u) << 22)) * bits_float(0x7e800000u);
+}
+
+// Column c of a packed row (`row`: its first byte) whose group (scale index,
+// as block_scale_index gives it) is g, dequantised.  `scale`: f16 scales,
+// f16 (scale, zero) pairs (`zeros`, int4 only) or e8m0 bytes (mxfp4).
+MOERT_HD float packed_value(Quant q, const uint8_t* row, const void* scale, bool zeros, int64_t g,
+                            int64_t c) {
+  if (q == Quant::int8)
+    return static_cast<float>(static_cast<int8_t>(row[c])) *
+           f16_to_f32(static_cast<const uint16_t*>(scale)[g]);
+  const uint32_t n = (row[c >> 1] >> ((c & 1) * 4)) & 15u;
+  if (q == Quant::mxfp4) return e2m1_to_f32(n) * e8m0_to_f32(static_cast<const uint8_t*>(scale)[g]);
+  const uint16_t* s = static_cast<const uint16_t*>(scale);
+  const float zero = zeros ? f16_to_f32(s[2 * g + 1]) : 8.0f;
+  return (static_cast<float>(n) - zero) * f16_to_f32(zeros ? s[2 * g] : s[g]);
+}
+
+// Element (r, c) of matrix `matrix` of a stacked packed weight [E, rows,
+// packed_row_bytes(cols)] with its scale [E, ceil(rows/b0), ceil(cols/b1)]
+// (a trailing 2 with `zeros`), dequantised.
+MOERT_HD float packed_element(Quant q, const void* w, const void* scale, bool zeros, int64_t matrix,
+                              int64_t r, int64_t c, int64_t rows, int64_t cols, int64_t b0,
+                              int64_t b1) {
+  const uint8_t* row =
+      static_cast<const uint8_t*>(w) + (matrix * rows + r) * packed_row_bytes(q, cols);
+  return packed_value(q, row, scale, zeros, block_scale_index(matrix, r, c, rows, cols, b0, b1), c);
+}
 
 }  // namespace moert::cuda

@@ -65,6 +65,17 @@ __device__ __forceinline__ int64_t load_id(moert_dtype t, const void* p, int64_t
                               : static_cast<const int32_t*>(p)[i];
 }
 
+// Element (r, c) of matrix e of a stacked weight [E, rows, cols] (cols
+// logical: a packed row holds packed_row_bytes bytes), dequantised in f32
+// (exact): as stored, an fp8 value times its block scale, or a packed value
+// times its group's scale.
+__device__ __forceinline__ float weight_at(const Weights& w, int64_t e, int64_t r, int64_t c,
+                                           int64_t rows, int64_t cols) {
+  if (w.quant != Quant::none)
+    return packed_element(w.quant, w.w, w.qscale, w.zeros, e, r, c, rows, cols, w.b0, w.b1);
+  return weight_element(w.t, w.w, w.scale, e, r, c, rows, cols, w.b0, w.b1);
+}
+
 __device__ __forceinline__ void record_error(unsigned long long* slot, int64_t position) {
   if (slot) atomicMin(slot, static_cast<unsigned long long>(position));
 }

@@ -16,11 +16,13 @@
 // before the current one is multiplied, then converted to bf16 and stored
 // into the other stage, so the loads' latency overlaps the MMAs.  A rows are
 // gathered through sorted_slot; weights are dequantised on the fly (fp8
-// values times their f32 block scale, in f32, then rounded once to bf16).
+// values times their f32 block scale, packed values (numeric.h) times their
+// group's scale, in f32, then rounded once to bf16).
 // Widening (f16, e4m3 -> f32) uses the exact hardware conversions; every
-// rounding is to nearest even (cuda_bf16.h), as numeric.h rounds.  Rows or
-// bases not aligned for 16-byte loads take a scalar path (load_float,
-// weight_element's arithmetic) without the overlap.
+// rounding is to nearest even (cuda_bf16.h), as numeric.h rounds.  Packed
+// weights load 8 (int8) or 4 (4-bit) bytes per 8 K elements.  Rows or bases
+// not aligned for the vector loads take a scalar path (load_float,
+// weight_at's arithmetic) without the overlap.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
@@ -61,11 +63,12 @@ static_assert(2 * kTcThreads == kTcB * (kTcK / 8), "two 8-element B chunks per t
 static_assert(kStageBytes % 32 == 0 && kABytes % 32 == 0, "fragment pointers 32-byte aligned");
 
 // 8 consecutive K elements of one row as loaded by the vector path: raw
-// bits of the stored dtype (f32 fills lo and hi, bf16/f16 lo, f8 lo.x and
-// lo.y), and the fp8 block scale.
+// bits of the stored dtype (f32 fills lo and hi, bf16/f16 lo, f8 and int8
+// lo.x and lo.y, 4-bit formats lo.x), the fp8 block scale or packed group
+// scale, and int4's zero point.
 struct Chunk {
   uint4 lo = {0, 0, 0, 0}, hi = {0, 0, 0, 0};
-  float scale = 1.0f;
+  float scale = 1.0f, zero = 0.0f;
 };
 
 __device__ __forceinline__ uint32_t bf16x2(float a, float b) {
@@ -147,6 +150,49 @@ __device__ __forceinline__ uint4 floats_to_bf16x8(const float (&f)[8]) {
   return make_uint4(bf16x2(f[0], f[1]), bf16x2(f[2], f[3]), bf16x2(f[4], f[5]), bf16x2(f[6], f[7]));
 }
 
+// Packed chunks (kQ != none): 8 int8 bytes, or 4 bytes of 8 nibbles (the
+// even column in the low nibble), starting at byte `at` of the weights, and
+// the scale (and int4 zero point) of group g.
+template <Quant kQ>
+__device__ __forceinline__ void load_packed(Chunk& c, const Weights& w, int64_t at, int64_t g) {
+  const uint8_t* bytes = static_cast<const uint8_t*>(w.w) + at;
+  if constexpr (kQ == Quant::int8)
+    load_raw<MOERT_DTYPE_F8_E4M3>(c, bytes, 0);  // 8 bytes
+  else
+    c.lo.x = __ldg(reinterpret_cast<const unsigned int*>(bytes));
+  if constexpr (kQ == Quant::mxfp4) {
+    c.scale = e8m0_to_f32(__ldg(static_cast<const uint8_t*>(w.qscale) + g));
+  } else {
+    const uint16_t* s16 = static_cast<const uint16_t*>(w.qscale);
+    if (kQ == Quant::int4 && w.zeros) {
+      c.scale = f16_to_f32(__ldg(s16 + 2 * g));
+      c.zero = f16_to_f32(__ldg(s16 + 2 * g + 1));
+    } else {
+      c.scale = f16_to_f32(__ldg(s16 + g));
+      c.zero = 8.0f;  // int4's; int8 has none
+    }
+  }
+}
+
+// A chunk loaded by load_packed<kQ>, dequantised in f32 (exact) and rounded
+// once to 8 bf16.
+template <Quant kQ>
+__device__ __forceinline__ uint4 packed_to_bf16x8(const Chunk& c) {
+  float f[8];
+#pragma unroll
+  for (int j = 0; j < 8; ++j) {
+    if constexpr (kQ == Quant::int8) {
+      const uint32_t word = j < 4 ? c.lo.x : c.lo.y;
+      f[j] = static_cast<float>(static_cast<int8_t>((word >> (8 * (j & 3))) & 0xffu)) * c.scale;
+    } else {
+      const uint32_t n = (c.lo.x >> (4 * j)) & 15u;
+      f[j] = kQ == Quant::mxfp4 ? e2m1_to_f32(n) * c.scale
+                                : (static_cast<float>(n) - c.zero) * c.scale;
+    }
+  }
+  return floats_to_bf16x8(f);
+}
+
 // The A operand (x of any float dtype for gate_up, h f32 for down): the
 // row starting at element a_base (< 0: outside the tile), columns
 // kk..kk+7.  Vector path: raw bits, zeros outside; kk < k implies
@@ -179,26 +225,44 @@ __device__ __forceinline__ uint4 a_scalar_bf16x8(const ExpertProjection& p, int6
 }
 
 // One weight row's chunk: the row starts at element w_base (< 0: outside
-// the matrix), columns kk..kk+7.  `scale_row`: block_scale_index of the
-// row's column 0, so column c's scale is scale[scale_row + c / b1] (vector
-// path: b1 % 8 == 0, the chunk lies in one block).
-template <moert_dtype kW>
+// the matrix; packed: at byte w_base), columns kk..kk+7.  `scale_row`:
+// block_scale_index of the row's column 0, so column c's scale is
+// scale[scale_row + c / b1] (vector path: b1 % 8 == 0, the chunk lies in
+// one block or group).
+template <moert_dtype kW, Quant kQ>
 __device__ __forceinline__ void load_w_vec(Chunk& c, const Weights& w, const ExpertProjection& p,
                                            int64_t w_base, int64_t scale_row, int64_t kk) {
   if (w_base < 0 || kk >= p.k) {
     c.lo = c.hi = make_uint4(0, 0, 0, 0);
     c.scale = 1.0f;
+    c.zero = 0.0f;
     return;
   }
-  load_raw<kW>(c, w.w, w_base + kk);
-  if constexpr (kW == MOERT_DTYPE_F8_E4M3)
-    c.scale =
-        w.scale
-            ? __ldg(w.scale + scale_row + static_cast<uint32_t>(kk) / static_cast<uint32_t>(w.b1))
-            : 1.0f;
+  if constexpr (kQ != Quant::none) {
+    // The group is found with 32-bit division (k and b1 checked on the host).
+    const int64_t g = scale_row + static_cast<uint32_t>(kk) / static_cast<uint32_t>(w.b1);
+    load_packed<kQ>(c, w, w_base + (kQ == Quant::int8 ? kk : kk / 2), g);
+  } else {
+    load_raw<kW>(c, w.w, w_base + kk);
+    if constexpr (kW == MOERT_DTYPE_F8_E4M3)
+      c.scale =
+          w.scale
+              ? __ldg(w.scale + scale_row + static_cast<uint32_t>(kk) / static_cast<uint32_t>(w.b1))
+              : 1.0f;
+  }
 }
 
-// weight_element, with the row's part of the indices hoisted.
+// A chunk loaded by load_w_vec<kW, kQ>, as 8 bf16.
+template <moert_dtype kW, Quant kQ>
+__device__ __forceinline__ uint4 w_vec_to_bf16x8(const Chunk& c) {
+  if constexpr (kQ != Quant::none)
+    return packed_to_bf16x8<kQ>(c);
+  else
+    return raw_to_bf16x8<kW>(c);
+}
+
+// weight_at, with the row's part of the indices hoisted (packed: w_base is
+// the row's first byte).
 __device__ __forceinline__ uint4 w_scalar_bf16x8(const Weights& w, const ExpertProjection& p,
                                                  int64_t w_base, int64_t scale_row, int64_t kk) {
   float f[8];
@@ -206,8 +270,13 @@ __device__ __forceinline__ uint4 w_scalar_bf16x8(const Weights& w, const ExpertP
   for (int j = 0; j < 8; ++j) {
     f[j] = 0.0f;
     if (w_base >= 0 && kk + j < p.k) {
-      const float v = load_float(w.t, w.w, w_base + kk + j);
-      f[j] = w.scale ? v * w.scale[scale_row + (kk + j) / w.b1] : v;
+      if (w.quant != Quant::none) {
+        f[j] = packed_value(w.quant, static_cast<const uint8_t*>(w.w) + w_base, w.qscale, w.zeros,
+                            scale_row + (kk + j) / w.b1, kk + j);
+      } else {
+        const float v = load_float(w.t, w.w, w_base + kk + j);
+        f[j] = w.scale ? v * w.scale[scale_row + (kk + j) / w.b1] : v;
+      }
     }
   }
   return floats_to_bf16x8(f);
@@ -216,8 +285,9 @@ __device__ __forceinline__ uint4 w_scalar_bf16x8(const Weights& w, const ExpertP
 // One block: tiles blockIdx.y, blockIdx.y + gridDim.y, ... of the route (or
 // of the units, identity form) against output columns [n0, n0 + 64) of
 // gate and up (gate_up) or [n0, n0 + 128) (down).  `a_vec` / `w_vec`: the
-// 16-byte loads are allowed (checked on the host).
-template <bool kGateUp, moert_dtype kW>
+// 16-byte loads are allowed (checked on the host).  kQ: packed weights of
+// that format (kW unused), none: kW.
+template <bool kGateUp, moert_dtype kW, Quant kQ = Quant::none>
 __global__ void __launch_bounds__(kTcThreads, 2)
     expert_gemm_tc_kernel(ExpertProjection p, MoeRoute route, bool identity, int64_t tiles,
                           int64_t min_rows, bool a_vec, bool w_vec) {
@@ -275,8 +345,9 @@ __global__ void __launch_bounds__(kTcThreads, 2)
       const Weights& w = kGateUp && i == 1 ? p.w2 : p.w1;
       const int64_t r = n0 + lr + (kGateUp ? 0 : kTcM * i);
       if (r < p.n) {
-        w_base[i] = (e * p.n + r) * p.k;
-        if (w.scale) scale_row[i] = block_scale_index(e, r, 0, p.n, p.k, w.b0, w.b1);
+        const bool packed = w.quant != Quant::none;
+        w_base[i] = (e * p.n + r) * (packed ? packed_row_bytes(w.quant, p.k) : p.k);
+        if (w.scale || packed) scale_row[i] = block_scale_index(e, r, 0, p.n, p.k, w.b0, w.b1);
       }
     }
 
@@ -295,7 +366,8 @@ __global__ void __launch_bounds__(kTcThreads, 2)
       if (w_vec)
 #pragma unroll
         for (int i = 0; i < 2; ++i)
-          load_w_vec<kW>(b_st[i], kGateUp && i == 1 ? p.w2 : p.w1, p, w_base[i], scale_row[i], kk);
+          load_w_vec<kW, kQ>(b_st[i], kGateUp && i == 1 ? p.w2 : p.w1, p, w_base[i], scale_row[i],
+                             kk);
     };
     auto store = [&](int buf, int64_t kt) {
       const int64_t kk = kt * kTcK + kc;
@@ -306,7 +378,8 @@ __global__ void __launch_bounds__(kTcThreads, 2)
       for (int i = 0; i < 2; ++i) {
         const Weights& w = kGateUp && i == 1 ? p.w2 : p.w1;
         *reinterpret_cast<uint4*>(stage + kABytes + ((lr + kTcM * i) * kLd + kc) * 2) =
-            w_vec ? raw_to_bf16x8<kW>(b_st[i]) : w_scalar_bf16x8(w, p, w_base[i], scale_row[i], kk);
+            w_vec ? w_vec_to_bf16x8<kW, kQ>(b_st[i])
+                  : w_scalar_bf16x8(w, p, w_base[i], scale_row[i], kk);
       }
     };
 
@@ -373,8 +446,11 @@ bool aligned(const void* ptr, uintptr_t bytes) {
 
 // Whether a weight's chunks of 8 K elements may be loaded as vectors: row
 // starts are multiples of 8 elements (k % 8 == 0, checked by the caller),
-// the base is aligned, and an fp8 chunk lies in one block-scale block.
+// the base is aligned, and an fp8 or packed chunk lies in one block (group).
 bool vector_weights(const Weights& w, int64_t k) {
+  if (w.quant != Quant::none)  // 8 bytes (int8) or 4 (nibbles) per chunk
+    return w.qscale && aligned(w.w, w.quant == Quant::int8 ? 8 : 4) && k <= INT32_MAX && w.b1 > 0 &&
+           w.b1 % 8 == 0 && w.b1 <= INT32_MAX;
   switch (w.t) {
     case MOERT_DTYPE_F32:
     case MOERT_DTYPE_BF16:
@@ -395,6 +471,23 @@ void launch_tc(cudaStream_t s, const ExpertProjection& p, const MoeRoute& route,
   constexpr int64_t out_cols = kGateUp ? kTcB / 2 : kTcB;
   const dim3 grid(static_cast<unsigned>((p.n + out_cols - 1) / out_cols),
                   static_cast<unsigned>(tiles < 65535 ? tiles : 65535));
+  if (w_vec && p.w1.quant != Quant::none) {
+    switch (p.w1.quant) {
+      case Quant::int8:
+        expert_gemm_tc_kernel<kGateUp, MOERT_DTYPE_U8, Quant::int8>
+            <<<grid, kTcThreads, 0, s>>>(p, route, identity, tiles, min_rows, a_vec, w_vec);
+        break;
+      case Quant::int4:
+        expert_gemm_tc_kernel<kGateUp, MOERT_DTYPE_U8, Quant::int4>
+            <<<grid, kTcThreads, 0, s>>>(p, route, identity, tiles, min_rows, a_vec, w_vec);
+        break;
+      default:
+        expert_gemm_tc_kernel<kGateUp, MOERT_DTYPE_U8, Quant::mxfp4>
+            <<<grid, kTcThreads, 0, s>>>(p, route, identity, tiles, min_rows, a_vec, w_vec);
+        break;
+    }
+    return;
+  }
   switch (p.w1.t) {
     case MOERT_DTYPE_BF16:
       expert_gemm_tc_kernel<kGateUp, MOERT_DTYPE_BF16>
@@ -408,7 +501,7 @@ void launch_tc(cudaStream_t s, const ExpertProjection& p, const MoeRoute& route,
       expert_gemm_tc_kernel<kGateUp, MOERT_DTYPE_F8_E4M3>
           <<<grid, kTcThreads, 0, s>>>(p, route, identity, tiles, min_rows, a_vec, w_vec);
       break;
-    default:  // f32 (any other dtype has w_vec false: the scalar path)
+    default:  // f32 (any other dtype, packed ones included here, has w_vec false: the scalar path)
       expert_gemm_tc_kernel<kGateUp, MOERT_DTYPE_F32>
           <<<grid, kTcThreads, 0, s>>>(p, route, identity, tiles, min_rows, a_vec, w_vec);
       break;
@@ -429,8 +522,9 @@ void expert_gemm_tc(cudaStream_t s, const ExpertProjection& p, int64_t min_rows)
   const bool a_vec =
       rows8 && aligned(p.a, 16) &&
       (p.a_t == MOERT_DTYPE_F32 || p.a_t == MOERT_DTYPE_BF16 || p.a_t == MOERT_DTYPE_F16);
-  const bool w_vec = rows8 && vector_weights(p.w1, p.k) &&
-                     (!p.gate_up || (p.w2.t == p.w1.t && vector_weights(p.w2, p.k)));
+  const bool w_vec =
+      rows8 && vector_weights(p.w1, p.k) &&
+      (!p.gate_up || (p.w2.t == p.w1.t && p.w2.quant == p.w1.quant && vector_weights(p.w2, p.k)));
   if (p.gate_up)
     launch_tc<true>(s, p, route, identity, tiles, min_rows, a_vec, w_vec);
   else

@@ -5,10 +5,12 @@
 // rounding to the output dtype).
 //
 // The GEMV has two forms: the vectorised one of gemv_vec.cuh (16-byte
-// weight chunks, templated on the dtypes and on the row count), used
-// whenever its alignment preconditions hold, and the scalar kernel below,
-// for everything else and for MOERT_CUDA_BASELINE_KERNELS=1.
+// weight chunks, templated on the dtypes and on the row count; packed
+// weights through gemv_packed.cuh's decoder), used whenever its alignment
+// preconditions hold, and the scalar kernel below, for everything else and
+// for MOERT_CUDA_BASELINE_KERNELS=1.
 #include "common.cuh"
+#include "gemv_packed.cuh"
 #include "gemv_vec.cuh"
 #include "options.h"
 
@@ -31,7 +33,7 @@ __global__ void linear_gemv_kernel(moert_dtype x_t, const void* x, int rows, int
 #pragma unroll
     for (int r = 0; r < kGemvMaxRows; ++r) acc[r] = 0.0f;
     for (int64_t c = lane; c < k; c += 32) {
-      const float wv = weight_element(w.t, w.w, w.scale, 0, col, c, n, k, w.b0, w.b1);
+      const float wv = weight_at(w, 0, col, c, n, k);
 #pragma unroll
       for (int r = 0; r < kGemvMaxRows; ++r)
         if (r < rows) acc[r] += load_float(x_t, x, r * k + c) * wv;
@@ -64,6 +66,33 @@ __global__ void __launch_bounds__(gemv_vec::kThreads, gemv_vec::min_blocks(W, R)
     const bool active = col0 < s.n;
     const float v =
         gemv_vec::columns<W, X, R, 1, kLinearCols>(wb, sb, x, s, col0, active, part, lane, red);
+    if (part == 0 && active && lane < kLinearCols * R) {
+      const int64_t col = col0 + lane / R;
+      const int r = lane % R;
+      if (col < s.n && r < s.rows) {
+        const float b = bias ? load_float(bias_t, bias, col) : 0.0f;
+        store_float(out_t, y, r * s.n + col, v + b);
+      }
+    }
+  }
+}
+
+// The same over packed weights (gemv_packed.cuh).
+template <gemv_vec::Packed P, moert_dtype X, int R>
+__global__ void __launch_bounds__(gemv_vec::kThreads, gemv_vec::packed_min_blocks(R))
+    linear_gemv_packed_kernel(const void* x, Weights w, gemv_vec::Shape s, int64_t col_blocks,
+                              moert_dtype bias_t, const void* bias, moert_dtype out_t, void* y) {
+  __shared__ float red[gemv_vec::kWarps * 32];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int groups = gemv_vec::kWarps / s.split, part = warp % s.split;
+  const int64_t group = warp / s.split;
+  const unsigned char* const wb[1] = {static_cast<const unsigned char*>(w.w)};
+  const unsigned char* const sb[1] = {static_cast<const unsigned char*>(w.qscale)};
+  for (int64_t cb = blockIdx.x; cb < col_blocks; cb += gridDim.x) {
+    const int64_t col0 = (cb * groups + group) * kLinearCols;
+    const bool active = col0 < s.n;
+    const float v = gemv_vec::packed_columns<P, X, R, 1, kLinearCols>(wb, sb, x, s, col0, active,
+                                                                      part, lane, red);
     if (part == 0 && active && lane < kLinearCols * R) {
       const int64_t col = col0 + lane / R;
       const int r = lane % R;
@@ -130,13 +159,41 @@ void linear_gemv_vec(cudaStream_t s, moert_dtype x_t, const void* x, int rows, i
   });
 }
 
+// Launches the packed form (preconditions checked by the caller).
+void linear_gemv_packed(cudaStream_t s, moert_dtype x_t, const void* x, int rows, int64_t k,
+                        const Weights& w, int64_t n, moert_dtype bias_t, const void* bias,
+                        moert_dtype out_t, void* y) {
+  gemv_vec::Shape shape = gemv_vec::make_packed_shape(w, n, k, rows);
+  const int64_t groups = ceil_div(n, kLinearCols);
+  shape.split = gemv_vec::choose_split(groups, shape.nchunks);
+  const int64_t col_blocks = ceil_div(groups, gemv_vec::kWarps / shape.split);
+  const unsigned grid = static_cast<unsigned>(col_blocks < (1 << 30) ? col_blocks : (1 << 30));
+  gemv_vec::with_packed_kind(w, [&](auto pk) {
+    with_x_dtype(x_t, [&](auto xt) {
+      constexpr gemv_vec::Packed P = decltype(pk)::value;
+      constexpr moert_dtype X = decltype(xt)::value;
+      if (rows == 1)
+        linear_gemv_packed_kernel<P, X, 1>
+            <<<grid, gemv_vec::kThreads, 0, s>>>(x, w, shape, col_blocks, bias_t, bias, out_t, y);
+      else if (rows == 2)
+        linear_gemv_packed_kernel<P, X, 2>
+            <<<grid, gemv_vec::kThreads, 0, s>>>(x, w, shape, col_blocks, bias_t, bias, out_t, y);
+      else if (rows <= 4)
+        linear_gemv_packed_kernel<P, X, 4>
+            <<<grid, gemv_vec::kThreads, 0, s>>>(x, w, shape, col_blocks, bias_t, bias, out_t, y);
+      else
+        linear_gemv_packed_kernel<P, X, 8>
+            <<<grid, gemv_vec::kThreads, 0, s>>>(x, w, shape, col_blocks, bias_t, bias, out_t, y);
+    });
+  });
+}
+
 __global__ void dequantize_rows_kernel(Weights w, int64_t row0, int64_t rows, int64_t cols,
                                        int64_t total_rows, moert_dtype to, void* dst) {
   const int64_t n = rows * cols;
   for (int64_t i = global_index(); i < n; i += global_stride()) {
     const int64_t r = i / cols, c = i % cols;
-    store_float(to, dst, i,
-                weight_element(w.t, w.w, w.scale, 0, row0 + r, c, total_rows, cols, w.b0, w.b1));
+    store_float(to, dst, i, weight_at(w, 0, row0 + r, c, total_rows, cols));
   }
 }
 
@@ -160,11 +217,17 @@ void linear_gemv(cudaStream_t s, moert_dtype x_t, const void* x, int64_t rows, i
     check_launch("linear_gemv");
     return;
   }
-  if (!baseline_kernels() && rows <= kGemvMaxRows && gemv_vec::weights_fit(w, k) &&
-      gemv_vec::x_fits(x_t, x)) {
-    linear_gemv_vec(s, x_t, x, static_cast<int>(rows), k, w, n, bias_t, bias, out_t, y);
-    check_launch("linear_gemv");
-    return;
+  if (!baseline_kernels() && rows <= kGemvMaxRows && gemv_vec::x_fits(x_t, x)) {
+    if (gemv_vec::weights_fit(w, k)) {
+      linear_gemv_vec(s, x_t, x, static_cast<int>(rows), k, w, n, bias_t, bias, out_t, y);
+      check_launch("linear_gemv");
+      return;
+    }
+    if (gemv_vec::packed_fits(w, k)) {
+      linear_gemv_packed(s, x_t, x, static_cast<int>(rows), k, w, n, bias_t, bias, out_t, y);
+      check_launch("linear_gemv");
+      return;
+    }
   }
   const int64_t blocks = (n + kGemvWarps - 1) / kGemvWarps;
   linear_gemv_kernel<<<static_cast<unsigned>(blocks < 65535 * 16 ? blocks : 65535 * 16),

@@ -362,6 +362,34 @@ __device__ __forceinline__ void chunks(const uint4* const (&row)[M][C],
   }
 }
 
+// The end of columns() (and of packed_columns()): each per-lane sum reduced
+// over the warp, lane (m * C + c) * R + r keeping sum (m, c, r), then the
+// group's split warps added, in order, in its first warp.
+template <int M, int C, int R>
+__device__ __forceinline__ float finish_columns(const float (&acc)[M][C][R], const Shape& s,
+                                                int part, int lane, float* red) {
+  float mine = 0.0f;
+#pragma unroll
+  for (int m = 0; m < M; ++m)
+#pragma unroll
+    for (int c = 0; c < C; ++c)
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        const float t = warp_sum(acc[m][c][r]);
+        if (lane == (m * C + c) * R + r) mine = t;
+      }
+  if (s.split > 1) {  // the group's warps, in order, in its first warp
+    const int warp = threadIdx.x >> 5;
+    red[warp * 32 + lane] = mine;
+    __syncthreads();
+    if (part == 0) {
+      for (int p = 1; p < s.split; ++p) mine += red[(warp + p) * 32 + lane];
+    }
+    __syncthreads();  // `red` is written again by the next call
+  }
+  return mine;
+}
+
 // The sums of columns col0 .. col0 + C - 1 of M matrices (w[m], scale[m]:
 // matrix bases) against R rows of x, for one warp of a column group.
 // Returns, in lane (m * C + c) * R + r of the group's first warp (part 0),
@@ -402,27 +430,7 @@ __device__ __forceinline__ float columns(const unsigned char* const (&w)[M],
     for (; q < s.nchunks; q += step) chunks<W, X, R, M, C, 1>(row, srow, x, s, q, step, acc);
   }
 
-  // Each sum over the warp; lane i keeps sum i.
-  float mine = 0.0f;
-#pragma unroll
-  for (int m = 0; m < M; ++m)
-#pragma unroll
-    for (int c = 0; c < C; ++c)
-#pragma unroll
-      for (int r = 0; r < R; ++r) {
-        const float t = warp_sum(acc[m][c][r]);
-        if (lane == (m * C + c) * R + r) mine = t;
-      }
-  if (s.split > 1) {  // the group's warps, in order, in its first warp
-    const int warp = threadIdx.x >> 5;
-    red[warp * 32 + lane] = mine;
-    __syncthreads();
-    if (part == 0) {
-      for (int p = 1; p < s.split; ++p) mine += red[(warp + p) * 32 + lane];
-    }
-    __syncthreads();  // `red` is written again by the next call
-  }
-  return mine;
+  return finish_columns(acc, s, part, lane, red);
 }
 
 }  // namespace moert::cuda::launch::gemv_vec

@@ -14,6 +14,7 @@
 #include <cstdint>
 
 #include "moert/backend_abi.h"
+#include "numeric.h"
 
 namespace moert::cuda::launch {
 
@@ -142,12 +143,19 @@ void attention_tiled_tc(cudaStream_t s, const Attention& a, size_t max_shared);
 // ---- gemv.cu: linear layers ----------------------------------------------
 
 // A weight matrix (or a stack of E of them) as stored: f32, bf16, f16, or
-// f8_e4m3 with its block scale [E, ceil(rows/b0), ceil(cols/b1)] (f32).
+// f8_e4m3 with its block scale [E, ceil(rows/b0), ceil(cols/b1)] (f32); or
+// packed (quant, numeric.h): rows of packed_row_bytes(quant, cols) bytes
+// (t is i8 or u8) with `qscale` [E, ceil(rows/b0), ceil(cols/b1)] of f16
+// scales, of f16 (scale, zero) pairs (`zeros`, a trailing 2) or of e8m0
+// bytes (mxfp4).
 struct Weights {
   moert_dtype t = MOERT_DTYPE_F32;
   const void* w = nullptr;
   const float* scale = nullptr;  // f8_e4m3 only
   int64_t b0 = 128, b1 = 128;
+  Quant quant = Quant::none;
+  const void* qscale = nullptr;  // packed only
+  bool zeros = false;            // int4 with (scale, zero) pairs
 };
 // The most rows of x a GEMV call takes (its products stay exact in f32).
 inline constexpr int64_t kGemvMaxRows = 8;
@@ -157,7 +165,8 @@ void linear_gemv(cudaStream_t s, moert_dtype x_t, const void* x, int64_t rows, i
                  const Weights& w, int64_t n, moert_dtype bias_t, const void* bias,
                  moert_dtype out_t, void* y);
 // Rows [row0, row0 + rows) of the [total_rows, cols] weight, dequantised to
-// `to` (f32, bf16 or f16) in dst [rows, cols]: fp8 blocks times their scale.
+// `to` (f32, bf16 or f16) in dst [rows, cols]: fp8 blocks times their scale,
+// packed values times their group's scale (exact in f32, then rounded once).
 void dequantize_rows(cudaStream_t s, const Weights& w, int64_t row0, int64_t rows, int64_t cols,
                      int64_t total_rows, moert_dtype to, void* dst);
 // y[r, n] = acc[r, n] (+ bias[n]), rounded to out_t.

@@ -306,13 +306,8 @@ __global__ void __launch_bounds__(kGemmThreads)
       as[c][r] = (a_rows[i] >= 0 && kk < p.k) ? load_float(p.a_t, p.a, a_rows[i] * p.k + kk) : 0.0f;
       const int64_t col = n0 + r;  // the same index split serves the weight tile
       const bool in = col < p.n && kk < p.k;
-      bs[c][r] =
-          in ? weight_element(p.w1.t, p.w1.w, p.w1.scale, e, col, kk, p.n, p.k, p.w1.b0, p.w1.b1)
-             : 0.0f;
-      if (kGateUp)
-        bs2[c][r] =
-            in ? weight_element(p.w2.t, p.w2.w, p.w2.scale, e, col, kk, p.n, p.k, p.w2.b0, p.w2.b1)
-               : 0.0f;
+      bs[c][r] = in ? weight_at(p.w1, e, col, kk, p.n, p.k) : 0.0f;
+      if (kGateUp) bs2[c][r] = in ? weight_at(p.w2, e, col, kk, p.n, p.k) : 0.0f;
     }
     __syncthreads();
 #pragma unroll

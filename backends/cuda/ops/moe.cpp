@@ -1,6 +1,10 @@
-// moe: routed SwiGLU experts plus optional shared experts (with the
-// optional sigmoid gate), every weight f32, bf16, f16 or f8_e4m3 with block
-// scales; x f32, bf16 or f16.  Nothing waits for the host:
+// moe (op version 2): routed SwiGLU experts plus optional shared experts
+// (with the optional sigmoid gate), every weight f32, bf16, f16 or f8_e4m3
+// with block scales, or packed (attributes quant for the routed experts,
+// shared_quant for the shared ones, independently: int8, int4 with or
+// without zero points, mxfp4; packed.h) with group scales, kept packed on
+// the device and dequantised as the kernels load them; x f32, bf16 or f16.
+// Nothing waits for the host:
 //   few tokens (decode): one GEMV block per (token, slot) reads its expert
 //     from the ids on the device;
 //   many tokens: the (token, slot) pairs are grouped by expert on the
@@ -19,6 +23,7 @@
 #include "moe_inputs.h"
 #include "op_checks.h"
 #include "options.h"
+#include "packed.h"
 
 namespace moert::cuda {
 namespace {
@@ -28,8 +33,15 @@ using namespace plugin::moe_inputs;
 // Up to this many tokens take the GEMV form.
 constexpr int64_t kGemvTokens = 4;
 
-std::string check_weight(const NodeDesc& node, size_t w, size_t s, const char* name) {
+// Weight w (in format q: rows x cols, stacked over the experts or not) and
+// its scale s.
+std::string check_weight(const NodeDesc& node, size_t w, size_t s, const char* name, Quant q,
+                         bool stacked, int64_t rows, int64_t cols,
+                         const std::vector<int64_t>& block) {
   if (!node.has_input(w)) return "";
+  if (q != Quant::none)
+    return check_packed_weight(node, q, w, s, stacked, rows, cols, block,
+                               std::string("moe ") + name);
   const TensorDesc t = node.input(w);
   if (!is_weight_dtype(t.dtype()))
     return std::string("moe ") + name + " of " + dtype_str(t.dtype());
@@ -38,7 +50,7 @@ std::string check_weight(const NodeDesc& node, size_t w, size_t s, const char* n
     if (!node.has_input(s) || node.input(s).dtype() != MOERT_DTYPE_F32)
       return std::string("moe ") + name + " is f8_e4m3 without an f32 scale";
   } else if (node.has_input(s)) {
-    return std::string("moe ") + name + " takes no scale unless f8_e4m3";
+    return std::string("moe ") + name + " takes no scale unless f8_e4m3 or packed";
   }
   return "";
 }
@@ -54,25 +66,36 @@ std::string check_moe(const NodeDesc& node) {
     return "moe expert weights must be [E, rows, cols]";
   if (node.input(kGate).static_dim(0) > launch::kMoeMaxExperts)
     return "moe with more than " + std::to_string(launch::kMoeMaxExperts) + " experts";
+  const std::vector<int64_t> block = node.attr_ints("block_size", {128, 128});
+  if (block.size() != 2 || block[0] <= 0 || block[1] <= 0)
+    return "moe with a block_size that is not two sizes > 0";
+  Quant routed = Quant::none, shared_q = Quant::none;
+  if (!quant_attr(node, "quant", &routed) || !quant_attr(node, "shared_quant", &shared_q))
+    return "moe with quant \"" + node.attr_string("quant", "") + "\" or shared_quant \"" +
+           node.attr_string("shared_quant", "") + "\", an unknown format";
+  const bool shared = node.has_input(kSharedGate);
+  if (shared != node.has_input(kSharedUp) || shared != node.has_input(kSharedDown))
+    return "moe needs all three shared expert matrices or none";
+  // Logical sizes (packed weights hold their columns packed): H from x, I
+  // and Is from the gate matrices' rows.
+  const int64_t hidden = x.static_dim(1), inter = node.input(kGate).static_dim(1);
+  const int64_t shared_inter = shared ? node.input(kSharedGate).static_dim(0) : 0;
   static const char* const names[] = {"gate",        "up",        "down",
                                       "shared_gate", "shared_up", "shared_down"};
   const size_t weights[] = {kGate, kUp, kDown, kSharedGate, kSharedUp, kSharedDown};
   const size_t scales[] = {kGateScale,       kUpScale,       kDownScale,
                            kSharedGateScale, kSharedUpScale, kSharedDownScale};
+  const int64_t rows[] = {inter, inter, hidden, shared_inter, shared_inter, hidden};
+  const int64_t cols[] = {hidden, hidden, inter, hidden, hidden, shared_inter};
   for (size_t i = 0; i < 6; ++i) {
-    const std::string r = check_weight(node, weights[i], scales[i], names[i]);
+    const std::string r = check_weight(node, weights[i], scales[i], names[i],
+                                       i < 3 ? routed : shared_q, i < 3, rows[i], cols[i], block);
     if (!r.empty()) return r;
   }
-  const bool shared = node.has_input(kSharedGate);
-  if (shared != node.has_input(kSharedUp) || shared != node.has_input(kSharedDown))
-    return "moe needs all three shared expert matrices or none";
   if (node.has_input(kSharedExpertGate) &&
       (!shared || !is_activation(node.input(kSharedExpertGate).dtype())))
     return "moe with shared_expert_gate in " + dtype_str(node.input(kSharedExpertGate).dtype()) +
            " or without a shared expert";
-  const std::vector<int64_t> block = node.attr_ints("block_size", {128, 128});
-  if (block.size() != 2 || block[0] <= 0 || block[1] <= 0)
-    return "moe with a block_size that is not two sizes > 0";
   if (node.output(0).dtype() != x.dtype()) return "output dtype differs from x's";
   return "";
 }
@@ -83,6 +106,9 @@ class Moe final : public Kernel {
     const std::vector<int64_t> block = pc.node().attr_ints("block_size", {128, 128});
     b0_ = block[0];
     b1_ = block[1];
+    // Checked by check_moe.
+    quant_attr(pc.node(), "quant", &routed_);
+    quant_attr(pc.node(), "shared_quant", &shared_);
   }
 
   void run(ExecContext& ctx) override {
@@ -92,8 +118,11 @@ class Moe final : public Kernel {
     const int64_t experts = ctx.in(kGate).dim(0), inter = ctx.in(kGate).dim(1);
     require(ids.dim(0) == tokens, "input 'expert_ids' has " + std::to_string(ids.dim(0)) +
                                       " rows, input 'x' has " + std::to_string(tokens) + " tokens");
-    require(ctx.in(kDown).dim(1) == hidden && ctx.in(kDown).dim(2) == inter,
-            "input 'down' " + shape_str(ctx.in(kDown)) + " does not match [E, H, I]");
+    require(ctx.in(kDown).dim(1) == hidden &&
+                ctx.in(kDown).dim(2) == packed_row_bytes(routed_, inter) &&
+                ctx.in(kGate).dim(2) == packed_row_bytes(routed_, hidden),
+            "input 'gate' " + shape_str(ctx.in(kGate)) + " or 'down' " + shape_str(ctx.in(kDown)) +
+                " does not match [E, I, H] and [E, H, I] (quant \"" + quant_name(routed_) + "\")");
     if (tokens == 0) return;
     const int64_t slots = tokens * top_k;
     const bool gemv = tokens <= kGemvTokens;
@@ -119,8 +148,8 @@ class Moe final : public Kernel {
     up.top_k = top_k;
     up.a_t = x.dtype;
     up.a = x.data;
-    up.w1 = weights(ctx, kGate, kGateScale);
-    up.w2 = weights(ctx, kUp, kUpScale);
+    up.w1 = weights(ctx, kGate, kGateScale, routed_);
+    up.w2 = weights(ctx, kUp, kUpScale, routed_);
     up.n = inter;
     up.k = hidden;
     up.out = h.as<float>();
@@ -130,7 +159,7 @@ class Moe final : public Kernel {
     down.top_k = top_k;
     down.a_t = MOERT_DTYPE_F32;
     down.a = h.get();
-    down.w1 = weights(ctx, kDown, kDownScale);
+    down.w1 = weights(ctx, kDown, kDownScale, routed_);
     down.n = hidden;
     down.k = inter;
     down.out = y.as<float>();
@@ -173,12 +202,12 @@ class Moe final : public Kernel {
       su.top_k = sd.top_k = 1;
       su.ids = sd.ids = nullptr;
       su.route = sd.route = nullptr;
-      su.w1 = weights(ctx, kSharedGate, kSharedGateScale);
-      su.w2 = weights(ctx, kSharedUp, kSharedUpScale);
+      su.w1 = weights(ctx, kSharedGate, kSharedGateScale, shared_);
+      su.w2 = weights(ctx, kSharedUp, kSharedUpScale, shared_);
       su.n = shared_inter;
       su.out = sh.as<float>();
       sd.a = sh.get();
-      sd.w1 = weights(ctx, kSharedDown, kSharedDownScale);
+      sd.w1 = weights(ctx, kSharedDown, kSharedDownScale, shared_);
       sd.k = shared_inter;
       sd.out = sy.as<float>();
       if (gemv) {
@@ -213,23 +242,25 @@ class Moe final : public Kernel {
   }
 
  private:
-  launch::Weights weights(const ExecContext& ctx, size_t w, size_t scale) const {
-    launch::Weights r;
-    r.t = ctx.in(w).dtype;
-    r.w = ctx.in(w).data;
-    r.scale = ctx.has(scale) ? static_cast<const float*>(ctx.in(scale).data) : nullptr;
-    r.b0 = b0_;
-    r.b1 = b1_;
-    return r;
+  launch::Weights weights(const ExecContext& ctx, size_t w, size_t scale, Quant q) const {
+    return weights_of(ctx.in(w), ctx.has(scale) ? &ctx.in(scale) : nullptr, q, b0_, b1_);
   }
 
   int slot_;
   int64_t b0_ = 128, b1_ = 128;
+  Quant routed_ = Quant::none, shared_ = Quant::none;
 };
 
 std::unique_ptr<Kernel> create_moe(PrepareContext& pc) { return std::make_unique<Moe>(pc); }
 
-const KernelRegistration moe_reg({"moe", check_moe, create_moe});
+// Version 2: packed weights (attributes quant and shared_quant).
+KernelDef moe_def() {
+  KernelDef d("moe", check_moe, create_moe);
+  d.version = 2;
+  return d;
+}
+
+const KernelRegistration moe_reg(moe_def());
 
 }  // namespace
 }  // namespace moert::cuda
