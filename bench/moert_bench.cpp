@@ -51,8 +51,9 @@ Model (one of):
                         or for a config.json file
   --models-json PATH    where --config names are looked up
                         (default: ../shared/bench/models.json beside the source tree)
-  --dtype LIST          random weights' storage: f32, bf16, f16, fp8 (default bf16);
-                        a comma list gives one row per dtype
+  --dtype LIST          random weights' storage: f32, bf16, f16, fp8, or int8, int4,
+                        mxfp4 (bf16 weights packed at load as LoadOptions::quantize
+                        packs them; default bf16); a comma list gives one row per dtype
   --seed N              random weights' seed (default 0)
 
 What to run:
@@ -155,8 +156,11 @@ Options parse(int argc, char** argv) {
     } else if (arg == "--dtype") {
       dtypes = split(next());
       for (const std::string& d : dtypes)
-        if (d != "f32" && d != "bf16" && d != "f16" && d != "fp8")
-          usage_error("--dtype must be f32, bf16, f16 or fp8 (or a comma list), got '" + d + "'");
+        if (d != "f32" && d != "bf16" && d != "f16" && d != "fp8" && d != "int8" && d != "int4" &&
+            d != "mxfp4")
+          usage_error(
+              "--dtype must be f32, bf16, f16, fp8, int8, int4 or mxfp4 (or a comma list), got '" +
+              d + "'");
     } else if (arg == "--seed") {
       o.seed = static_cast<uint64_t>(parse_int(arg, next(), 0));
     } else if (arg == "--backend") {

@@ -3,6 +3,8 @@
     import moert
     print(moert.backends())
     model = moert.load("path/to/checkpoint", backend="reference")
+    # GPTQ / AWQ / MXFP4 checkpoints load as stored; quantize="int4" (or
+    # "int8", "mxfp4") packs a float or fp8 one at load.
     logits = model.forward([1, 2, 3])          # numpy float32 [3, vocab]
     session = model.session()                  # KV-cached sequence
     session.append([1, 2, 3])
@@ -48,7 +50,7 @@ from ._moert import (  # noqa: E402
 )
 
 from .compare import Report, compare  # noqa: E402
-from .model import Model, load  # noqa: E402
+from .model import Model, load, random_model  # noqa: E402
 from .profiling import Profile  # noqa: E402
 
 __all__ = [
@@ -63,6 +65,7 @@ __all__ = [
     "backends",
     "load",
     "plugin_failures",
+    "random_model",
     "read_bandwidth",
     "supported_model_types",
 ]

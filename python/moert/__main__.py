@@ -1,15 +1,20 @@
 """The moert command line: ``python -m moert`` (also installed as ``moert``).
 
-    moert info [MODEL] [--backend NAME] [--no-roofline] [--no-progress]
+    moert info [MODEL] [--backend NAME] [--quantize int8|int4|mxfp4] [--no-roofline]
+                    [--no-progress]
                     backends found, plugins that failed; a model's summary with the host
                     CPU's decode roofline
     moert run MODEL [--backend NAME] [--prompt TEXT | --prompt-ids 1,2,3] [--max-new-tokens N]
                     [--temperature T] [--top-k K] [--top-p P] [--seed S] [--stop IDS]
-                    [--dtype f32|bf16|f16] [--max-context N] [--strict] [--logits-out FILE.npy]
-                    [--no-progress]
+                    [--dtype f32|bf16|f16] [--quantize int8|int4|mxfp4] [--max-context N]
+                    [--strict] [--logits-out FILE.npy] [--no-progress]
     moert bench MODEL [--backend cpu,opencl,cuda] [--prompt-tokens N] [--new-tokens M]
                       [--repeat R] [--dtype f32] [--json] [--plot FILE.png]
     moert make-test-model ARCH DIR [--dtype f32|bf16|fp8] [--shards N] [--seed S]
+                      [--quant gptq|awq|mxfp4 [--group-size G] [--asym]]
+
+--quantize packs the float (or fp8) linear weights inside the decoder layers at
+load (moert.load's quantize); GPTQ, AWQ and MXFP4 checkpoints load as stored.
 
 info and run are the runtime's commands (runtime/cli/commands.h, the same as
 the moert binary's), given text prompts through the checkpoint's tokenizer and
@@ -69,6 +74,12 @@ def cmd_make_test_model(args):
         print("moert: make-test-model needs the moert_reference package (python/moert_reference)",
               file=sys.stderr)
         return 1
+    if args.quant:
+        make_checkpoint.make_quantized_checkpoint(args.arch, args.dir, args.quant,
+                                                  group_size=args.group_size, sym=not args.asym,
+                                                  seed=args.seed)
+        print(f"wrote a random {args.arch} checkpoint ({args.quant}) to {args.dir}")
+        return 0
     make_checkpoint.make_checkpoint(args.arch, args.dir, dtype=args.dtype, shards=args.shards, seed=args.seed)
     print(f"wrote a random {args.arch} checkpoint ({args.dtype}) to {args.dir}")
     return 0
@@ -96,6 +107,10 @@ def main(argv=None):
     p.add_argument("--dtype", default="bf16", choices=["f32", "bf16", "fp8"])
     p.add_argument("--shards", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quant", choices=["gptq", "awq", "mxfp4"],
+                   help="a packed checkpoint in that real layout instead (bf16 elsewhere)")
+    p.add_argument("--group-size", type=int, default=32, help="GPTQ / AWQ groups (-1: whole rows)")
+    p.add_argument("--asym", action="store_true", help="GPTQ with zero points")
     p.set_defaults(func=cmd_make_test_model)
     argv = sys.argv[1:] if argv is None else list(argv)
     try:

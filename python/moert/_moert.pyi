@@ -57,6 +57,7 @@ class _SummaryBaseDict(TypedDict):
     weight_bytes: int
     bytes_per_token: int
     kv_bytes_per_token: int
+    weight_dtype: str
     text: str
 
 class _SummaryDict(_SummaryBaseDict, total=False):
@@ -94,6 +95,20 @@ def load(
     dtype: str = "f32",
     max_context: int = 0,
     strict: bool = False,
+    progress: Optional[_ProgressCallback] = None,
+    quantize: str = "",
+) -> Model: ...
+def random_model(
+    config_json: str,
+    weights: str = "bf16",
+    seed: int = 0,
+    std: float = 0.02,
+    name: str = "config",
+    backend: str = "reference",
+    dtype: str = "f32",
+    max_context: int = 0,
+    strict: bool = False,
+    quantize: str = "",
     progress: Optional[_ProgressCallback] = None,
 ) -> Model: ...
 def read_bandwidth() -> float: ...

@@ -3,8 +3,10 @@ output, profiling and load progress bars."""
 
 from __future__ import annotations
 
+import json
 import os
-from typing import TYPE_CHECKING, Callable, Iterator, List, Literal, Union, overload
+from typing import (TYPE_CHECKING, Any, Callable, Iterator, List, Literal, Mapping, Union,
+                    overload)
 
 from . import _moert, _progress, text as _text
 from .profiling import Profile
@@ -17,7 +19,8 @@ Progress = Union[None, bool, Callable[[str, int, int], object]]
 
 
 def load(path: Union[str, os.PathLike], backend: str = "reference", dtype: str = "f32",
-         max_context: int = 0, strict: bool = False, progress: Progress = None) -> Model:
+         max_context: int = 0, strict: bool = False, progress: Progress = None,
+         quantize: str = "") -> Model:
     """Loads a Hugging Face checkpoint directory and returns a Model.
 
     Args:
@@ -41,6 +44,15 @@ def load(path: Union[str, os.PathLike], backend: str = "reference", dtype: str =
             progress callback the checkpoint is read up front so that the
             disk reads show; an exception it raises (or Ctrl-C) aborts the
             load and propagates.  The bar uses tqdm when it is installed.
+        quantize: "" (weights as stored), "int8", "int4" or "mxfp4": every
+            float or fp8 linear weight inside the decoder layers (attention,
+            dense MLPs, routed and shared experts; not embeddings, lm_head or
+            routers) is packed at load, round to nearest with groups of 32
+            along K (int8 and int4 symmetric with f16 scales, int4 as
+            llama.cpp's Q4_0; mxfp4 with e8m0 shared exponents).  Weights a
+            GPTQ, AWQ or MXFP4 checkpoint stores packed stay as they are (they
+            are read without it).  info["weight_dtype"] shows the result,
+            e.g. "int4 g32 78%, bf16 22%".
 
     Raises:
         moert.Error: naming the file, tensor or parameter at fault (an
@@ -50,10 +62,44 @@ def load(path: Union[str, os.PathLike], backend: str = "reference", dtype: str =
     """
     callback = _progress.resolve(progress)
     try:
-        loaded = _moert.load(os.fspath(path), backend, dtype, max_context, strict, callback)
+        loaded = _moert.load(os.fspath(path), backend, dtype, max_context, strict, callback,
+                             quantize)
     finally:
         _progress.close(callback)
     return Model(loaded)
+
+
+def random_model(config: Union[str, Mapping[str, Any]], weights: str = "bf16", seed: int = 0,
+                 std: float = 0.02, name: str = "config", backend: str = "reference",
+                 dtype: str = "f32", max_context: int = 0, strict: bool = False,
+                 quantize: str = "", progress: Progress = None) -> Model:
+    """A Model with random weights built from a config.json body, no files.
+
+    Args:
+        config: the config.json body, a dict or a JSON str (e.g. an entry of
+            bench/models.json).
+        weights: storage of the weights: "f32", "bf16", "f16", "fp8" (linear
+            weights inside the decoder layers e4m3 with 128x128 block
+            scales), or "int8", "int4", "mxfp4" (the bf16 weights packed at
+            load as quantize packs them).
+        seed, std: every matrix N(0, std²) (a bounded draw), norms 1.0; the
+            values depend only on the seed and each tensor's name.
+        name: names the config in error messages (and is the model's path).
+        backend, dtype, max_context, strict, quantize, progress: as for
+            load() (progress sees "build", the bytes generated, and
+            "prepare").
+
+    Raises:
+        moert.Error: naming `name` and the config field at fault.
+    """
+    body = config if isinstance(config, str) else json.dumps(dict(config))
+    callback = _progress.resolve(progress)
+    try:
+        made = _moert.random_model(body, weights, seed, std, name, backend, dtype, max_context,
+                                   strict, quantize, callback)
+    finally:
+        _progress.close(callback)
+    return Model(made)
 
 
 class Model(_moert.Model):

@@ -24,10 +24,17 @@ Storage dtypes:
   BF16 variant (§6.5).  config.json gets the DeepSeek-V3
   ``quantization_config``.
 
+Packed checkpoints (``make_quantized_checkpoint``) store the same draw in
+the real serialisations of GPTQ (AutoGPTQ / GPTQModel v1: qweight, qzeros,
+scales, g_idx), AWQ (AutoAWQ gemm) or MXFP4 (GPT-OSS's ``_blocks`` /
+``_scales``, here per expert), written with NumPy from those formats'
+definitions alone, and return the dequantised values each packed weight
+stands for.
+
 Command line::
 
     python -m moert_reference.make_checkpoint ARCH DIR [--dtype bf16|f32|fp8]
-        [--shards N] [--seed S]
+        [--shards N] [--seed S] [--quant gptq|awq|mxfp4 [--group-size G] [--asym]]
 """
 
 import argparse
@@ -344,6 +351,234 @@ def checkpoint_tensors(config, dtype="bf16", seed=0):
     return out
 
 
+# ---------------------------------------------------------------------------
+# Packed checkpoints: GPTQ, AWQ and MXFP4 in their real serialisations
+# ---------------------------------------------------------------------------
+
+QUANT_METHODS = ("gptq", "awq", "mxfp4")
+
+# AutoAWQ's pack order: nibble p of an int32 holds column 8j + AWQ_ORDER[p].
+AWQ_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)
+
+# OCP e2m1 magnitudes, codes 0..7 (code | 8 is the negative).
+E2M1_MAGNITUDES = np.array([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0])
+
+
+def _groups(cols, group_size):
+    g = cols if group_size == -1 else group_size
+    return g, -(-cols // g)
+
+
+def quantize_int4_groups(weight, group_size, method="gptq", sym=True):
+    """Round-to-nearest 4-bit codes of ``weight`` [N, K] per group of
+    ``group_size`` columns (-1: the whole row), as the packers store them.
+
+    gptq, sym: ``scale = 2 amax / 15``, zero 8 (GPTQ's symmetric grid);
+    gptq, asym: ``scale = (max(x, 0) - min(x, 0)) / 15``, ``zero =
+    round(-min / scale)`` kept in [1, 15] (the v1 serialisation stores
+    zero - 1 and cannot hold -1); awq: AutoAWQ's ``scale = (max - min) / 15``,
+    ``zero = clip(-round(min / scale), 0, 15)``.  Scales are rounded to f16
+    before the codes are computed.  Returns ``(q [N, K] ints 0..15, scale
+    [N, G] float16, zero [N, G] ints, dequantised [N, K] float64)`` with
+    ``dequantised = (q - zero) * scale`` per group.
+    """
+    w = np.asarray(weight, dtype=np.float64)
+    n, k = w.shape
+    g, ng = _groups(k, group_size)
+    q = np.zeros((n, k), dtype=np.int64)
+    scale = np.zeros((n, ng), dtype=np.float16)
+    zero = np.zeros((n, ng), dtype=np.int64)
+    deq = np.zeros((n, k), dtype=np.float64)
+    for j in range(ng):
+        sl = slice(j * g, min(k, (j + 1) * g))
+        x = w[:, sl]
+        if method == "gptq" and sym:
+            s = 2.0 * np.max(np.abs(x), axis=1) / 15.0
+            z = np.full(n, 8)
+        elif method == "gptq":
+            lo = np.minimum(x.min(axis=1), 0.0)
+            hi = np.maximum(x.max(axis=1), 0.0)
+            s = (hi - lo) / 15.0
+            z = None
+        else:  # awq
+            lo, hi = x.min(axis=1), x.max(axis=1)
+            s = np.maximum(hi - lo, 1e-5) / 15.0
+            z = None
+        s16 = s.astype(np.float16)
+        s16[s16 == 0] = np.float16(1.0)
+        sf = s16.astype(np.float64)
+        if z is None:
+            if method == "gptq":
+                z = np.clip(np.round(-lo / sf), 1, 15).astype(np.int64)
+            else:
+                z = np.clip(-np.round(lo / sf), 0, 15).astype(np.int64)
+        qj = np.clip(np.round(x / sf[:, None]) + z[:, None], 0, 15).astype(np.int64)
+        q[:, sl] = qj
+        scale[:, j] = s16
+        zero[:, j] = z
+        deq[:, sl] = (qj - z[:, None]) * sf[:, None]
+    return q, scale, zero, deq
+
+
+def _pack_nibbles(values, order=(0, 1, 2, 3, 4, 5, 6, 7)):
+    """Pack ints 0..15 [R, 8m] along the last axis into int32 [R, m]:
+    nibble p (bits 4p..4p+3) of word j holds column 8j + order[p]."""
+    v = np.asarray(values, dtype=np.uint32) & 0xF
+    r, c = v.shape
+    assert c % 8 == 0, "8 values per int32"
+    v = v.reshape(r, c // 8, 8)
+    out = np.zeros((r, c // 8), dtype=np.uint32)
+    for p, col in enumerate(order):
+        out |= v[:, :, col] << np.uint32(4 * p)
+    return out.view(np.int32)
+
+
+def pack_gptq(q, scale, zero, group_size, g_idx=None):
+    """The AutoGPTQ / GPTQModel v1 tensors of one module: ``qweight`` int32
+    [K/8, N] (8 consecutive k per word, low bits first), ``qzeros`` int32
+    [G, N/8] (zero - 1, 8 consecutive n per word), ``scales`` float16 [G, N],
+    ``g_idx`` int32 [K] (k // group_size unless given)."""
+    n, k = q.shape
+    g, _ = _groups(k, group_size)
+    # Pack along K: transpose so K is the packed (last) axis of [N, K], then
+    # the words [N, K/8] transposed to [K/8, N].
+    qweight = np.ascontiguousarray(_pack_nibbles(q).T)
+    qzeros = _pack_nibbles((zero - 1).T)
+    if g_idx is None:
+        g_idx = np.arange(k) // g
+    return {
+        "qweight": ("I32", qweight),
+        "qzeros": ("I32", qzeros),
+        "scales": ("F16", np.ascontiguousarray(scale.T)),
+        "g_idx": ("I32", np.asarray(g_idx, dtype=np.int32)),
+    }
+
+
+def pack_awq(q, scale, zero):
+    """The AutoAWQ gemm tensors of one module: ``qweight`` int32 [K, N/8]
+    packed along N in AWQ_ORDER, ``qzeros`` int32 [G, N/8] likewise,
+    ``scales`` float16 [G, N]."""
+    return {
+        "qweight": ("I32", _pack_nibbles(q.T, AWQ_ORDER)),
+        "qzeros": ("I32", _pack_nibbles(zero.T, AWQ_ORDER)),
+        "scales": ("F16", np.ascontiguousarray(scale.T)),
+    }
+
+
+def quantize_mxfp4(weight):
+    """OCP MXFP4 of ``weight`` [N, K] (K a multiple of 32) in GPT-OSS's
+    storage: per block of 32 columns the shared exponent e = floor(log2
+    amax) - 2 (the OCP spec's choice; values beyond 6 · 2^e saturate), each
+    value the nearest e2m1.  Returns ``(blocks uint8 [N, K/32, 16] (element
+    2i in the low nibble of byte i, 2i + 1 in the high), scales uint8
+    [N, K/32] (e + 127), dequantised float64 [N, K])``."""
+    w = np.asarray(weight, dtype=np.float64)
+    n, k = w.shape
+    assert k % 32 == 0, "MXFP4 blocks are 32 columns"
+    x = w.reshape(n, k // 32, 32)
+    amax = np.abs(x).max(axis=2)
+    e = np.where(amax > 0, np.floor(np.log2(np.where(amax > 0, amax, 1.0))) - 2, -127)
+    e = np.clip(e, -127, 127).astype(np.int64)
+    scaled = x / np.exp2(e)[:, :, None]
+    mag = np.minimum(np.abs(scaled), 6.0)
+    code = np.argmin(np.abs(mag[..., None] - E2M1_MAGNITUDES), axis=-1)
+    code = np.where((scaled < 0) & (code > 0), code | 8, code).astype(np.uint8)
+    blocks = (code[:, :, 0::2] | (code[:, :, 1::2] << 4)).astype(np.uint8)
+    values = np.where(code & 8, -1.0, 1.0) * E2M1_MAGNITUDES[code & 7]
+    deq = (values * np.exp2(e)[:, :, None]).reshape(n, k)
+    return blocks, (e + 127).astype(np.uint8), deq
+
+
+def quantization_config(method, group_size=32, sym=True, desc_act=False):
+    """config.json's quantization_config of a packed checkpoint."""
+    if method == "gptq":
+        return {"quant_method": "gptq", "bits": 4, "group_size": group_size,
+                "desc_act": desc_act, "sym": sym, "true_sequential": True,
+                "damp_percent": 0.01, "checkpoint_format": "gptq"}
+    if method == "awq":
+        return {"quant_method": "awq", "bits": 4, "group_size": group_size,
+                "zero_point": True, "version": "gemm"}
+    if method == "mxfp4":
+        return {"quant_method": "mxfp4",
+                "modules_to_not_convert": ["model.layers.*.self_attn",
+                                           "model.layers.*.mlp.gate",
+                                           "model.embed_tokens", "lm_head"]}
+    raise ValueError("method must be one of " + ", ".join(QUANT_METHODS))
+
+
+def quantized_checkpoint_tensors(config, method, group_size=32, sym=True,
+                                 seed=0, plain=(), g_idx=None):
+    """The tensors of a packed checkpoint and the values they stand for.
+
+    Which weights are packed: gptq and awq every 2-D Linear weight inside the
+    decoder layers (attention, dense MLPs, experts, shared experts; not the
+    router or the Qwen2-MoE shared-expert gate), as AutoGPTQ and AutoAWQ
+    quantize them; mxfp4 the routed experts only, as GPT-OSS stores them,
+    under ``<weight name>_blocks`` / ``_scales`` per expert (e.g.
+    ``model.layers.0.mlp.experts.3.gate_proj.weight_blocks``).  Names in
+    ``plain`` stay BF16; ``g_idx`` (an int array) replaces every GPTQ g_idx.
+    Everything else is BF16 (F32 for DeepSeek-V3's score bias), drawn as the
+    "bf16" checkpoint of the same seed draws it.
+
+    Returns ``(tensors, dequantised)``: name -> (dtype, array) as written,
+    and the packed weights' names (``...q_proj.weight``) -> float64 values
+    [out, in] that the packed form stands for.
+    """
+    values = random_values(config, seed)
+    out, deq = {}, {}
+    for name, shape, kind in tensor_specs(config):
+        value = values[name]
+        layer_linear = (kind == "linear" and name.startswith("model.layers.")
+                        and name not in plain)
+        if method == "mxfp4":
+            packed = layer_linear and ".experts." in name
+        else:
+            packed = layer_linear
+        if kind == "score_bias":
+            out[name] = ("F32", value)
+        elif not packed:
+            out[name] = ("BF16", value)
+        elif method == "mxfp4":
+            blocks, scales, d = quantize_mxfp4(value)
+            out[name + "_blocks"] = ("U8", blocks)
+            out[name + "_scales"] = ("U8", scales)
+            deq[name] = d
+        else:
+            q, scale, zero, d = quantize_int4_groups(value, group_size, method, sym)
+            parts = (pack_gptq(q, scale, zero, group_size, g_idx) if method == "gptq"
+                     else pack_awq(q, scale, zero))
+            base = name[:-len(".weight")]
+            for suffix, tensor in parts.items():
+                out[base + "." + suffix] = tensor
+            deq[name] = d
+    return out, deq
+
+
+def make_quantized_checkpoint(arch, directory, method, group_size=32, sym=True,
+                              desc_act=False, seed=0, overrides=None, plain=(),
+                              g_idx=None):
+    """Write a tiny random checkpoint of ``arch`` packed with ``method``
+    ("gptq", "awq" or "mxfp4"; see :func:`quantized_checkpoint_tensors`) into
+    ``directory``, with its quantization_config.  Returns ``(config,
+    dequantised)``: the config written and the float64 values of each packed
+    weight, to run :mod:`moert_reference.reference` on."""
+    config = build_config(arch, "bf16", overrides)
+    config["quantization_config"] = quantization_config(method, group_size, sym, desc_act)
+    if method != "mxfp4":
+        config["torch_dtype"] = "float16"
+    tensors, deq = quantized_checkpoint_tensors(config, method, group_size, sym, seed,
+                                                plain, g_idx)
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, "config.json"), "w", encoding="utf-8") as f:
+        json.dump(config, f, indent=2, sort_keys=True)
+        f.write("\n")
+    for stale in os.listdir(directory):
+        if stale.endswith(".safetensors") or stale.endswith(".index.json"):
+            os.remove(os.path.join(directory, stale))
+    write_safetensors(os.path.join(directory, "model.safetensors"), tensors, {"format": "pt"})
+    return config, deq
+
+
 def _split_into_shards(names, sizes, shards):
     """Split the ordered tensor list into ``shards`` contiguous groups of
     roughly equal byte size (each group non-empty)."""
@@ -438,9 +673,20 @@ def main(argv=None):
                         default="bf16")
     parser.add_argument("--shards", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quant", choices=QUANT_METHODS,
+                        help="write a packed checkpoint instead (GPTQ v1, AWQ gemm or "
+                             "MXFP4 experts, bf16 elsewhere; --dtype and --shards unused)")
+    parser.add_argument("--group-size", type=int, default=32,
+                        help="GPTQ / AWQ group size (-1: one group per row)")
+    parser.add_argument("--asym", action="store_true", help="GPTQ with zero points")
     args = parser.parse_args(argv)
-    make_checkpoint(args.arch, args.directory, dtype=args.dtype,
-                    shards=args.shards, seed=args.seed)
+    if args.quant:
+        make_quantized_checkpoint(args.arch, args.directory, args.quant,
+                                  group_size=args.group_size, sym=not args.asym,
+                                  seed=args.seed)
+    else:
+        make_checkpoint(args.arch, args.directory, dtype=args.dtype,
+                        shards=args.shards, seed=args.seed)
     print(args.directory)
 
 

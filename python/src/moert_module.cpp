@@ -304,6 +304,7 @@ class PyModel {
     d["weight_bytes"] = s.weight_bytes;
     d["bytes_per_token"] = s.bytes_per_token;
     d["kv_bytes_per_token"] = s.kv_bytes_per_token;
+    d["weight_dtype"] = s.weight_dtype;
     std::string text = s.str();
     if (roofline) {
       const double bw = host_read_bandwidth();
@@ -474,20 +475,48 @@ py::list plugin_failures() {
   return out;
 }
 
-PyModel load(const std::string& path, const std::string& backend, const std::string& dtype,
-             int64_t max_context, bool strict, const py::object& progress) {
+moert::LoadOptions load_options(const std::string& what, const std::string& backend,
+                                const std::string& dtype, int64_t max_context, bool strict,
+                                const std::string& quantize) {
   moert::LoadOptions o;
   o.device = backend;
   std::optional<moert::DType> t = moert::dtype_from_name(dtype);
-  moert::check(t.has_value(), "load: unknown dtype '" + dtype + "' (expected f32, bf16 or f16)");
+  moert::check(t.has_value(), what + ": unknown dtype '" + dtype + "' (expected f32, bf16 or f16)");
   o.dtype = *t;
   o.max_context = max_context;
   o.strict = strict;
+  o.quantize = quantize;
+  return o;
+}
+
+PyModel load(const std::string& path, const std::string& backend, const std::string& dtype,
+             int64_t max_context, bool strict, const py::object& progress,
+             const std::string& quantize) {
+  moert::LoadOptions o = load_options("load", backend, dtype, max_context, strict, quantize);
   ProgressCallback cb(progress);
   o.progress = cb.callback();
   std::unique_ptr<moert::Model> model;
   cb.run([&] { model = moert::Model::load(path, o); });
   return PyModel(std::move(model), path);
+}
+
+// moert.random_model(): Model::random from a config.json body.
+PyModel random_model(const std::string& config_json, const std::string& weights, uint64_t seed,
+                     double std_dev, const std::string& name, const std::string& backend,
+                     const std::string& dtype, int64_t max_context, bool strict,
+                     const std::string& quantize, const py::object& progress) {
+  moert::LoadOptions o =
+      load_options("random_model", backend, dtype, max_context, strict, quantize);
+  moert::RandomWeights w;
+  w.dtype = weights;
+  w.seed = seed;
+  w.std = std_dev;
+  w.name = name;
+  ProgressCallback cb(progress);
+  o.progress = cb.callback();
+  std::unique_ptr<moert::Model> model;
+  cb.run([&] { model = moert::Model::random(config_json, w, o); });
+  return PyModel(std::move(model), name);
 }
 
 // moert.compare()'s measurement (moert/compare.h): the prompt, the reference
@@ -613,6 +642,7 @@ version, a duplicate name ...  The other plugins still load.)doc");
 
   m.def("load", &load, py::arg("path"), py::arg("backend") = "reference", py::arg("dtype") = "f32",
         py::arg("max_context") = 0, py::arg("strict") = false, py::arg("progress") = py::none(),
+        py::arg("quantize") = "",
         R"doc(Loads a Hugging Face checkpoint directory and returns a Model.
 
 The package's moert.load() wraps this one (progress bars on stderr, and the
@@ -633,11 +663,26 @@ Args:
         "build" and "prepare"; done and total count bytes of weights, done
         rises from 0 to total in each stage.  An exception it raises (or
         Ctrl-C) aborts the load and propagates.  It must not use the model.
+    quantize: "" (weights as stored), "int8", "int4" or "mxfp4": pack every
+        float or fp8 linear weight inside the decoder layers at load (round
+        to nearest, groups of 32 along K).
 
 Raises:
     moert.Error: naming the file, tensor or parameter at fault (an unknown
         backend lists the available ones; an unknown model_type lists the
         supported ones).)doc");
+
+  m.def("random_model", &random_model, py::arg("config_json"), py::arg("weights") = "bf16",
+        py::arg("seed") = 0, py::arg("std") = 0.02, py::arg("name") = "config",
+        py::arg("backend") = "reference", py::arg("dtype") = "f32", py::arg("max_context") = 0,
+        py::arg("strict") = false, py::arg("quantize") = "", py::arg("progress") = py::none(),
+        R"doc(A Model with random weights built from a config.json body (a JSON str).
+
+The package's moert.random_model() wraps this one.  weights: their storage,
+"f32", "bf16", "f16", "fp8", or "int8", "int4", "mxfp4" (the bf16 weights
+packed as quantize packs them); seed and std: the draw (N(0, std²), norms
+1.0); name: names the config in errors and is the model's path.  backend,
+dtype, max_context, strict, quantize, progress: as for load().)doc");
 
   m.def("read_bandwidth", &host_read_bandwidth,
         R"doc(The host's memory read bandwidth in bytes per second.
@@ -738,6 +783,8 @@ start a new one.  Model(other) is another handle on the same loaded model
     weight_bytes, bytes_per_token: the weights as stored, and the bytes a
         decode step must read.
     kv_bytes_per_token: KV-cache bytes per position.
+    weight_dtype: the weights' formats by share of bytes, as info's
+        ("int4 g32 78%, bf16 22%": packed weights with their scales).
     read_bandwidth, roofline_s_per_token, roofline_tok_s (with roofline):
         the host's measured read bandwidth (read_bandwidth(), measured once
         per process) and the decode time per token it implies on the CPU,
@@ -747,7 +794,8 @@ start a new one.  Model(other) is another handle on the same loaded model
                              R"doc(What was read from config.json, as a dict:
 architecture, model_type, vocab_size, hidden_size, num_layers, num_experts
 (0 for dense models), experts_per_token, max_context (KV cache capacity of
-this load) and weight_dtype ("bf16", or a mix such as "fp8 e4m3 61%, ...").)doc")
+this load) and weight_dtype ("bf16", or a mix such as "fp8 e4m3 61%, ..." or
+"int4 g32 78%, bf16 22%": packed weights counted with their scales).)doc")
       .def("forward", &PyModel::forward, py::arg("token_ids"),
            R"doc(Logits of every position of a fresh sequence.
 

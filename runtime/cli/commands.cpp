@@ -17,11 +17,12 @@ namespace moert::cli {
 namespace {
 
 const char* const kUsage =
-    "usage: moert info [MODEL_DIR] [--backend NAME] [--no-roofline] [--no-progress]\n"
+    "usage: moert info [MODEL_DIR] [--backend NAME] [--quantize int8|int4|mxfp4] [--no-roofline]\n"
+    "                  [--no-progress]\n"
     "       moert run MODEL_DIR [--backend NAME] [--prompt TEXT | --prompt-ids 1,2,3]\n"
     "                 [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S]\n"
-    "                 [--stop IDS] [--dtype f32|bf16|f16] [--max-context N] [--strict]\n"
-    "                 [--logits-out FILE.npy] [--no-progress]\n";
+    "                 [--stop IDS] [--dtype f32|bf16|f16] [--quantize int8|int4|mxfp4]\n"
+    "                 [--max-context N] [--strict] [--logits-out FILE.npy] [--no-progress]\n";
 
 // A mistake in the command line: reported with the usage, exit status 2.
 struct UsageError : std::runtime_error {
@@ -48,6 +49,13 @@ int64_t parse_int(const std::string& option, const std::string& value) {
 double parse_real(const std::string& option, const std::string& value) {
   return parse_number<double>(
       option, value, [](const std::string& s, size_t* used) { return std::stod(s, used); });
+}
+
+// --quantize's value: "int8", "int4" or "mxfp4".
+std::string parse_quantize(const std::string& value) {
+  if (value != "int8" && value != "int4" && value != "mxfp4")
+    throw UsageError("argument --quantize: must be int8, int4 or mxfp4, got '" + value + "'");
+  return value;
 }
 
 std::vector<int32_t> parse_ids(const std::string& option, const std::string& value) {
@@ -158,6 +166,8 @@ int run(const std::vector<std::string>& args, std::ostream& out, const Hooks& ho
       progress = false;
     } else if (flag == "--logits-out") {
       logits_out = a.value(flag);
+    } else if (flag == "--quantize") {
+      load.quantize = parse_quantize(a.value(flag));
     } else if (flag == "--dtype") {
       const std::string d = a.value(flag);
       const std::optional<DType> t = dtype_from_name(d);
@@ -223,6 +233,8 @@ int info(const std::vector<std::string>& args, std::ostream& out, const Hooks& h
       roofline = false;
     else if (arg == "--backend")
       load.device = a.value(arg);
+    else if (arg == "--quantize")
+      load.quantize = parse_quantize(a.value(arg));
     else if (arg == "--no-progress")
       load.progress = nullptr;
     else if (arg.starts_with("-") || !model_dir.empty())

@@ -3,7 +3,8 @@
 // through its compiled module, adding what needs Python (text prompts through
 // the checkpoint's tokenizer, a loading bar) as hooks.
 //
-//   moert info [MODEL_DIR] [--backend NAME] [--no-roofline] [--no-progress]
+//   moert info [MODEL_DIR] [--backend NAME] [--quantize int8|int4|mxfp4] [--no-roofline]
+//              [--no-progress]
 //       backends found (and plugins that failed), what each device supports; a
 //       model's summary with the host CPU's decode roofline (weight bytes per
 //       token / measured read bandwidth; --no-roofline skips the measurement)
@@ -12,7 +13,8 @@
 //
 // run options: --backend NAME (default reference)  --prompt TEXT | --prompt-ids 1,2,3
 //   --max-new-tokens N  --temperature T  --top-k K  --top-p P  --seed S  --stop 2,7
-//   --dtype f32|bf16|f16  --max-context N  --strict  --no-progress
+//   --dtype f32|bf16|f16  --quantize int8|int4|mxfp4 (pack the float linear weights inside
+//   the decoder layers at load, LoadOptions::quantize)  --max-context N  --strict  --no-progress
 //   --logits-out FILE.npy (every logit row: the prompt's, then one per decode step,
 //   float32 [rows, vocab])
 #pragma once

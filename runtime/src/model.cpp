@@ -10,6 +10,7 @@
 #include "models/architecture.h"
 #include "models/decoder_builder.h"
 #include "models/quantization.h"
+#include "models/quantize_weights.h"
 #include "models/random_weights.h"
 #include "moert/error.h"
 #include "moert/safetensors.h"
@@ -24,28 +25,82 @@ Tensor ints(const std::vector<int32_t>& v) {
   return t;
 }
 
-// The constants of a graph (its weights) by dtype, as "bf16" or the mix by
-// share of bytes: "fp8 e4m3 61%, bf16 37%, f32 2%".
-std::string weight_dtype_of(const Graph& g) {
-  std::map<DType, uint64_t> bytes;
-  uint64_t total = 0;
-  for (const Value& v : g.values())
-    if (v.kind == ValueKind::constant) {
-      bytes[v.data.dtype()] += v.data.nbytes();
-      total += v.data.nbytes();
+// What a constant of a decoder graph is to the node consuming it: a packed
+// weight (its format label and its matrix's element count) or a scale.
+struct ConstantRole {
+  std::string label;     // "int4 g32" for a packed weight and its scale; "" otherwise
+  bool scale = false;    // a block or group scale (not parameters)
+  int64_t elements = 0;  // a packed weight's elements (its matrix's, not its bytes')
+};
+
+std::map<ValueId, ConstantRole> constant_roles(const Graph& g) {
+  std::map<ValueId, ConstantRole> roles;
+  auto input = [](const Node& n, size_t i) { return i < n.inputs.size() ? n.inputs[i] : kNoValue; };
+  // Weight `w` [lead..., rows, stored] with `cols` columns and its scale `s`.
+  auto mark = [&](ValueId w, ValueId s, const std::string& quant, const std::vector<int64_t>& block,
+                  int64_t cols) {
+    if (s != kNoValue) roles[s].scale = true;
+    ops::WeightFormat f = ops::WeightFormat::none;
+    if (w == kNoValue || !ops::weight_format_from(quant, &f) || f == ops::WeightFormat::none)
+      return;
+    const Tensor& t = g.value(w).data;
+    const std::string label = packed_label(f, block);
+    roles[w].label = label;
+    roles[w].elements = t.numel() / std::max<int64_t>(t.dim(-1), 1) * cols;
+    if (s != kNoValue) roles[s].label = label;
+  };
+  for (const Node& n : g.nodes()) {
+    if (n.op == "linear") {
+      const ValueId x = input(n, 0);
+      const int64_t cols = g.value(x).shape.at(-1).fixed;
+      mark(input(n, 1), input(n, 3), n.attrs.get_string("quant", "none"),
+           n.attrs.get_ints("block_size", {128, 128}), cols);
+    } else if (n.op == "moe") {
+      const std::vector<int64_t> block = n.attrs.get_ints("block_size", {128, 128});
+      const std::string routed = n.attrs.get_string("quant", "none"),
+                        shared = n.attrs.get_string("shared_quant", "none");
+      const int64_t hidden = g.value(input(n, 0)).shape.at(-1).fixed;
+      const int64_t inter = g.value(input(n, 3)).shape[1].fixed;
+      mark(input(n, 3), input(n, 6), routed, block, hidden);
+      mark(input(n, 4), input(n, 7), routed, block, hidden);
+      mark(input(n, 5), input(n, 8), routed, block, inter);
+      if (input(n, 9) != kNoValue) {
+        const int64_t shared_inter = g.value(input(n, 9)).shape[0].fixed;
+        mark(input(n, 9), input(n, 12), shared, block, hidden);
+        mark(input(n, 10), input(n, 13), shared, block, hidden);
+        mark(input(n, 11), input(n, 14), shared, block, shared_inter);
+      }
     }
-  std::vector<std::pair<uint64_t, DType>> order;
+  }
+  return roles;
+}
+
+// The constants of a graph (its weights) by dtype, as "bf16" or the mix by
+// share of bytes: "fp8 e4m3 61%, bf16 37%, f32 2%"; packed weights and their
+// scales by format: "int4 g32 78%, bf16 22%".
+std::string weight_dtype_of(const Graph& g) {
+  const std::map<ValueId, ConstantRole> roles = constant_roles(g);
+  std::map<std::string, uint64_t> bytes;
+  uint64_t total = 0;
+  for (size_t i = 0; i < g.values().size(); ++i) {
+    const Value& v = g.values()[i];
+    if (v.kind != ValueKind::constant) continue;
+    auto r = roles.find(static_cast<ValueId>(i));
+    std::string name = v.data.dtype() == DType::f8_e4m3 ? std::string("fp8 e4m3")
+                                                        : std::string(dtype_name(v.data.dtype()));
+    if (r != roles.end() && !r->second.label.empty()) name = r->second.label;
+    bytes[name] += v.data.nbytes();
+    total += v.data.nbytes();
+  }
+  std::vector<std::pair<uint64_t, std::string>> order;
   for (const auto& [d, b] : bytes) order.emplace_back(b, d);
   std::sort(order.rbegin(), order.rend());
-  auto name = [](DType d) {
-    return d == DType::f8_e4m3 ? std::string("fp8 e4m3") : std::string(dtype_name(d));
-  };
-  if (order.size() == 1) return name(order[0].second);
+  if (order.size() == 1) return order[0].second;
   std::string out;
   for (const auto& [b, d] : order) {
     int pct = total ? static_cast<int>((100 * b + total / 2) / total) : 0;
     if (pct == 0) continue;
-    out += (out.empty() ? "" : ", ") + name(d) + " " + std::to_string(pct) + "%";
+    out += (out.empty() ? "" : ", ") + d + " " + std::to_string(pct) + "%";
   }
   return out;
 }
@@ -58,6 +113,14 @@ uint64_t constant_bytes(const Graph& g) {
   return n;
 }
 
+// The load option `quantize` (or random weights' packed dtype) as a source
+// packing `inner`'s weights, or nothing.
+std::unique_ptr<WeightSource> quantizing(WeightSource& inner, const std::string& where,
+                                         ops::WeightFormat format, int64_t group, int threads) {
+  if (format == ops::WeightFormat::none) return nullptr;
+  return std::make_unique<QuantizingWeights>(inner, where, format, group, threads);
+}
+
 }  // namespace
 
 std::unique_ptr<Model> Model::load(const std::string& directory, const LoadOptions& options) {
@@ -66,9 +129,18 @@ std::unique_ptr<Model> Model::load(const std::string& directory, const LoadOptio
   HfConfig config = HfConfig::read((fs::path(directory) / "config.json").string());
   ArchSpec arch = arch_from_config(config);
   Checkpoint checkpoint = Checkpoint::open(directory);
-  check_quantization(config, checkpoint);
-  CheckpointWeights weights(checkpoint);
-  return build(arch, config.path(), weights, options);
+  const ops::WeightFormat format = quantize_format(options.quantize, "load option quantize");
+  CheckpointQuant quant = check_quantization(config, checkpoint);
+  // The float weights of a GPTQ / AWQ checkpoint take its groups, so that
+  // they can share a moe node with its packed ones.
+  const int64_t group =
+      format != ops::WeightFormat::mxfp4 && (quant.method == "gptq" || quant.method == "awq")
+          ? quant.group_size
+          : 32;
+  CheckpointWeights weights(checkpoint, std::move(quant));
+  std::unique_ptr<WeightSource> packing =
+      quantizing(weights, checkpoint.directory(), format, group, 0);
+  return build(arch, config.path(), packing ? *packing : weights, options);
 }
 
 std::unique_ptr<Model> Model::random(const std::string& config_json, const RandomWeights& weights,
@@ -83,8 +155,20 @@ std::unique_ptr<Model> Model::random(const std::string& config_json, const Rando
   HfConfig config(std::move(j), weights.name);
   ArchSpec arch = arch_from_config(config);
   check_sizes(config, arch);  // no stored shapes to check them against
+  // int8, int4, mxfp4: the bf16 weights, packed as quantize packs them, by
+  // the source itself as it generates them (so the bf16 model is never held).
+  ops::WeightFormat format = quantize_format(options.quantize, "load option quantize");
+  ops::WeightFormat packed = ops::WeightFormat::none;
+  if (weights.dtype != "none" && ops::weight_format_from(weights.dtype, &packed)) {
+    check(format == ops::WeightFormat::none || format == packed,
+          weights.name + ": random weights of dtype '" + weights.dtype +
+              "' cannot be quantized to '" + options.quantize + "' as well");
+    format = ops::WeightFormat::none;
+  }
   RandomWeightSource source(arch, weights);
-  return build(arch, config.path(), source, options);
+  std::unique_ptr<WeightSource> packing =
+      quantizing(source, weights.name, format, 32, weights.threads);
+  return build(arch, config.path(), packing ? *packing : source, options);
 }
 
 std::unique_ptr<Model> Model::build(const ArchSpec& arch, const std::string& name,
@@ -177,12 +261,15 @@ Tensor Model::forward(const std::vector<int32_t>& tokens) { return session().app
 
 ModelSummary Model::summary() const {
   ModelSummary s;
+  const std::map<ValueId, ConstantRole> roles = constant_roles(graph_);
+  s.weight_dtype = info_.weight_dtype;
   const bool tied = graph_.find("lm_head.weight") == kNoValue;
   const double active_experts =
       info_.num_experts > 0
           ? static_cast<double>(info_.experts_per_token) / static_cast<double>(info_.num_experts)
           : 1.0;
-  for (const Value& v : graph_.values()) {
+  for (size_t i = 0; i < graph_.values().size(); ++i) {
+    const Value& v = graph_.values()[i];
     if (v.kind == ValueKind::state) {
       // A KV cache [capacity, heads, dim]: bytes per position.
       s.kv_bytes_per_token += static_cast<uint64_t>(num_elements(v.shape.static_dims())) *
@@ -190,8 +277,10 @@ ModelSummary Model::summary() const {
       continue;
     }
     if (v.kind != ValueKind::constant) continue;
-    const bool scale = v.name.size() > 10 && v.name.ends_with("_scale_inv");
-    const int64_t n = v.data.numel();
+    auto role = roles.find(static_cast<ValueId>(i));
+    const bool scale = role != roles.end() && role->second.scale;
+    const int64_t n =
+        role != roles.end() && role->second.elements > 0 ? role->second.elements : v.data.numel();
     const uint64_t bytes = v.data.nbytes();
     // Experts are stacked [E, out, in] (the builder names them "...experts.*...").
     double fraction = v.name.find(".experts.*.") != std::string::npos ? active_experts : 1.0;
@@ -225,7 +314,8 @@ std::string ModelSummary::str() const {
                     : 0.0);
   return "parameters: " + millions(static_cast<double>(total_params)) + " total, " +
          millions(static_cast<double>(active_params)) + " active per token (" + pct + ")\n" +
-         "weights: " + mb(static_cast<double>(weight_bytes)) + " stored, " +
+         "weights: " + mb(static_cast<double>(weight_bytes)) + " stored" +
+         (weight_dtype.empty() ? std::string() : " (" + weight_dtype + ")") + ", " +
          mb(static_cast<double>(bytes_per_token)) + " read per decoded token\n" +
          "KV cache: " + std::to_string(kv_bytes_per_token) + " bytes per position\n";
 }

@@ -176,13 +176,25 @@ def _with_quantization(tmp_path, arch, dtype, quantization, seed):
     return d
 
 
-@pytest.mark.parametrize("method", ["gptq", "awq", "mxfp4", "bitsandbytes"])
+@pytest.mark.parametrize("method", ["bitsandbytes", "quanto", "hqq"])
 def test_a_quant_method_moert_does_not_read_is_refused_by_name(tmp_path, method):
-    # A GPTQ config on a checkpoint: its packed tensors must never run as plain weights.
+    # A bitsandbytes config on a checkpoint: its packed tensors must never run as plain weights.
     d = _with_quantization(tmp_path, "llama", "f32", {"quant_method": method, "bits": 4}, 10)
     _, _, proc = run_moert(d, tmp_path, check=False)
     assert proc.returncode != 0
     assert f"'quantization_config.quant_method' is '{method}', which moert does not read" in proc.stderr
+    assert "config.json" in proc.stderr
+
+
+@pytest.mark.parametrize("method", ["gptq", "awq", "mxfp4"])
+def test_a_packed_method_over_plain_tensors_is_refused_by_name(tmp_path, method):
+    # moert reads GPTQ, AWQ and MXFP4 (tests/python/test_quantized_checkpoints.py),
+    # but a config declaring one over plain tensors is a mismatch, never run.
+    d = _with_quantization(tmp_path, "llama", "f32", {"quant_method": method, "bits": 4}, 10)
+    _, _, proc = run_moert(d, tmp_path, check=False)
+    assert proc.returncode != 0
+    assert f"'quantization_config.quant_method' is '{method}' but no tensor of" in proc.stderr
+    assert "the config and the weights disagree" in proc.stderr
     assert "config.json" in proc.stderr
 
 

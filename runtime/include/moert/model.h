@@ -31,8 +31,18 @@ using LoadProgress = std::function<void(const std::string& stage, uint64_t done,
 
 struct LoadOptions {
   std::string device = "reference";
-  // Activation dtype; weights stay as stored (bf16 stays bf16, fp8 stays fp8).
+  // Activation dtype; weights stay as stored (bf16 stays bf16, fp8 stays fp8,
+  // GPTQ / AWQ stay int4, MXFP4 mxfp4), unless `quantize` packs them.
   DType dtype = DType::f32;
+  // Quantize on load: "" (no), "int8", "int4" or "mxfp4".  Every linear weight
+  // inside the decoder layers (attention, dense MLPs, routed and shared
+  // experts; not embeddings, lm_head, routers, norms) that is float or fp8 is
+  // packed, round to nearest with groups of 32 along K: int8 symmetric (f16
+  // scale amax / 127), int4 symmetric as llama.cpp's Q4_0, mxfp4 as the OCP
+  // MX format (e8m0 shared exponents).  Weights a checkpoint stores packed
+  // (GPTQ, AWQ, MXFP4) stay as they are; its remaining float ones take its
+  // group size, so that they can share a moe node with the packed ones.
+  std::string quantize;
   // KV cache positions; 0 = min(max_position_embeddings, 4096).
   int64_t max_context = 0;
   bool strict = false;  // a fallback to the reference backend is an error
@@ -49,8 +59,10 @@ struct LoadOptions {
 struct RandomWeights {
   // Storage: "f32", "bf16" or "f16" for every tensor; "fp8": linear weights
   // inside decoder layers (attention, dense MLP, experts) f8_e4m3 with f32
-  // 128x128 block scales, the rest bf16, as DeepSeek-V3 stores them.
-  // DeepSeek-V3's e_score_correction_bias is f32 in every mode.
+  // 128x128 block scales, the rest bf16, as DeepSeek-V3 stores them; "int8",
+  // "int4", "mxfp4": the bf16 model with those linear weights packed as
+  // LoadOptions::quantize packs them (the same as dtype "bf16" with
+  // quantize set).  DeepSeek-V3's e_score_correction_bias is f32 in every mode.
   std::string dtype = "bf16";
   uint64_t seed = 0;
   double std = 0.02;
@@ -68,17 +80,23 @@ struct ModelInfo {
   int64_t num_layers = 0;
   int64_t num_experts = 0;  // 0 for dense models
   int64_t experts_per_token = 0;
-  int64_t max_context = 0;   // KV cache capacity of this load
-  std::string weight_dtype;  // "bf16", or a mix: "fp8 e4m3 61%, bf16 37%, f32 2%"
+  int64_t max_context = 0;  // KV cache capacity of this load
+  // "bf16", or a mix by share of the weight bytes: "fp8 e4m3 61%, bf16 37%,
+  // f32 2%"; packed weights count with their scales: "int4 g32 78%, bf16 22%"
+  // (g: the op's group size along K, a row's K for GPTQ / AWQ group_size -1).
+  std::string weight_dtype;
 };
 
 // What sparsity buys: parameters and bytes touched per decoded token.
 struct ModelSummary {
-  int64_t total_params = 0;      // every weight element (block scales excluded)
+  // every weight element (block scales excluded; a packed weight counts its
+  // matrix's elements, two per byte for int4 and mxfp4)
+  int64_t total_params = 0;
   int64_t active_params = 0;     // per decoded token: all but unchosen experts, one embedding row
-  uint64_t weight_bytes = 0;     // the weights as stored, scales included
+  uint64_t weight_bytes = 0;     // the weights as stored, packed ones and scales included
   uint64_t bytes_per_token = 0;  // weight bytes a decode step must read
   uint64_t kv_bytes_per_token = 0;  // KV cache bytes each position occupies
+  std::string weight_dtype;         // as ModelInfo::weight_dtype: "int4 g32 78%, bf16 22%"
   std::string str() const;          // a few readable lines
   // A decode step reads bytes_per_token at least once, so at `read_bandwidth`
   // (bytes/s, e.g. measure_read_bandwidth()) it takes at least this long (0

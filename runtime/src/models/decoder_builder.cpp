@@ -1,6 +1,9 @@
 #include "decoder_builder.h"
 
+#include <algorithm>
+
 #include "moert/error.h"
+#include "weight_format.h"
 
 namespace moert {
 
@@ -11,9 +14,48 @@ using Ints = std::vector<int64_t>;
 // Linear weights as the graph consumes them.
 struct LinearWeights {
   ValueId weight = kNoValue;
-  ValueId scale = kNoValue;  // fp8 block scale
+  ValueId scale = kNoValue;  // fp8 block scale, or a packed weight's group scale
   ValueId bias = kNoValue;
+  ops::WeightFormat format = ops::WeightFormat::none;
+  Ints block;        // the scale's groups {b0, b1}; empty without a scale
+  Ints shape;        // [out, in] (per expert)
+  std::string name;  // the checkpoint name, for messages
 };
+
+// The groups one node's block_size attribute must give every scaled weight of
+// a moe node: each weight's own, or any larger one where its groups already
+// span the whole dim (one scale per row or column either way).  Throws naming
+// the weights when none fits.
+Ints common_block(const std::string& node, const std::vector<const LinearWeights*>& weights) {
+  Ints block;
+  for (const LinearWeights* w : weights)
+    if (!w->block.empty()) {
+      if (block.empty()) block = w->block;
+      block[0] = std::max(block[0], w->block[0]);
+      block[1] = std::max(block[1], w->block[1]);
+    }
+  if (block.empty()) return block;
+  auto label = [](const LinearWeights& w) {
+    return w.name + " (" +
+           (w.format == ops::WeightFormat::none ? std::string("fp8")
+                                                : std::string(ops::weight_format_name(w.format))) +
+           " groups [" + std::to_string(w.block[0]) + ", " + std::to_string(w.block[1]) + "])";
+  };
+  for (const LinearWeights* w : weights) {
+    if (w->block.empty()) continue;
+    for (size_t d = 0; d < 2; ++d)
+      if (w->block[d] != block[d] && w->block[d] < w->shape[d]) {
+        std::string all;
+        for (const LinearWeights* o : weights)
+          if (!o->block.empty()) all += (all.empty() ? "" : ", ") + label(*o);
+        throw Error(node +
+                    ": the weights of one moe node must share their scale groups (its "
+                    "block_size), but they are " +
+                    all);
+      }
+  }
+  return block;
+}
 
 class Builder {
  public:
@@ -26,16 +68,34 @@ class Builder {
   ValueId constant(const std::string& name, const Ints& shape, WeightRole role) {
     return g_.add_constant(name, src_.tensor(name, shape, role));
   }
+  // A LinearTensor as graph constants named after `weight_name`: an fp8
+  // scale "<name>_scale_inv", a packed weight's scale "<name>_scale".
+  LinearWeights constants(const std::string& weight_name, const LinearTensor& t, int64_t out,
+                          int64_t in) {
+    LinearWeights w;
+    w.name = weight_name;
+    w.shape = {out, in};
+    w.format = t.format;
+    w.block = t.block;
+    w.weight = g_.add_constant(weight_name, t.weight);
+    if (t.scale.defined())
+      w.scale = g_.add_constant(weight_name + (t.packed() ? "_scale" : "_scale_inv"), t.scale);
+    return w;
+  }
   LinearWeights linear(const std::string& prefix, int64_t out, int64_t in, bool bias,
                        WeightRole role = WeightRole::linear) {
-    LinearWeights w;
-    LinearTensor t = src_.linear(prefix + ".weight", out, in, role);
-    w.weight = g_.add_constant(prefix + ".weight", t.weight);
-    if (t.scale.defined()) w.scale = g_.add_constant(prefix + ".weight_scale_inv", t.scale);
+    LinearWeights w =
+        constants(prefix + ".weight", src_.linear(prefix + ".weight", out, in, role), out, in);
     if (bias) w.bias = constant(prefix + ".bias", {out}, WeightRole::bias);
     return w;
   }
+  // A linear node; a packed weight sets the op's quant and block_size (a
+  // plain or fp8 one nothing, so that the node stays op version 1).
   ValueId apply(const std::string& name, ValueId x, const LinearWeights& w, Attributes attrs = {}) {
+    if (w.format != ops::WeightFormat::none) {
+      attrs.set("quant", std::string(ops::weight_format_name(w.format)));
+      attrs.set("block_size", w.block);
+    }
     return g_.add("linear", name, {x, w.weight, w.bias, w.scale}, std::move(attrs));
   }
   // Per-expert [out, in] tensors stacked into [E, out, in], with their scales.
@@ -45,12 +105,7 @@ class Builder {
     std::vector<std::string> names;
     for (int64_t e = 0; e < a_.experts; ++e)
       names.push_back(base + std::to_string(e) + "." + proj + ".weight");
-    LinearTensor t = src_.stacked(names, out, in);
-    LinearWeights w;
-    w.weight = g_.add_constant(base + "*." + proj + ".weight", t.weight);
-    if (t.scale.defined())
-      w.scale = g_.add_constant(base + "*." + proj + ".weight_scale_inv", t.scale);
-    return w;
+    return constants(base + "*." + proj + ".weight", src_.stacked(names, out, in), out, in);
   }
 
   Attributes rope_attrs() const {
@@ -90,6 +145,8 @@ class Builder {
   ValueId mla_attention(const std::string& p, ValueId h);
   ValueId dense_mlp(const std::string& p, ValueId h, int64_t intermediate);
   ValueId moe(const std::string& layer, ValueId h);
+  ops::WeightFormat one_format(const std::string& node,
+                               const std::vector<const LinearWeights*>& mlp);
 
   const ArchSpec& a_;
   WeightSource& src_;
@@ -202,18 +259,67 @@ ValueId Builder::moe(const std::string& layer, ValueId h) {
                 down = stacked(layer, a_.expert_down, H, I);
   std::vector<ValueId> in = {h,           route[0],   route[1], gate.weight, up.weight,
                              down.weight, gate.scale, up.scale, down.scale};
+  std::vector<const LinearWeights*> scaled = {&gate, &up, &down};
+  const ops::WeightFormat routed = one_format(block + "moe", {&gate, &up, &down});
+  ops::WeightFormat shared = ops::WeightFormat::none;
+  LinearWeights sg, su, sd;
   if (a_.shared_intermediate > 0) {
     const std::string sp = block + a_.shared_prefix + ".";
     const int64_t Is = a_.shared_intermediate;
-    LinearWeights sg = linear(sp + "gate_proj", Is, H, false),
-                  su = linear(sp + "up_proj", Is, H, false),
-                  sd = linear(sp + "down_proj", H, Is, false);
+    sg = linear(sp + "gate_proj", Is, H, false);
+    su = linear(sp + "up_proj", Is, H, false);
+    sd = linear(sp + "down_proj", H, Is, false);
+    shared = one_format(block + "moe", {&sg, &su, &sd});
+    scaled.insert(scaled.end(), {&sg, &su, &sd});
     in.insert(in.end(), {sg.weight, su.weight, sd.weight, sg.scale, su.scale, sd.scale});
     if (a_.shared_expert_gate)
       in.push_back(constant(block + "shared_expert_gate.weight", {1, H}, WeightRole::router));
   }
   while (!in.empty() && in.back() == kNoValue) in.pop_back();
-  return g_.add("moe", block + "moe", in);
+  Attributes attrs;
+  if (routed != ops::WeightFormat::none || shared != ops::WeightFormat::none) {
+    if (routed != ops::WeightFormat::none)
+      attrs.set("quant", std::string(ops::weight_format_name(routed)));
+    if (shared != ops::WeightFormat::none)
+      attrs.set("shared_quant", std::string(ops::weight_format_name(shared)));
+    attrs.set("block_size", common_block(block + "moe", scaled));
+  } else {
+    // fp8 (or plain): the op's default block_size [128, 128].
+    common_block(block + "moe", scaled);
+  }
+  return g_.add("moe", block + "moe", in, std::move(attrs));
+}
+
+// The one packed format (or none) of gate, up and down of a moe node (its
+// `quant` or `shared_quant`), or an error naming them when they differ.
+ops::WeightFormat Builder::one_format(const std::string& node,
+                                      const std::vector<const LinearWeights*>& mlp) {
+  const ops::WeightFormat f = mlp[0]->format;
+  bool same = true;
+  for (const LinearWeights* w : mlp) same = same && w->format == f;
+  if (same) return f;
+  std::string all;
+  bool plain = false;
+  ops::WeightFormat packed = ops::WeightFormat::none;
+  for (const LinearWeights* w : mlp) {
+    const Value& v = g_.value(w->weight);
+    all +=
+        (all.empty() ? "" : ", ") + w->name + " (" +
+        (w->format == ops::WeightFormat::none ? std::string(dtype_name(v.data.dtype()))
+                                              : std::string(ops::weight_format_name(w->format))) +
+        ")";
+    if (w->format == ops::WeightFormat::none)
+      plain = true;
+    else
+      packed = w->format;
+  }
+  throw Error(node +
+              ": gate, up and down must share one format (the moe op takes one quant for "
+              "the routed experts and one for the shared ones), but they are " +
+              all +
+              (plain ? "; load with quantize=\"" + std::string(ops::weight_format_name(packed)) +
+                           "\" to pack the plain ones"
+                     : std::string("")));
 }
 
 Graph Builder::build() {
@@ -243,8 +349,10 @@ Graph Builder::build() {
   std::string head = "lm_head.weight";
   if (!src_.has(head) && a_.tie_embeddings) head = "model.embed_tokens.weight";
   LinearWeights lm;
-  lm.weight =
-      head == "lm_head.weight" ? constant(head, {a_.vocab, a_.hidden}, WeightRole::lm_head) : embed;
+  if (head == "lm_head.weight")
+    lm = linear("lm_head", a_.vocab, a_.hidden, false, WeightRole::lm_head);
+  else
+    lm.weight = embed;
   g_.mark_output(apply("lm_head", x, lm, {{"dtype", std::string("f32")}}));
   return std::move(g_);
 }

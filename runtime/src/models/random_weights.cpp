@@ -14,6 +14,7 @@
 
 #include "moert/error.h"
 #include "moert/shape.h"
+#include "quantize_weights.h"
 
 namespace moert {
 
@@ -98,8 +99,11 @@ RandomWeightSource::RandomWeightSource(const ArchSpec& arch, const RandomWeights
       seed_(options.seed),
       std_(static_cast<float>(options.std)),
       threads_(options.threads) {
-  check(mode_ == "f32" || mode_ == "bf16" || mode_ == "f16" || mode_ == "fp8",
-        "random weights: dtype must be f32, bf16, f16 or fp8, got '" + mode_ + "'");
+  if (mode_ != "none") ops::weight_format_from(mode_, &packed_);
+  check(mode_ == "f32" || mode_ == "bf16" || mode_ == "f16" || mode_ == "fp8" ||
+            packed_ != ops::WeightFormat::none,
+        "random weights: dtype must be f32, bf16, f16, fp8, int8, int4 or mxfp4, got '" + mode_ +
+            "'");
   check(std::isfinite(options.std) && options.std >= 0,
         "random weights: std must be finite and >= 0, got " + std::to_string(options.std));
 }
@@ -139,14 +143,50 @@ Tensor RandomWeightSource::tensor(const std::string& name, const std::vector<int
   return t;
 }
 
+// Packed with groups of 32 columns; values generated in generate().
+LinearTensor RandomWeightSource::packed_linear(const std::vector<std::string>& names, int64_t out,
+                                               int64_t in, bool stacked) {
+  const int64_t experts = static_cast<int64_t>(names.size()),
+                stored = ops::stored_cols(packed_, in);
+  const int64_t groups = (in + 31) / 32;
+  const bool mx = packed_ == ops::WeightFormat::mxfp4;
+  std::vector<int64_t> wshape{out, stored}, sshape{out, groups};
+  if (stacked) {
+    wshape.insert(wshape.begin(), experts);
+    sshape.insert(sshape.begin(), experts);
+  }
+  LinearTensor w;
+  w.format = packed_;
+  w.block = {1, 32};
+  w.weight = Tensor::empty(packed_ == ops::WeightFormat::int8 ? DType::i8 : DType::u8, wshape);
+  w.scale = Tensor::empty(mx ? DType::u8 : DType::f16, sshape);
+  for (int64_t e = 0; e < experts; ++e) {
+    Job j;
+    j.data = static_cast<char*>(w.weight.data()) + static_cast<size_t>(e * out * stored);
+    j.dtype = w.weight.dtype();
+    j.rows = out;
+    j.cols = in;
+    j.key = random_weight_key(seed_, names[static_cast<size_t>(e)]);
+    j.format = packed_;
+    j.groups = static_cast<char*>(w.scale.data()) +
+               static_cast<size_t>(e * out * groups) * dtype_size(w.scale.dtype());
+    jobs_.push_back(j);
+  }
+  return w;
+}
+
 LinearTensor RandomWeightSource::linear(const std::string& name, int64_t out, int64_t in,
                                         WeightRole role) {
   check(out > 0 && in > 0, shape_error(name, {out, in}));
+  if (packed_ != ops::WeightFormat::none && role == WeightRole::linear)
+    return packed_linear({name}, out, in, false);
   LinearTensor w;
   const DType dtype = dtype_for(role);
   w.weight = Tensor::empty(dtype, {out, in});
-  if (dtype == DType::f8_e4m3)
+  if (dtype == DType::f8_e4m3) {
     w.scale = Tensor::empty(DType::f32, {(out + kBlock - 1) / kBlock, (in + kBlock - 1) / kBlock});
+    w.block = {kBlock, kBlock};
+  }
   add_job(name, w.weight.data(), dtype, {out, in}, role,
           w.scale.defined() ? w.scale.data_as<float>() : nullptr);
   return w;
@@ -157,12 +197,15 @@ LinearTensor RandomWeightSource::stacked(const std::vector<std::string>& names, 
   check(!names.empty(), "random weights: no experts to stack");
   check(out > 0 && in > 0, shape_error(names[0], {out, in}));
   const int64_t experts = static_cast<int64_t>(names.size());
+  if (packed_ != ops::WeightFormat::none) return packed_linear(names, out, in, true);
   const int64_t row_blocks = (out + kBlock - 1) / kBlock, col_blocks = (in + kBlock - 1) / kBlock;
   const DType dtype = dtype_for(WeightRole::linear);
   LinearTensor w;
   w.weight = Tensor::empty(dtype, {experts, out, in});
-  if (dtype == DType::f8_e4m3)
+  if (dtype == DType::f8_e4m3) {
     w.scale = Tensor::empty(DType::f32, {experts, row_blocks, col_blocks});
+    w.block = {kBlock, kBlock};
+  }
   const size_t expert_bytes = static_cast<size_t>(out * in) * dtype_size(dtype);
   for (int64_t e = 0; e < experts; ++e)
     add_job(names[static_cast<size_t>(e)],
@@ -180,6 +223,22 @@ void RandomWeightSource::fill(const Job& j, int64_t row_begin, int64_t row_end,
   auto value = [&](int64_t r, int64_t c) {
     return j.ones ? 1.0f : std_ * random_weight_value(j.key, static_cast<uint64_t>(r * cols + c));
   };
+  if (j.format != ops::WeightFormat::none) {
+    // The bf16 values of the rows, packed as quantize packs a bf16 model.
+    const int64_t rows = row_end - row_begin, stored = ops::stored_cols(j.format, cols);
+    const int64_t groups = (cols + 31) / 32;
+    const size_t group_bytes = j.format == ops::WeightFormat::mxfp4 ? 1 : 2;
+    scratch.resize(static_cast<size_t>(rows * cols));
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < cols; ++c)
+        scratch[static_cast<size_t>(r * cols + c)] = std::bit_cast<float>(
+            static_cast<uint32_t>(fast_f32_to_bf16(value(row_begin + r, c))) << 16);
+    quantize_rows(
+        scratch.data(), rows, cols, j.format, 32,
+        static_cast<char*>(j.data) + static_cast<size_t>(row_begin * stored),
+        static_cast<char*>(j.groups) + static_cast<size_t>(row_begin * groups) * group_bytes);
+    return;
+  }
   switch (j.dtype) {
     case DType::f32: {
       float* out = static_cast<float*>(j.data);

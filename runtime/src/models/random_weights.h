@@ -19,6 +19,12 @@
 //                   scale per 128×128 block (scale = block amax / 448, weight =
 //                   e4m3(value / scale), as DeepSeek-V3 stores them); embeddings,
 //                   lm_head, norms, routers and biases bf16.
+//   int8, int4, mxfp4: the bf16 model with its linear weights inside decoder
+//                   layers packed with groups of 32 (quantize_rows of
+//                   quantize_weights.h), exactly as LoadOptions::quantize
+//                   packs a bf16 checkpoint; each chunk of rows is generated
+//                   in bf16 and packed at once, so only the packed model is
+//                   ever held (a 30B-parameter shape fits in its int4 bytes).
 #pragma once
 
 #include <cstdint>
@@ -28,6 +34,7 @@
 
 #include "architecture.h"
 #include "moert/model.h"
+#include "weight_format.h"
 #include "weight_source.h"
 
 namespace moert {
@@ -47,6 +54,8 @@ class RandomWeightSource final : public WeightSource {
   // Nothing to do before the builder; after it, generate() reports "build".
   void before_build(const LoadProgress&) override {}
   void after_build(const LoadProgress& progress) override;
+  // Values are generated in after_build.
+  bool fills_later() const override { return true; }
 
   // Fills every tensor handed out so far, on options.threads threads (0: the
   // hardware concurrency).  `progress` (optional) is called on this thread
@@ -63,6 +72,9 @@ class RandomWeightSource final : public WeightSource {
     uint64_t key = 0;
     bool ones = false;       // norm weights
     float* scale = nullptr;  // f8_e4m3: the block scales [⌈rows/128⌉, ⌈cols/128⌉]
+    // Packed (int8, int4, mxfp4): stored rows at `data`, group scales here.
+    ops::WeightFormat format = ops::WeightFormat::none;
+    void* groups = nullptr;
   };
   DType dtype_for(WeightRole role) const;
   void add_job(const std::string& name, void* data, DType dtype, const std::vector<int64_t>& shape,
@@ -70,7 +82,11 @@ class RandomWeightSource final : public WeightSource {
   void fill(const Job& job, int64_t row_begin, int64_t row_end, std::vector<float>& scratch) const;
 
   const ArchSpec& arch_;
-  std::string mode_;  // "f32", "bf16", "f16" or "fp8"
+  std::string mode_;  // "f32", "bf16", "f16", "fp8", "int8", "int4" or "mxfp4"
+  ops::WeightFormat packed_ = ops::WeightFormat::none;  // of the last three
+  // Packed weights [out, in], or [E, out, in] when `stacked`.
+  LinearTensor packed_linear(const std::vector<std::string>& names, int64_t out, int64_t in,
+                             bool stacked);
   uint64_t seed_;
   float std_;
   int threads_;
