@@ -1,8 +1,9 @@
 // Linear layers and batched matrix products (weights.cl is prepended):
 //   y[b, m, n] = sum_k x[b, m, k] W[b, n, k] (+ bias[n])
-// with W [N, K] row-major in the dtype WT (a linear layer's weight as stored
-// in checkpoints, or matmul's b with transpose_b), x f32, y any activation
-// dtype (rounded once).  Two families, chosen per device by the host:
+// with W [N, K] row-major as weights.cl reads it (a linear layer's weight as
+// stored in checkpoints, in its dtype or packed, or matmul's b with
+// transpose_b), x f32, y any activation dtype (rounded once).  Two families,
+// chosen per device by the host:
 //  - CPU style (work-groups of one work-item, explicit vectors):
 //    gemv4 for few rows of x (each work-item streams four weight rows once
 //    and dots them with every row of x) and gemm_cpu for many (each
@@ -25,11 +26,6 @@ inline void store_output(global uchar* y, ulong yo, int ydt, ulong index, float 
   store_f(y + yo, index, ydt, v);
 }
 
-// The scale row of weight row n (f8 weights): scale[n / b0, :].
-inline global const float* scale_row(global const uchar* sc, ulong so, int n, int b0, int scols) {
-  return CAT(float, sc, so) + (ulong)(n / b0) * (ulong)scols;
-}
-
 // ---------------------------------------------------------------------------
 // CPU style.
 
@@ -41,16 +37,18 @@ kernel void gemv4(global const uchar* xb, ulong xo, global const uchar* w, ulong
   if (n0 >= N) return;
   global const float* x = CAT(float, xb, xo);
   const ulong batch = get_global_id(1);
-  global const wtype* wb = CAT(wtype, w, wo) + batch * (ulong)N * (ulong)K;
+  const ulong ld = wstored(K);  // stored elements per row of W
+  global const wtype* wb = CAT(wtype, w, wo) + batch * (ulong)N * ld;
   const int r0 = n0, r1 = min(n0 + 1, N - 1), r2 = min(n0 + 2, N - 1), r3 = min(n0 + 3, N - 1);
-  global const float* s0 = scale_row(sc, so, r0, b0, scols);
-  global const float* s1 = scale_row(sc, so, r1, b0, scols);
-  global const float* s2 = scale_row(sc, so, r2, b0, scols);
-  global const float* s3 = scale_row(sc, so, r3, b0, scols);
+  global const stype* scales = CAT(stype, sc, so);
+  global const stype* s0 = scale_row(scales, r0, b0, scols);
+  global const stype* s1 = scale_row(scales, r1, b0, scols);
+  global const stype* s2 = scale_row(scales, r2, b0, scols);
+  global const stype* s3 = scale_row(scales, r3, b0, scols);
   for (int m = 0; m < M; ++m) {
     const ulong row = batch * (ulong)M + (ulong)m;
-    const float4 d = dot4(wb + (ulong)r0 * K, wb + (ulong)r1 * K, wb + (ulong)r2 * K,
-                          wb + (ulong)r3 * K, s0, s1, s2, s3, x + row * (ulong)K, K, b1);
+    const float4 d = dot4(wb + r0 * ld, wb + r1 * ld, wb + r2 * ld, wb + r3 * ld, s0, s1, s2, s3,
+                          x + row * (ulong)K, K, b1);
     const ulong out = row * (ulong)N + (ulong)n0;
     store_output(y, yo, ydt, out, d.s0, bias, bo, bdt, has_bias, n0);
     if (n0 + 1 < N) store_output(y, yo, ydt, out + 1, d.s1, bias, bo, bdt, has_bias, n0 + 1);
@@ -88,8 +86,8 @@ kernel void gemm_cpu(global const uchar* xb, ulong xo, global const uchar* w, ul
   global const float* panel =
       CAT(float, xb, xo) + (batch * (ulong)panels + (ulong)mb) * (ulong)K * 32;
   float16 c0[GEMM_NR], c1[GEMM_NR];
-  gemm_tile(panel, CAT(wtype, w, wo) + batch * (ulong)N * (ulong)K, CAT(float, sc, so), n0, N, K,
-            b0, b1, scols, c0, c1);
+  gemm_tile(panel, CAT(wtype, w, wo) + batch * (ulong)N * (ulong)wstored(K), CAT(stype, sc, so), n0,
+            N, K, b0, b1, scols, c0, c1);
   const int m0 = mb * 32;
   float tile[32];
   for (int r = 0; r < GEMM_NR; ++r) {
@@ -116,19 +114,22 @@ kernel void gemv_wg(global const uchar* xb, ulong xo, global const uchar* w, ulo
   const int n = get_group_id(0);
   const ulong batch = get_global_id(1);
   const int lid = get_local_id(0), wg = get_local_size(0);
-  global const wtype* wrow = CAT(wtype, w, wo) + (batch * (ulong)N + (ulong)n) * (ulong)K;
-  global const float* srow = scale_row(sc, so, n, b0, scols);
+  global const wtype* wrow =
+      CAT(wtype, w, wo) + (batch * (ulong)N + (ulong)n) * (ulong)wstored(K);
+  global const stype* srow = scale_row(CAT(stype, sc, so), n, b0, scols);
   for (int m = 0; m < M; ++m) {
     global const float* xr = x + (batch * (ulong)M + (ulong)m) * (ulong)K;
     float acc = 0.0f;
-    for (int kb = 0; kb < K; kb += b1) {
+    for (int kb = 0, b = 0; kb < K; kb += b1, ++b) {
       const int ke = min(kb + b1, K);
+      const float s = wscale(srow, b), off = woffset(srow, b, s);
       float part = 0.0f;
-      for (int k = kb + lid; k < ke; k += wg) part = fma(wload1(wrow + k), xr[k], part);
-#if WSCALED
-      part *= srow[kb / b1];
-#endif
+      for (int k = kb + lid; k < ke; k += wg) part = fma(wload1(wrow, k, s, off), xr[k], part);
+#if WSCALE_SUMS
+      acc = fma(part, s, acc);
+#else
       acc += part;
+#endif
     }
     acc = wg_sum(acc, scratch);
     if (lid == 0)
@@ -153,12 +154,13 @@ kernel void gemm_tiled(global const uchar* xb, ulong xo, global const uchar* w, 
   const int n_base = get_group_id(0) * TILE, m_base = get_group_id(1) * TILE;
   const ulong batch = get_global_id(2);
   global const float* xm = CAT(float, xb, xo) + batch * (ulong)M * (ulong)K;
-  global const wtype* wb = CAT(wtype, w, wo) + batch * (ulong)N * (ulong)K;
+  global const wtype* wb = CAT(wtype, w, wo) + batch * (ulong)N * (ulong)wstored(K);
+  global const stype* scales = CAT(stype, sc, so);
   const int flat = ty * 16 + tx;
   float acc[4][4];
   for (int i = 0; i < 4; ++i)
     for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
-#if WSCALED
+#if WSCALE_SUMS
   // Products of one block of b1 columns are summed unscaled, then scaled.
   float part[4][4];
   for (int i = 0; i < 4; ++i)
@@ -167,7 +169,7 @@ kernel void gemm_tiled(global const uchar* xb, ulong xo, global const uchar* w, 
 #define FLUSH_BLOCK(block)                                                      \
   for (int j = 0; j < 4; ++j) {                                                 \
     const int n = min(n_base + tx + 16 * j, N - 1);                             \
-    const float s = scale_row(sc, so, n, b0, scols)[block];                     \
+    const float s = wscale(scale_row(scales, n, b0, scols), block);             \
     for (int i = 0; i < 4; ++i) {                                               \
       acc[i][j] = fma(part[i][j], s, acc[i][j]);                                \
       part[i][j] = 0.0f;                                                        \
@@ -183,11 +185,18 @@ kernel void gemm_tiled(global const uchar* xb, ulong xo, global const uchar* w, 
       const int k = k0 + kk;
       const int m = m_base + rr, n = n_base + rr;
       xs[kk][rr] = (m < M && k < K) ? xm[(ulong)m * (ulong)K + (ulong)k] : 0.0f;
-      ws[kk][rr] = (n < N && k < K) ? wload1(wb + (ulong)n * (ulong)K + (ulong)k) : 0.0f;
+      float wv = 0.0f;
+      if (n < N && k < K) {
+        // Packed weights are staged dequantised with their block's scale.
+        global const stype* srow = scale_row(scales, n, b0, scols);
+        const float s = wscale(srow, k / b1);
+        wv = wload1(wb + (ulong)n * (ulong)wstored(K), k, s, woffset(srow, k / b1, s));
+      }
+      ws[kk][rr] = wv;
     }
     barrier(CLK_LOCAL_MEM_FENCE);
     for (int kk = 0; kk < TILE_K && k0 + kk < K; ++kk) {
-#if WSCALED
+#if WSCALE_SUMS
       if (k0 + kk > 0 && (k0 + kk) % b1 == 0) FLUSH_BLOCK((k0 + kk) / b1 - 1)
 #endif
       float xv[4], wv[4];
@@ -198,7 +207,7 @@ kernel void gemm_tiled(global const uchar* xb, ulong xo, global const uchar* w, 
     }
     barrier(CLK_LOCAL_MEM_FENCE);
   }
-#if WSCALED
+#if WSCALE_SUMS
   if (K > 0) FLUSH_BLOCK((K - 1) / b1)
 #undef FLUSH_BLOCK
 #endif

@@ -1,7 +1,7 @@
 // Routed SwiGLU experts with an optional shared expert (weights.cl is
-// prepended; a program is built per weight dtype WT).  Per token and chosen
-// expert, the GEMV kernels read only the rows of the experts the token
-// chose, with the expert ids read on the device (no host round trip):
+// prepended; a program is built per kind of weight, WT or WQ).  Per token
+// and chosen expert, the GEMV kernels read only the rows of the experts the
+// token chose, with the expert ids read on the device (no host round trip):
 //   moe_gate_up: h[t, j, :] = silu(gate_e x_t) * (up_e x_t), e = ids[t, j]
 //   moe_down:    out[t, :] = sum_j w[t, j] down_e h[t, j, :] (+ an f32
 //                addend, the routed part when the shared expert follows)
@@ -9,13 +9,26 @@
 // weight g_t (moe_shared_gate: sigmoid(x_t . gate), or 1).  Every work-item
 // computes four output rows.
 
-// Rows r0..r0+3 (clamped to `rows`) of matrix `e` of a stacked [E, rows,
-// cols] weight, and their block-scale rows ([E, srows, scols] f32).
-#define EXPERT_ROWS(W, S, prefix)                                                              \
-  global const wtype* prefix##w = CAT(wtype, W, W##o) + (ulong)e * rows * cols;                \
-  const int prefix##r1 = min(r0 + 1, rows - 1), prefix##r2 = min(r0 + 2, rows - 1),            \
-            prefix##r3 = min(r0 + 3, rows - 1);                                                \
-  global const float* prefix##s = CAT(float, S, S##o) + (ulong)e * srows * scols;
+// Matrix e of a stacked weight [E, rows, wstored(cols)] and of its scales
+// [E, srows, scols] (times WSTRIDE).
+inline global const wtype* expert_matrix(global const uchar* w, ulong wo, long e, int rows,
+                                         int cols) {
+  return CAT(wtype, w, wo) + (ulong)e * rows * wstored(cols);
+}
+inline global const stype* expert_scales(global const uchar* s, ulong so, long e, int srows,
+                                         int scols) {
+  return CAT(stype, s, so) + (ulong)e * srows * scols * WSTRIDE;
+}
+
+// dot4 of rows r0..r0+3 (clamped to `rows`) of matrix w (scales s) with x.
+inline float4 rows_dot4(global const wtype* w, global const stype* s, int r0, int rows, int cols,
+                        global const float* x, int b0, int b1, int scols) {
+  const int r1 = min(r0 + 1, rows - 1), r2 = min(r0 + 2, rows - 1), r3 = min(r0 + 3, rows - 1);
+  const ulong ld = wstored(cols);
+  return dot4(w + r0 * ld, w + r1 * ld, w + r2 * ld, w + r3 * ld, scale_row(s, r0, b0, scols),
+              scale_row(s, r1, b0, scols), scale_row(s, r2, b0, scols),
+              scale_row(s, r3, b0, scols), x, cols, b1);
+}
 
 // e = ids[t, j] (or `fixed` >= 0).  An id outside [0, E) records t * k + j
 // in error slot `slot` and zeroes h[t, j, :].
@@ -36,16 +49,12 @@ kernel void moe_gate_up(global const uchar* xb, ulong xo, global const uchar* id
     return;
   }
   global const float* x = CAT(float, xb, xo) + (ulong)(tj / k) * cols;
-  EXPERT_ROWS(g, gs, g_)
-  EXPERT_ROWS(u, us, u_)
-  const float4 gv =
-      dot4(g_w + (ulong)r0 * cols, g_w + (ulong)g_r1 * cols, g_w + (ulong)g_r2 * cols,
-           g_w + (ulong)g_r3 * cols, g_s + (r0 / b0) * scols, g_s + (g_r1 / b0) * scols,
-           g_s + (g_r2 / b0) * scols, g_s + (g_r3 / b0) * scols, x, cols, b1);
-  const float4 uv =
-      dot4(u_w + (ulong)r0 * cols, u_w + (ulong)u_r1 * cols, u_w + (ulong)u_r2 * cols,
-           u_w + (ulong)u_r3 * cols, u_s + (r0 / b0) * scols, u_s + (u_r1 / b0) * scols,
-           u_s + (u_r2 / b0) * scols, u_s + (u_r3 / b0) * scols, x, cols, b1);
+  const float4 gv = rows_dot4(expert_matrix(g, go, e, rows, cols),
+                              expert_scales(gs, gso, e, srows, scols), r0, rows, cols, x, b0, b1,
+                              scols);
+  const float4 uv = rows_dot4(expert_matrix(u, uo, e, rows, cols),
+                              expert_scales(us, uso, e, srows, scols), r0, rows, cols, x, b0, b1,
+                              scols);
   const float4 act = gv / (1.0f + exp(-gv)) * uv;
   hrow[r0] = act.s0;
   if (r0 + 1 < rows) hrow[r0 + 1] = act.s1;
@@ -72,13 +81,9 @@ kernel void moe_down(global const float* h, int slots, int fixed, global const u
     const long e = fixed >= 0 ? fixed : load_id(ids + io, tj, ids64);
     if (e < 0 || e >= E) continue;
     const float w = fixed >= 0 ? (has_gates ? gates[t] : 1.0f) : load_f(wts + wto, tj, wdt);
-    global const wtype* dw = CAT(wtype, d, dof) + (ulong)e * rows * cols;
-    global const float* dsc = CAT(float, ds, dso) + (ulong)e * srows * scols;
-    const int r1 = min(r0 + 1, rows - 1), r2 = min(r0 + 2, rows - 1), r3 = min(r0 + 3, rows - 1);
-    const float4 v = dot4(dw + (ulong)r0 * cols, dw + (ulong)r1 * cols, dw + (ulong)r2 * cols,
-                          dw + (ulong)r3 * cols, dsc + (r0 / b0) * scols, dsc + (r1 / b0) * scols,
-                          dsc + (r2 / b0) * scols, dsc + (r3 / b0) * scols, h + tj * cols, cols,
-                          b1);
+    const float4 v = rows_dot4(expert_matrix(d, dof, e, rows, cols),
+                               expert_scales(ds, dso, e, srows, scols), r0, rows, cols,
+                               h + tj * cols, b0, b1, scols);
     total = fma((float4)(w), v, total);
   }
   const ulong at = (ulong)t * rows + r0;
@@ -184,8 +189,8 @@ kernel void moe_pack(global const uchar* xb, ulong xo, global const int* route, 
 }
 
 // yp[p][n][mm] = (W_e x^T)[n][mm] for the panel's expert e, W stacked
-// [E, N, K] with scales [E, srows, scols]; one work-item per (GEMM_NR rows,
-// panel).
+// [E, N, wstored(K)] with scales [E, srows, scols]; one work-item per
+// (GEMM_NR rows, panel).
 kernel void moe_gemm(global const float* xp, global const int* route, int E, int P,
                      global const uchar* w, ulong wo, global const uchar* sc, ulong so,
                      global float* yp, int N, int K, int b0, int b1, int srows, int scols) {
@@ -195,8 +200,8 @@ kernel void moe_gemm(global const float* xp, global const int* route, int E, int
   const int e = ROUTE_PANEL_EXPERT(route, E)[p];
   if (e < 0) return;
   float16 c0[GEMM_NR], c1[GEMM_NR];
-  gemm_tile(xp + (ulong)p * K * 32, CAT(wtype, w, wo) + (ulong)e * N * K,
-            CAT(float, sc, so) + (ulong)e * srows * scols, n0, N, K, b0, b1, scols, c0, c1);
+  gemm_tile(xp + (ulong)p * K * 32, expert_matrix(w, wo, e, N, K),
+            expert_scales(sc, so, e, srows, scols), n0, N, K, b0, b1, scols, c0, c1);
   for (int r = 0; r < GEMM_NR && n0 + r < N; ++r) {
     global float* out = yp + ((ulong)p * N + n0 + r) * 32;
     vstore16(c0[r], 0, out);

@@ -2,6 +2,7 @@
 #include "gemm.h"
 
 #include <algorithm>
+#include <vector>
 
 namespace moert::ocl {
 namespace {
@@ -16,8 +17,59 @@ constexpr int64_t kGemmRows = 6;  // GEMM_NR of weights.cl
 
 }  // namespace
 
-Gemm::Gemm(const PrepareContext& pc, moert_dtype weight_dtype) {
-  const std::string options = "-DWT=" + std::to_string(static_cast<int>(weight_dtype));
+std::string WeightKind::options() const {
+  if (!packed()) return "-DWT=" + std::to_string(static_cast<int>(dtype));
+  return "-DWQ=" + std::to_string(static_cast<int>(format)) + (zero_points ? " -DWZP=1" : "");
+}
+
+WeightKind weight_kind(const NodeDesc& node, size_t w, size_t s, const char* quant) {
+  WeightKind kind;
+  kind.dtype = node.input(w).dtype();
+  ops::weight_format_from(node.attr_string(quant, "none"), &kind.format);
+  // (scale, zero) pairs add a trailing dim of 2 to the scale.
+  kind.zero_points = kind.format == ops::WeightFormat::int4 && node.has_input(s) &&
+                     node.input(s).rank() == node.input(w).rank() + 1;
+  return kind;
+}
+
+std::string check_weight(const NodeDesc& node, const WeightKind& kind, size_t w, size_t s,
+                         const std::string& what) {
+  const moert_dtype t = node.input(w).dtype();
+  const bool has_scale = node.has_input(s);
+  const moert_dtype st = has_scale ? node.input(s).dtype() : MOERT_DTYPE_F32;
+  if (!node.input(w).all_static()) return what + " must be static";
+  if (!kind.packed()) {
+    if (!is_weight_dtype(t)) return what + " of " + dtype_str(t);
+    if (t == MOERT_DTYPE_F8_E4M3) {
+      if (!has_scale || st != MOERT_DTYPE_F32) return "an f8_e4m3 " + what + " needs an f32 scale";
+    } else if (has_scale) {
+      return "a scale with a " + dtype_str(t) + " " + what;
+    }
+    return "";
+  }
+  const std::string format = ops::weight_format_name(kind.format);
+  const moert_dtype stored =
+      kind.format == ops::WeightFormat::int8 ? MOERT_DTYPE_I8 : MOERT_DTYPE_U8;
+  if (t != stored)
+    return "an " + format + " " + what + " must be stored as " + dtype_str(stored) + ", got " +
+           dtype_str(t);
+  const moert_dtype scale_dtype =
+      kind.format == ops::WeightFormat::mxfp4 ? MOERT_DTYPE_U8 : MOERT_DTYPE_F16;
+  if (!has_scale || st != scale_dtype)
+    return "an " + format + " " + what + " needs a " + dtype_str(scale_dtype) + " scale";
+  const size_t rank = node.input(w).rank(), scale_rank = node.input(s).rank();
+  if (scale_rank != rank && !(kind.zero_points && node.input(s).static_dim(scale_rank - 1) == 2))
+    return "the scale of an " + format + " " + what + " has rank " + std::to_string(scale_rank) +
+           (kind.format == ops::WeightFormat::int4 ? " (int4 zero points: a trailing dim of 2)"
+                                                   : "");
+  if (kind.format == ops::WeightFormat::mxfp4 &&
+      node.attr_ints("block_size", {128, 128}) != std::vector<int64_t>{1, ops::kMxBlock})
+    return "mxfp4 needs block_size [1, 32]";
+  return "";
+}
+
+Gemm::Gemm(const PrepareContext& pc, const WeightKind& kind) {
+  const std::string options = kind.options();
   cpu_ = pc.device().style() == KernelStyle::cpu;
   to_f32_ = pc.kernel(kFile, "to_f32", options);
   if (cpu_) {

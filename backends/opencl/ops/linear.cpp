@@ -1,5 +1,6 @@
 // linear and matmul, both batched products of gemm.h: a linear weight is
-// used in place as stored; matmul's b, when not transposed already, is
+// used in place as stored (in its dtype, or packed as attribute quant says:
+// version 2 of linear); matmul's b, when not transposed already, is
 // transposed into scratch first.
 #include <vector>
 
@@ -8,31 +9,31 @@
 namespace moert::ocl {
 namespace {
 
+WeightKind linear_weight(const NodeDesc& node) { return weight_kind(node, 1, 3, "quant"); }
+
 std::string check_linear(const NodeDesc& node, const Device&) {
   const TensorDesc x = node.input(0), w = node.input(1);
   if (!is_activation(x.dtype())) return "linear input of " + dtype_str(x.dtype());
-  if (!is_weight_dtype(w.dtype())) return "linear weight of " + dtype_str(w.dtype());
-  if (w.rank() != 2 || !w.all_static()) return "linear weight must be a static [N, K]";
+  if (w.rank() != 2) return "linear weight must be a static [N, K]";
+  if (std::string r = check_weight(node, linear_weight(node), 1, 3, "linear weight"); !r.empty())
+    return r;
   if (node.has_input(2) && !is_float(node.input(2).dtype()))
     return "linear bias of " + dtype_str(node.input(2).dtype());
-  if (w.dtype() == MOERT_DTYPE_F8_E4M3) {
-    if (!node.has_input(3) || node.input(3).dtype() != MOERT_DTYPE_F32)
-      return "an f8_e4m3 linear weight needs an f32 weight_scale";
-    const std::vector<int64_t> block = node.attr_ints("block_size", {128, 128});
-    if (block.size() != 2 || block[0] <= 0 || block[1] <= 0) return "bad block_size";
-  } else if (node.has_input(3)) {
-    return "weight_scale with a " + dtype_str(w.dtype()) + " weight";
-  }
+  const std::vector<int64_t> block = node.attr_ints("block_size", {128, 128});
+  if (block.size() != 2 || block[0] <= 0 || block[1] <= 0) return "bad block_size";
   if (!is_activation(node.output(0).dtype()))
     return "linear output of " + dtype_str(node.output(0).dtype());
-  if (w.static_dim(0) > INT32_MAX || w.static_dim(1) > INT32_MAX) return "linear weight too large";
+  // K is x's last dim (a packed weight stores two columns per byte).
+  const int64_t k = x.rank() ? x.static_dim(x.rank() - 1) : -1;
+  if (k < 0) return "the last dim of linear input x must be static";
+  if (w.static_dim(0) > INT32_MAX || k > INT32_MAX) return "linear weight too large";
   return "";
 }
 
 class Linear final : public Kernel {
  public:
-  explicit Linear(PrepareContext& pc) : gemm_(pc, pc.node().input(1).dtype()) {
-    if (pc.node().input(1).dtype() == MOERT_DTYPE_F8_E4M3) {
+  explicit Linear(PrepareContext& pc) : gemm_(pc, linear_weight(pc.node())) {
+    if (linear_weight(pc.node()).scaled()) {
       const std::vector<int64_t> block = pc.node().attr_ints("block_size", {128, 128});
       b0_ = block[0];
       b1_ = block[1];
@@ -48,7 +49,7 @@ class Linear final : public Kernel {
     p.bias = ctx.has(2) ? &ctx.in(2) : nullptr;
     p.y = &y;
     p.n = w.dim(0);
-    p.k = w.dim(1);
+    p.k = x.dim(-1);
     p.m = x.rows();
     p.b0 = b0_;
     p.b1 = p.scale ? b1_ : 0;
@@ -73,7 +74,7 @@ std::string check_matmul(const NodeDesc& node, const Device&) {
 class Matmul final : public Kernel {
  public:
   explicit Matmul(PrepareContext& pc)
-      : gemm_(pc, pc.node().input(1).dtype()),
+      : gemm_(pc, WeightKind{pc.node().input(1).dtype()}),
         transpose_b_(pc.node().attr_int("transpose_b", 0) != 0) {
     if (!transpose_b_) {
       const size_t es = plugin::dtype_size(pc.node().input(1).dtype());
@@ -117,7 +118,14 @@ class Matmul final : public Kernel {
 
 std::unique_ptr<Kernel> create_matmul(PrepareContext& pc) { return std::make_unique<Matmul>(pc); }
 
-const KernelRegistration linear_reg({"linear", check_linear, create_linear});
+// Version 2: packed weights (attribute quant).
+KernelDef linear_def() {
+  KernelDef def("linear", check_linear, create_linear);
+  def.version = 2;
+  return def;
+}
+
+const KernelRegistration linear_reg(linear_def());
 const KernelRegistration matmul_reg({"matmul", check_matmul, create_matmul});
 
 }  // namespace

@@ -10,8 +10,13 @@
 //    every active expert runs one GEMM over its tokens, and a combine
 //    kernel applies the routing weights; the shared expert runs as plain
 //    GEMMs (gemm.h).
+// Weights are read as stored (kernels/weights.cl): routed and shared
+// experts each in their dtype or packed as attributes quant and
+// shared_quant say (version 2 of moe), gate and up of one kind, down
+// possibly another (int4 zero points are per scale tensor).
 #include <array>
 #include <optional>
+#include <utility>
 #include <vector>
 
 #include "gemm.h"
@@ -28,14 +33,15 @@ constexpr const char* kFile = "moe.cl";
 constexpr int64_t kGroupedTokens = 4;
 constexpr int64_t kGemmRows = 6;  // GEMM_NR of weights.cl
 
-std::string check_matrix(const NodeDesc& node, size_t w, size_t s, const char* name) {
+// The kind of weight matrix input `w` (gate, up, down or a shared one): its
+// scale is input w + 3, its format attribute quant or shared_quant.
+WeightKind kind_of(const NodeDesc& node, size_t w) {
+  return weight_kind(node, w, w + 3, w >= kSharedGate ? "shared_quant" : "quant");
+}
+
+std::string check_matrix(const NodeDesc& node, size_t w, const char* name) {
   if (!node.has_input(w)) return std::string("moe without ") + name;
-  const moert_dtype t = node.input(w).dtype();
-  if (!is_weight_dtype(t)) return std::string("moe ") + name + " of " + dtype_str(t);
-  if (!node.input(w).all_static()) return std::string("moe ") + name + " must be static";
-  if (t == MOERT_DTYPE_F8_E4M3 && (!node.has_input(s) || node.input(s).dtype() != MOERT_DTYPE_F32))
-    return std::string("an f8_e4m3 moe ") + name + " needs an f32 scale";
-  return "";
+  return check_weight(node, kind_of(node, w), w, w + 3, std::string("moe ") + name);
 }
 
 std::string check_moe(const NodeDesc& node, const Device&) {
@@ -45,18 +51,22 @@ std::string check_moe(const NodeDesc& node, const Device&) {
   if (ids != MOERT_DTYPE_I32 && ids != MOERT_DTYPE_I64)
     return "moe expert ids of " + dtype_str(ids);
   if (!is_float(node.input(kWeights).dtype())) return "moe expert weights of a non-float dtype";
-  for (auto [w, s, name] :
-       {std::tuple{kGate, kGateScale, "gate"}, {kUp, kUpScale, "up"}, {kDown, kDownScale, "down"}})
-    if (std::string r = check_matrix(node, w, s, name); !r.empty()) return r;
+  for (auto [w, name] : {std::pair{kGate, "gate"}, {kUp, "up"}, {kDown, "down"}})
+    if (std::string r = check_matrix(node, w, name); !r.empty()) return r;
+  // gate and up run in one kernel, built for one kind of weight.
   if (node.input(kGate).dtype() != node.input(kUp).dtype())
     return "moe gate and up of different dtypes";
+  if (kind_of(node, kGate) != kind_of(node, kUp))
+    return "moe gate and up scales with and without int4 zero points";
   if (node.has_input(kSharedGate)) {
-    for (auto [w, s, name] : {std::tuple{kSharedGate, kSharedGateScale, "shared_gate"},
-                              {kSharedUp, kSharedUpScale, "shared_up"},
-                              {kSharedDown, kSharedDownScale, "shared_down"}})
-      if (std::string r = check_matrix(node, w, s, name); !r.empty()) return r;
+    for (auto [w, name] : {std::pair{kSharedGate, "shared_gate"},
+                           {kSharedUp, "shared_up"},
+                           {kSharedDown, "shared_down"}})
+      if (std::string r = check_matrix(node, w, name); !r.empty()) return r;
     if (node.input(kSharedGate).dtype() != node.input(kSharedUp).dtype())
       return "moe shared_gate and shared_up of different dtypes";
+    if (kind_of(node, kSharedGate) != kind_of(node, kSharedUp))
+      return "moe shared_gate and shared_up scales with and without int4 zero points";
   }
   if (node.has_input(kSharedExpertGate) && !is_activation(node.input(kSharedExpertGate).dtype()))
     return "moe shared_expert_gate of " + dtype_str(node.input(kSharedExpertGate).dtype());
@@ -65,9 +75,7 @@ std::string check_moe(const NodeDesc& node, const Device&) {
   return "";
 }
 
-std::string wt_option(const NodeDesc& node, size_t input) {
-  return "-DWT=" + std::to_string(static_cast<int>(node.input(input).dtype()));
-}
+std::string wt_option(const NodeDesc& node, size_t input) { return kind_of(node, input).options(); }
 
 // Block-scale geometry of one stacked matrix [.., rows, cols].
 struct Blocks {
@@ -76,7 +84,7 @@ struct Blocks {
 
 Blocks blocks_of(const NodeDesc& node, size_t w, int64_t rows, int64_t cols) {
   Blocks b;
-  if (node.input(w).dtype() != MOERT_DTYPE_F8_E4M3) {
+  if (!kind_of(node, w).scaled()) {
     b.b1 = static_cast<int32_t>(std::max<int64_t>(cols, 1));  // one block per row, no scale
     return b;
   }
@@ -134,9 +142,9 @@ class Moe final : public Kernel {
       if (node.has_input(kSharedExpertGate))
         gate_ = pc.kernel(kFile, "moe_shared_gate", wt_option(node, kSharedGate));
       if (grouped_) {
-        shared_gemm_gate_.emplace(pc, node.input(kSharedGate).dtype());
-        shared_gemm_up_.emplace(pc, node.input(kSharedUp).dtype());
-        shared_gemm_down_.emplace(pc, node.input(kSharedDown).dtype());
+        shared_gemm_gate_.emplace(pc, kind_of(node, kSharedGate));
+        shared_gemm_up_.emplace(pc, kind_of(node, kSharedUp));
+        shared_gemm_down_.emplace(pc, kind_of(node, kSharedDown));
         swiglu_pair_ = pc.kernel("elementwise.cl", "swiglu_pair");
       }
     }
@@ -345,7 +353,7 @@ class Moe final : public Kernel {
     p.y = &y;
     p.m = x.dim(0);
     p.n = wt.dim(0);
-    p.k = wt.dim(1);
+    p.k = x.dim(1);  // a packed weight stores two columns per byte
     if (p.scale) {
       p.b0 = block_[0];
       p.b1 = block_[1];
@@ -447,7 +455,14 @@ class Moe final : public Kernel {
 
 std::unique_ptr<Kernel> create_moe(PrepareContext& pc) { return std::make_unique<Moe>(pc); }
 
-const KernelRegistration moe_reg({"moe", check_moe, create_moe});
+// Version 2: packed weights (attributes quant and shared_quant).
+KernelDef moe_def() {
+  KernelDef def("moe", check_moe, create_moe);
+  def.version = 2;
+  return def;
+}
+
+const KernelRegistration moe_reg(moe_def());
 
 }  // namespace
 }  // namespace moert::ocl
