@@ -63,6 +63,8 @@ What to run:
                         list runs each value in its own child process (default:
                         $MOERT_CPU_THREADS, else every hardware thread)
   --act-dtype D         activation and KV cache dtype: f32, bf16, f16 (default f32)
+  --precision P         fast (default: bf16 products with narrow weights, as users run)
+                        or exact (f32 products; LoadOptions::precision)
   -p N                  prompt tokens of the pp test (default 512; 0 skips it)
   -n N                  generated tokens of the tg test (default 32; 0 skips it)
   -d N                  KV depth: tokens prefilled before the tg test (default 0)
@@ -86,6 +88,7 @@ struct Options {
   std::vector<std::string> backends = {"cpu"};
   std::vector<int> threads;
   moert::DType act_dtype = moert::DType::f32;
+  std::string precision = "fast";
   int64_t p = 512, n = 32, d = 0, r = 3;
   bool strict = true;
   bool profile = false;
@@ -179,6 +182,10 @@ Options parse(int argc, char** argv) {
         o.act_dtype = moert::DType::f16;
       else
         usage_error("--act-dtype must be f32, bf16 or f16, got '" + d + "'");
+    } else if (arg == "--precision") {
+      o.precision = next();
+      if (o.precision != "fast" && o.precision != "exact")
+        usage_error("--precision must be fast or exact, got '" + o.precision + "'");
     } else if (arg == "-p") {
       o.p = parse_int(arg, next(), 0);
     } else if (arg == "-n") {
@@ -384,6 +391,7 @@ json bench_backend(const Options& o, const ModelSpec& spec, const std::string& d
               {"threads", threads},
               {"weights", spec.directory.empty() ? "random " + dtype : "checkpoint"},
               {"activation_dtype", std::string(moert::dtype_name(o.act_dtype))},
+              {"precision", o.precision},
               {"strict", o.strict}};
   const std::string label =
       backend + " " + (dtype.empty() ? "" : dtype + " ") + "t=" + std::to_string(threads);
@@ -398,6 +406,7 @@ json bench_backend(const Options& o, const ModelSpec& spec, const std::string& d
     moert::LoadOptions lo;
     lo.device = backend;
     lo.dtype = o.act_dtype;
+    lo.precision = o.precision;
     lo.strict = o.strict;
     // Room for the longest sequence: the pp prompt plus one decode step
     // (warm-up, profile) or the depth plus the generated tokens.

@@ -97,6 +97,7 @@ def load(
     strict: bool = False,
     progress: Optional[_ProgressCallback] = None,
     quantize: str = "",
+    precision: str = "fast",
 ) -> Model: ...
 def random_model(
     config_json: str,
@@ -110,6 +111,7 @@ def random_model(
     strict: bool = False,
     quantize: str = "",
     progress: Optional[_ProgressCallback] = None,
+    precision: str = "fast",
 ) -> Model: ...
 def read_bandwidth() -> float: ...
 

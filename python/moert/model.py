@@ -20,7 +20,7 @@ Progress = Union[None, bool, Callable[[str, int, int], object]]
 
 def load(path: Union[str, os.PathLike], backend: str = "reference", dtype: str = "f32",
          max_context: int = 0, strict: bool = False, progress: Progress = None,
-         quantize: str = "") -> Model:
+         quantize: str = "", precision: str = "fast") -> Model:
     """Loads a Hugging Face checkpoint directory and returns a Model.
 
     Args:
@@ -53,6 +53,14 @@ def load(path: Union[str, os.PathLike], backend: str = "reference", dtype: str =
             GPTQ, AWQ or MXFP4 checkpoint stores packed stay as they are (they
             are read without it).  info["weight_dtype"] shows the result,
             e.g. "int4 g32 78%, bf16 22%".
+        precision: "fast" (the default) or "exact".  With f32 activations,
+            "fast" lets products with weights narrower than f32 (bf16, f16,
+            fp8, packed) be formed in bf16 -- x and the weight rounded to
+            bf16 (2^-9 relative each), accumulated in f32 -- where that is
+            faster (prompts on the CPU: about 2x); the residual stream, norms,
+            attention and sums stay f32, routers' logits exact.  "exact": f32
+            products of the weights as stored, the mode the tests check every
+            backend against the reference in.
 
     Raises:
         moert.Error: naming the file, tensor or parameter at fault (an
@@ -63,7 +71,7 @@ def load(path: Union[str, os.PathLike], backend: str = "reference", dtype: str =
     callback = _progress.resolve(progress)
     try:
         loaded = _moert.load(os.fspath(path), backend, dtype, max_context, strict, callback,
-                             quantize)
+                             quantize, precision)
     finally:
         _progress.close(callback)
     return Model(loaded)
@@ -72,7 +80,8 @@ def load(path: Union[str, os.PathLike], backend: str = "reference", dtype: str =
 def random_model(config: Union[str, Mapping[str, Any]], weights: str = "bf16", seed: int = 0,
                  std: float = 0.02, name: str = "config", backend: str = "reference",
                  dtype: str = "f32", max_context: int = 0, strict: bool = False,
-                 quantize: str = "", progress: Progress = None) -> Model:
+                 quantize: str = "", progress: Progress = None,
+                 precision: str = "fast") -> Model:
     """A Model with random weights built from a config.json body, no files.
 
     Args:
@@ -85,8 +94,8 @@ def random_model(config: Union[str, Mapping[str, Any]], weights: str = "bf16", s
         seed, std: every matrix N(0, std²) (a bounded draw), norms 1.0; the
             values depend only on the seed and each tensor's name.
         name: names the config in error messages (and is the model's path).
-        backend, dtype, max_context, strict, quantize, progress: as for
-            load() (progress sees "build", the bytes generated, and
+        backend, dtype, max_context, strict, quantize, progress, precision:
+            as for load() (progress sees "build", the bytes generated, and
             "prepare").
 
     Raises:
@@ -96,7 +105,7 @@ def random_model(config: Union[str, Mapping[str, Any]], weights: str = "bf16", s
     callback = _progress.resolve(progress)
     try:
         made = _moert.random_model(body, weights, seed, std, name, backend, dtype, max_context,
-                                   strict, quantize, callback)
+                                   strict, quantize, callback, precision)
     finally:
         _progress.close(callback)
     return Model(made)

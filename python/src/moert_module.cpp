@@ -477,7 +477,7 @@ py::list plugin_failures() {
 
 moert::LoadOptions load_options(const std::string& what, const std::string& backend,
                                 const std::string& dtype, int64_t max_context, bool strict,
-                                const std::string& quantize) {
+                                const std::string& quantize, const std::string& precision) {
   moert::LoadOptions o;
   o.device = backend;
   std::optional<moert::DType> t = moert::dtype_from_name(dtype);
@@ -486,13 +486,15 @@ moert::LoadOptions load_options(const std::string& what, const std::string& back
   o.max_context = max_context;
   o.strict = strict;
   o.quantize = quantize;
+  o.precision = precision;
   return o;
 }
 
 PyModel load(const std::string& path, const std::string& backend, const std::string& dtype,
              int64_t max_context, bool strict, const py::object& progress,
-             const std::string& quantize) {
-  moert::LoadOptions o = load_options("load", backend, dtype, max_context, strict, quantize);
+             const std::string& quantize, const std::string& precision) {
+  moert::LoadOptions o =
+      load_options("load", backend, dtype, max_context, strict, quantize, precision);
   ProgressCallback cb(progress);
   o.progress = cb.callback();
   std::unique_ptr<moert::Model> model;
@@ -504,9 +506,10 @@ PyModel load(const std::string& path, const std::string& backend, const std::str
 PyModel random_model(const std::string& config_json, const std::string& weights, uint64_t seed,
                      double std_dev, const std::string& name, const std::string& backend,
                      const std::string& dtype, int64_t max_context, bool strict,
-                     const std::string& quantize, const py::object& progress) {
+                     const std::string& quantize, const py::object& progress,
+                     const std::string& precision) {
   moert::LoadOptions o =
-      load_options("random_model", backend, dtype, max_context, strict, quantize);
+      load_options("random_model", backend, dtype, max_context, strict, quantize, precision);
   moert::RandomWeights w;
   w.dtype = weights;
   w.seed = seed;
@@ -642,7 +645,7 @@ version, a duplicate name ...  The other plugins still load.)doc");
 
   m.def("load", &load, py::arg("path"), py::arg("backend") = "reference", py::arg("dtype") = "f32",
         py::arg("max_context") = 0, py::arg("strict") = false, py::arg("progress") = py::none(),
-        py::arg("quantize") = "",
+        py::arg("quantize") = "", py::arg("precision") = "fast",
         R"doc(Loads a Hugging Face checkpoint directory and returns a Model.
 
 The package's moert.load() wraps this one (progress bars on stderr, and the
@@ -666,6 +669,11 @@ Args:
     quantize: "" (weights as stored), "int8", "int4" or "mxfp4": pack every
         float or fp8 linear weight inside the decoder layers at load (round
         to nearest, groups of 32 along K).
+    precision: "fast" (the default): with f32 activations, products with
+        weights narrower than f32 may be formed in bf16 (x and the weight
+        rounded to bf16, accumulated in f32; routers stay exact), as
+        llama.cpp forms them; "exact": f32 products of the weights as
+        stored, the checking mode.
 
 Raises:
     moert.Error: naming the file, tensor or parameter at fault (an unknown
@@ -676,13 +684,14 @@ Raises:
         py::arg("seed") = 0, py::arg("std") = 0.02, py::arg("name") = "config",
         py::arg("backend") = "reference", py::arg("dtype") = "f32", py::arg("max_context") = 0,
         py::arg("strict") = false, py::arg("quantize") = "", py::arg("progress") = py::none(),
+        py::arg("precision") = "fast",
         R"doc(A Model with random weights built from a config.json body (a JSON str).
 
 The package's moert.random_model() wraps this one.  weights: their storage,
 "f32", "bf16", "f16", "fp8", or "int8", "int4", "mxfp4" (the bf16 weights
 packed as quantize packs them); seed and std: the draw (N(0, std²), norms
 1.0); name: names the config in errors and is the model's path.  backend,
-dtype, max_context, strict, quantize, progress: as for load().)doc");
+dtype, max_context, strict, quantize, progress, precision: as for load().)doc");
 
   m.def("read_bandwidth", &host_read_bandwidth,
         R"doc(The host's memory read bandwidth in bytes per second.

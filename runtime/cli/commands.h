@@ -14,7 +14,8 @@
 // run options: --backend NAME (default reference)  --prompt TEXT | --prompt-ids 1,2,3
 //   --max-new-tokens N  --temperature T  --top-k K  --top-p P  --seed S  --stop 2,7
 //   --dtype f32|bf16|f16  --quantize int8|int4|mxfp4 (pack the float linear weights inside
-//   the decoder layers at load, LoadOptions::quantize)  --max-context N  --strict  --no-progress
+//   the decoder layers at load, LoadOptions::quantize)  --precision fast|exact
+//   (LoadOptions::precision)  --max-context N  --strict  --no-progress
 //   --logits-out FILE.npy (every logit row: the prompt's, then one per decode step,
 //   float32 [rows, vocab])
 #pragma once

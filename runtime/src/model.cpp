@@ -176,8 +176,11 @@ std::unique_ptr<Model> Model::build(const ArchSpec& arch, const std::string& nam
   check(
       options.dtype == DType::f32 || options.dtype == DType::bf16 || options.dtype == DType::f16,
       "load option dtype must be f32, bf16 or f16, got " + std::string(dtype_name(options.dtype)));
+  check(options.precision == "fast" || options.precision == "exact",
+        "load option precision must be \"fast\" or \"exact\", got \"" + options.precision + "\"");
   BuildOptions build;
   build.activation_dtype = options.dtype;
+  build.bf16_products = options.precision == "fast";
   build.max_context = options.max_context > 0
                           ? options.max_context
                           : std::min<int64_t>(arch.max_position_embeddings, 4096);

@@ -25,7 +25,9 @@ using moert::Model;
 using moert::RandomWeights;
 using moert::Tensor;
 using moert::ops::WeightFormat;
+using ::testing::Contains;
 using ::testing::HasSubstr;
+using ::testing::IsEmpty;
 using ::testing::Not;
 
 namespace {
@@ -325,4 +327,43 @@ TEST(QuantizeOnLoad, BadOptionsAreNamed) {
   EXPECT_THAT(error("int4", "int8"), HasSubstr("test-config: random weights of dtype 'int4'"));
   EXPECT_THAT(error("int5", ""), HasSubstr("f32, bf16, f16, fp8, int8, int4 or mxfp4"));
   EXPECT_EQ(error("int4", "int4"), "");
+}
+
+// LoadOptions::precision: "fast" (the default) marks every linear and moe
+// node with narrow weights products = "bf16", except the routers' linears;
+// "exact" marks none; f32 weights are never marked (nothing to gain).
+TEST(Precision, FastMarksNarrowProductsExceptRoutersAndExactMarksNone) {
+  auto marked = [](const Model& m) {
+    std::vector<std::string> names;
+    for (const moert::Node& n : m.graph().nodes())
+      if (n.attrs.get_string("products", "exact") == "bf16") names.push_back(n.name);
+    return names;
+  };
+  auto load = [](const std::string& dtype, const std::string& precision) {
+    moert::LoadOptions o;
+    o.precision = precision;
+    return Model::random(moert::testing::tiny_qwen2_moe().dump(), weights(dtype), o);
+  };
+  for (const char* dtype : {"bf16", "int4", "fp8"}) {
+    const auto fast = load(dtype, "fast");
+    const std::vector<std::string> names = marked(*fast);
+    EXPECT_THAT(names, Contains("model.layers.0.self_attn.q_proj")) << dtype;
+    EXPECT_THAT(names, Contains("model.layers.0.mlp.moe")) << dtype;
+    EXPECT_THAT(names, Contains("lm_head")) << dtype;
+    for (const std::string& n : names) EXPECT_FALSE(n.ends_with("router_logits")) << n;
+    EXPECT_THAT(marked(*load(dtype, "exact")), IsEmpty()) << dtype;
+  }
+  EXPECT_THAT(marked(*load("f32", "fast")), IsEmpty());
+  // The marks change nothing on the reference backend, which forms exact
+  // products whatever the mode.
+  const Tensor a = load("bf16", "fast")->forward(kPrompt);
+  const Tensor b = load("bf16", "exact")->forward(kPrompt);
+  EXPECT_EQ(std::memcmp(a.data(), b.data(), a.nbytes()), 0);
+  try {
+    load("bf16", "quick");
+    ADD_FAILURE() << "precision \"quick\" was accepted";
+  } catch (const moert::Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("load option precision must be \"fast\" or \"exact\""));
+    EXPECT_THAT(e.what(), HasSubstr("\"quick\""));
+  }
 }

@@ -43,6 +43,16 @@ struct LoadOptions {
   // (GPTQ, AWQ, MXFP4) stay as they are; its remaining float ones take its
   // group size, so that they can share a moe node with the packed ones.
   std::string quantize;
+  // How f32 activations meet narrower weights (bf16, f16, fp8, packed):
+  //   "fast"  (default) the products are formed in bf16 where that is faster
+  //           (a bf16 matrix unit: x and the weight rounded to bf16, 2^-9
+  //           relative each, accumulated in f32) -- the residual stream,
+  //           norms, attention and every sum stay f32; routers' logits stay
+  //           exact.  As llama.cpp does for narrow weights.
+  //   "exact" f32 products of the weights as stored: the reference the
+  //           tests check backends against, slower for prompts.
+  // Activations given as bf16/f16 (`dtype`) take bf16 products either way.
+  std::string precision = "fast";
   // KV cache positions; 0 = min(max_position_embeddings, 4096).
   int64_t max_context = 0;
   bool strict = false;  // a fallback to the reference backend is an error

@@ -17,9 +17,11 @@ struct LinearWeights {
   ValueId scale = kNoValue;  // fp8 block scale, or a packed weight's group scale
   ValueId bias = kNoValue;
   ops::WeightFormat format = ops::WeightFormat::none;
-  Ints block;        // the scale's groups {b0, b1}; empty without a scale
-  Ints shape;        // [out, in] (per expert)
-  std::string name;  // the checkpoint name, for messages
+  Ints block;           // the scale's groups {b0, b1}; empty without a scale
+  Ints shape;           // [out, in] (per expert)
+  std::string name;     // the checkpoint name, for messages
+  bool narrow = false;  // stored narrower than f32 (bf16, f16, fp8, packed)
+  bool router = false;  // a router's linear: products stay exact
 };
 
 // The groups one node's block_size attribute must give every scaled weight of
@@ -77,6 +79,7 @@ class Builder {
     w.shape = {out, in};
     w.format = t.format;
     w.block = t.block;
+    w.narrow = t.packed() || t.weight.dtype() != DType::f32;
     w.weight = g_.add_constant(weight_name, t.weight);
     if (t.scale.defined())
       w.scale = g_.add_constant(weight_name + (t.packed() ? "_scale" : "_scale_inv"), t.scale);
@@ -87,7 +90,15 @@ class Builder {
     LinearWeights w =
         constants(prefix + ".weight", src_.linear(prefix + ".weight", out, in, role), out, in);
     if (bias) w.bias = constant(prefix + ".bias", {out}, WeightRole::bias);
+    w.router = role == WeightRole::router;
     return w;
+  }
+  // Whether a node with these weights takes products = "bf16" (BuildOptions).
+  bool bf16_products(const std::vector<const LinearWeights*>& weights) const {
+    if (!opt_.bf16_products || opt_.activation_dtype != DType::f32) return false;
+    for (const LinearWeights* w : weights)
+      if (w->narrow && !w->router) return true;
+    return false;
   }
   // A linear node; a packed weight sets the op's quant and block_size (a
   // plain or fp8 one nothing, so that the node stays op version 1).
@@ -96,6 +107,7 @@ class Builder {
       attrs.set("quant", std::string(ops::weight_format_name(w.format)));
       attrs.set("block_size", w.block);
     }
+    if (bf16_products({&w})) attrs.set("products", std::string("bf16"));
     return g_.add("linear", name, {x, w.weight, w.bias, w.scale}, std::move(attrs));
   }
   // Per-expert [out, in] tensors stacked into [E, out, in], with their scales.
@@ -287,6 +299,7 @@ ValueId Builder::moe(const std::string& layer, ValueId h) {
     // fp8 (or plain): the op's default block_size [128, 128].
     common_block(block + "moe", scaled);
   }
+  if (bf16_products(scaled)) attrs.set("products", std::string("bf16"));
   return g_.add("moe", block + "moe", in, std::move(attrs));
 }
 
@@ -351,8 +364,10 @@ Graph Builder::build() {
   LinearWeights lm;
   if (head == "lm_head.weight")
     lm = linear("lm_head", a_.vocab, a_.hidden, false, WeightRole::lm_head);
-  else
+  else {
     lm.weight = embed;
+    lm.narrow = g_.value(embed).dtype != DType::f32;
+  }
   g_.mark_output(apply("lm_head", x, lm, {{"dtype", std::string("f32")}}));
   return std::move(g_);
 }

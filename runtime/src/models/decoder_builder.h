@@ -14,6 +14,12 @@ namespace moert {
 struct BuildOptions {
   DType activation_dtype = DType::f32;
   int64_t max_context = 0;  // KV cache positions
+  // Products in the weights' precision (LoadOptions::precision "fast"): with
+  // f32 activations, every linear and moe node whose weights are narrower
+  // than f32 gets the attribute products = "bf16" (ops/linear.cpp), except
+  // the routers' linears, whose near-ties between experts a rounding of the
+  // hidden state could flip.
+  bool bf16_products = false;
 };
 
 // Graph inputs: ids i32[T], positions i32[T]; output: logits f32[T, vocab].
