@@ -284,13 +284,17 @@ MOERT_AVX512 void packed_rows(const WeightMatrix& w, int64_t n, const float* x, 
 #pragma GCC unroll 8
     for (int m = 0; m < M; ++m) acc[r][m] = _mm512_setzero_ps();
   const unsigned char* base = w.row_bytes(n);
-  for (int64_t g0 = 0; g0 < k; g0 += w.block_cols) {
+  RowGroups groups[R];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) groups[r] = RowGroups(w, n + r);
+  for (int64_t g0 = 0, g = 0; g0 < k; g0 += w.block_cols, ++g) {
     __m512 scale[R], zero_scale[R];
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
-      const Group g = group_of(w, n + r, g0);
-      scale[r] = _mm512_set1_ps(g.scale);
-      zero_scale[r] = _mm512_set1_ps(g.zero * g.scale);
+      float s, zs;
+      groups[r].get(g, s, zs);
+      scale[r] = _mm512_set1_ps(s);
+      zero_scale[r] = _mm512_set1_ps(zs);
     }
     const int64_t g1 = std::min(k, g0 + w.block_cols);
     for (int64_t i = g0; i < g1; i += 32) {

@@ -1,8 +1,8 @@
 // Reading packed weight matrices (int8, int4, mxfp4; ops/weight_format.h):
 // a group's scale and zero point, and rows dequantised to f32, exactly
 // (every packed value times its f16 or power-of-two scale is an f32).  The
-// portable paths use these as they are; the AVX-512 kernels use group_of and
-// decode the codes themselves.
+// portable paths use these as they are; the AVX-512 kernels read the scales
+// through RowGroups (packed_avx512.h) and decode the codes themselves.
 #pragma once
 
 #include <cstdint>

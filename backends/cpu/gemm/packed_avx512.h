@@ -12,7 +12,9 @@
 // rest decode as code 0, which the zero-padded x multiplies by 0.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
+#include <cstring>
 
 #include "simd.h"
 #include "weight.h"
@@ -54,6 +56,42 @@ MOERT_AVX512 inline void decode_chunk(const unsigned char* p, int64_t bytes, __m
     }
   }
 }
+
+// The group scales of one row of W (its block row's), read group by group
+// without divisions: scale and zero point of group g.
+struct RowGroups {
+  const unsigned char* at = nullptr;
+  ops::WeightFormat format = ops::WeightFormat::none;
+  bool zero_points = false;
+
+  RowGroups() = default;
+  RowGroups(const WeightMatrix& w, int64_t n) : format(w.format), zero_points(w.zero_points) {
+    const size_t bytes = format == ops::WeightFormat::mxfp4 ? 1 : (zero_points ? 4 : 2);
+    at = static_cast<const unsigned char*>(w.groups) +
+         static_cast<size_t>((n / w.block_rows) * w.scale_cols()) * bytes;
+  }
+  // Sets scale and zero * scale of group g.
+  MOERT_AVX512 void get(int64_t g, float& scale, float& zero_scale) const {
+    if (format == ops::WeightFormat::mxfp4) {
+      const uint32_t e = at[g];
+      scale = e == 255 ? NAN : (e == 0 ? std::ldexp(1.0f, -127) : 0.0f);
+      if (e != 255 && e != 0) {
+        const uint32_t bits = e << 23;
+        std::memcpy(&scale, &bits, 4);
+      }
+      zero_scale = 0.0f;
+      return;
+    }
+    const uint16_t* h = reinterpret_cast<const uint16_t*>(at);
+    if (zero_points) {
+      scale = _cvtsh_ss(h[2 * g]);
+      zero_scale = _cvtsh_ss(h[2 * g + 1]) * scale;
+    } else {
+      scale = _cvtsh_ss(h[g]);
+      zero_scale = format == ops::WeightFormat::int4 ? 8.0f * scale : 0.0f;
+    }
+  }
+};
 
 // Whether the AVX-512 chunk kernels serve this matrix: groups of whole
 // chunks.

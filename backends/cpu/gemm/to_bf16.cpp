@@ -83,9 +83,11 @@ MOERT_AVX512 void packed_row_avx512(const WeightMatrix& w, int64_t n, float* out
   const __m512i lo_idx = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
   const __m512i hi_idx =
       _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
-  for (int64_t g0 = 0; g0 < k; g0 += w.block_cols) {
-    const Group g = group_of(w, n, g0);
-    const __m512 scale = _mm512_set1_ps(g.scale), zero_scale = _mm512_set1_ps(g.zero * g.scale);
+  const RowGroups groups(w, n);
+  for (int64_t g0 = 0, gi = 0; g0 < k; g0 += w.block_cols, ++gi) {
+    float s, zs;
+    groups.get(gi, s, zs);
+    const __m512 scale = _mm512_set1_ps(s), zero_scale = _mm512_set1_ps(zs);
     const int64_t g1 = std::min(k, g0 + w.block_cols);
     for (int64_t i = g0; i < g1; i += 32) {
       const int64_t at = F == ops::WeightFormat::int8 ? i : i / 2;
