@@ -37,6 +37,7 @@ const char* const kUsage = R"(usage: moert-opbench [options]
                    (default f32)
   --m LIST         rows of x, e.g. 1,512,2048 (default 1,2048)
   --n N, --k K     weight [N, K] (default 2048 x 2048)
+  --products P     the linear's products attribute: exact (default) or bf16
   -r N             timed repetitions after one warm-up run (default 5)
   --bandwidth-mib N  buffer of the read-bandwidth measurement (default 1024; 0 skips it)
   --json FILE      every figure as JSON
@@ -61,6 +62,7 @@ int64_t parse_int(const std::string& flag, const std::string& v) {
 struct Options {
   std::vector<std::string> backends{"cpu"};
   std::vector<std::string> dtypes{"f32"};
+  std::string products = "exact";
   std::vector<int64_t> ms{1, 2048};
   int64_t n = 2048, k = 2048;
   int repeat = 5;
@@ -83,6 +85,10 @@ Options parse(int argc, char** argv) {
       o.backends = split(next());
     } else if (a == "--dtype") {
       o.dtypes = split(next());
+    } else if (a == "--products") {
+      o.products = next();
+      if (o.products != "exact" && o.products != "bf16")
+        throw moert::Error("--products: '" + o.products + "' is not exact or bf16");
     } else if (a == "--m") {
       o.ms.clear();
       for (const std::string& m : split(next())) o.ms.push_back(parse_int("--m", m));
@@ -201,6 +207,7 @@ int run(const Options& o) {
         ins.push_back(g.add_constant("w_scale", weight.scale));
       }
       moert::Attributes attrs;
+      if (o.products != "exact") attrs.set("products", o.products);
       if (!weight.quant.empty()) {
         attrs.set("quant", weight.quant);
         attrs.set("block_size", std::vector<int64_t>{1, 32});
