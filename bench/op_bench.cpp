@@ -37,7 +37,7 @@ const char* const kUsage = R"(usage: moert-opbench [options]
                    (default f32)
   --m LIST         rows of x, e.g. 1,512,2048 (default 1,2048)
   --n N, --k K     weight [N, K] (default 2048 x 2048)
-  --products P     the linear's products attribute: exact (default) or bf16
+  --products P     the linear's products attribute: exact (default), bf16 or int8
   -r N             timed repetitions after one warm-up run (default 5)
   --bandwidth-mib N  buffer of the read-bandwidth measurement (default 1024; 0 skips it)
   --json FILE      every figure as JSON
@@ -87,8 +87,8 @@ Options parse(int argc, char** argv) {
       o.dtypes = split(next());
     } else if (a == "--products") {
       o.products = next();
-      if (o.products != "exact" && o.products != "bf16")
-        throw moert::Error("--products: '" + o.products + "' is not exact or bf16");
+      if (o.products != "exact" && o.products != "bf16" && o.products != "int8")
+        throw moert::Error("--products: '" + o.products + "' is not exact, bf16 or int8");
     } else if (a == "--m") {
       o.ms.clear();
       for (const std::string& m : split(next())) o.ms.push_back(parse_int("--m", m));

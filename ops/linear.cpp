@@ -17,9 +17,14 @@
 //   rounded).  "bf16": the backend may round x and the (dequantised) weight
 //   to bf16 before multiplying, a relative error of at most 2^-9 each,
 //   accumulating in f32 -- the products a bf16 matrix unit forms, as
-//   llama.cpp forms them for narrow weights.  The reference computes exact
-//   products in either case: "bf16" permits a rounding, it does not
-//   require one.
+//   llama.cpp forms them for narrow weights.  "int8" (for packed weights):
+//   what "bf16" permits, and x may instead be quantised to int8 in blocks
+//   of 32 consecutive elements along K (scale = the block's max |x| / 127,
+//   round to nearest) and multiplied by the packed codes exactly, in
+//   integers, as llama.cpp forms Q4_0/Q8_0 products: an error of at most
+//   (block max |x|) / 254 per element of x.  The reference computes exact
+//   products in every case: a mode permits a rounding, it does not require
+//   one.
 //   bias may be any float dtype.
 //
 // matmul(a [B..., M, K], b [B..., K, N]) -> y [B..., M, N], attribute

@@ -66,7 +66,7 @@ inline const std::initializer_list<Op>& ops() {
        {{"block_size", K::integers, false, "128,128"},
         {"dtype", K::string, false, nullptr, "f32|f16|bf16"},
         {"quant", K::string, false, "none", kQuantFormats, 2},
-        {"products", K::string, false, "exact", "exact|bf16", 2}}},
+        {"products", K::string, false, "exact", "exact|bf16|int8", 2}}},
       {"matmul", 1, {{"transpose_b", K::integer, false, "0"}}},
       {"reshape", 1, {{"shape", K::integers, true}}},
       {"slice",
@@ -116,7 +116,7 @@ inline const std::initializer_list<Op>& ops() {
        {{"block_size", K::integers, false, "128,128"},
         {"quant", K::string, false, "none", kQuantFormats, 2},
         {"shared_quant", K::string, false, "none", kQuantFormats, 2},
-        {"products", K::string, false, "exact", "exact|bf16", 2}}},
+        {"products", K::string, false, "exact", "exact|bf16|int8", 2}}},
   };
   return table;
 }

@@ -48,6 +48,7 @@ struct Spec {
   std::string quant;           // packed weight format (w ignored); empty: none
   bool zeros = false;          // int4 with zero points
   bool bf16_products = false;  // attribute products = "bf16"
+  bool int8_products = false;  // attribute products = "int8" (packed weights)
 };
 
 // W widened to double, dequantised with its block scales.
@@ -78,6 +79,7 @@ Case make(const Spec& s, std::mt19937& rng) {
   if (!s.block.empty()) c.attrs.set("block_size", s.block);
   if (s.out) c.attrs.set("dtype", std::string(dtype_name(*s.out)));
   if (s.bf16_products) c.attrs.set("products", std::string("bf16"));
+  if (s.int8_products) c.attrs.set("products", std::string("int8"));
 
   Tensor w, scale;
   std::vector<double> wd;
@@ -148,6 +150,19 @@ Case make(const Spec& s, std::mt19937& rng) {
   // products = "bf16" permits rounding x and the weight (unless bf16
   // already) at any row count; otherwise f32 x and few rows are exact.
   const int rounded = (s.x != DType::bf16) + (packed || s.w != DType::bf16);
+  if (s.int8_products) {
+    // x may be quantised to int8 per block of 32 (error uniform within
+    // +-max|x_block| / 254, std max/440; the max of 32 normal values is
+    // ~2.5 sd, so ~0.0057 RMS(x) per element): the output errs by ~0.0057
+    // RMS(y); 5 std with a 2x spread is 0.057, and the GEMM path's bf16
+    // bounds are below it: 6e-2.
+    c.floor = rms;
+    c.tolerance = std::max(tolerance_for(out), 6e-2);
+    c.why =
+        "x may be quantised to int8 per block of 32 (error <= max|x_block| / 254 per element, "
+        "output error std ~0.0057 RMS(y)), 5 std with 2x spread; floor = RMS of the outputs";
+    return c;
+  }
   const bool exact = s.bf16_products
                          ? false
                          : max_rows <= 8 || (!packed && s.w == DType::f32) || s.x == DType::f32 ||
@@ -411,6 +426,47 @@ std::vector<Case> cases() {
         out.push_back(make(s, rng));
       }
     }
+  // products = "int8": every packed format, groups of 32 and 128, odd K,
+  // decode row counts (a backend may quantise x per block of 32) and a
+  // prefill one.
+  for (const char* quant : {"int8", "int4", "mxfp4"})
+    for (int64_t m : {1, 3, 8, 40}) {
+      Spec s;
+      s.name = std::string("int8_products_") + quant + "_m" + std::to_string(m);
+      s.quant = quant;
+      s.block = {1, 32};
+      s.int8_products = true;
+      s.n = 150;
+      s.k = m == 3 ? 333 : 512;
+      s.lead = {m};
+      s.bias = DType::f32;
+      out.push_back(make(s, rng));
+    }
+  for (int64_t k : {512, 700}) {
+    // Groups of 32 with zero points, 8 chunks at a time and a tail.
+    Spec s;
+    s.name = "int8_products_int4_zeros_g32_k" + std::to_string(k);
+    s.quant = "int4";
+    s.zeros = true;
+    s.block = {1, 32};
+    s.int8_products = true;
+    s.n = 67;
+    s.k = k;
+    s.lead = {1};
+    out.push_back(make(s, rng));
+  }
+  for (bool zeros : {false, true}) {
+    Spec s;
+    s.name = std::string("int8_products_int4") + (zeros ? "_zeros" : "") + "_g128_m2";
+    s.quant = "int4";
+    s.zeros = zeros;
+    s.block = {1, 128};
+    s.int8_products = true;
+    s.n = 97;
+    s.k = 384;
+    s.lead = {2};
+    out.push_back(make(s, rng));
+  }
   // A weight that is an input of the graph, not a constant.
   {
     Spec s;

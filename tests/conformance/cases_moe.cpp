@@ -48,6 +48,7 @@ struct Spec {
   std::string shared_quant;    // shared experts packed (shared ignored)
   bool zeros = false;          // int4 with zero points
   bool bf16_products = false;  // attribute products = "bf16"
+  bool int8_products = false;  // attribute products = "int8"
 };
 
 Tensor random_scales(std::vector<int64_t> shape, std::mt19937& rng) {
@@ -127,6 +128,7 @@ Case make(const Spec& s, std::mt19937& rng) {
   const int64_t E = s.experts, I = s.inter, H = s.hidden, Is = s.shared_inter;
   if (!s.quant.empty()) c.attrs.set("quant", s.quant);
   if (s.bf16_products) c.attrs.set("products", std::string("bf16"));
+  if (s.int8_products) c.attrs.set("products", std::string("int8"));
   if (!s.shared_quant.empty()) c.attrs.set("shared_quant", s.shared_quant);
   auto make_expert_weight = [&](const std::string& quant, DType t, int64_t experts, int64_t rows,
                                 int64_t cols) {
@@ -226,6 +228,19 @@ Case make(const Spec& s, std::mt19937& rng) {
     c.steps.push_back(std::move(step));
   }
 
+  if (s.int8_products) {
+    // x and the SwiGLU activations may be quantised to int8 per block of 32
+    // (~0.0057 of their RMS per element, see cases_linear.cpp) before the
+    // gate/up and the down products: ~0.01 of RMS(out) per expert, summed
+    // with random signs; 5 std with a 2x spread, and the bf16 bounds of the
+    // GEMM path: 8e-2.
+    c.floor = std::sqrt(sum / static_cast<double>(std::max<int64_t>(1, count)));
+    c.tolerance = 8e-2;
+    c.why =
+        "x and the SwiGLU activations may be quantised to int8 per block of 32 (~0.0057 RMS "
+        "each): ~0.01 RMS(out) per expert, 5 std with 2x spread; floor = RMS of the outputs";
+    return c;
+  }
   const bool exact_products =
       !s.bf16_products && (max_rows <= 8 || s.x == DType::f32 ||
                            (s.quant.empty() && s.w == DType::f32 &&
@@ -310,6 +325,22 @@ std::vector<Case> moe_cases() {
       out.push_back(make(s, rng));
     }
   }
+  // products = "int8": packed experts with x quantised per block of 32.
+  for (const char* quant : {"int8", "int4", "mxfp4"})
+    for (int64_t t : {1, 3, 50}) {
+      Spec s;
+      s.name = std::string("int8_products_") + quant + "_t" + std::to_string(t);
+      s.quant = quant;
+      s.shared_quant = quant;
+      s.block = {1, 32};
+      s.hidden = 96;
+      s.inter = 64;
+      s.int8_products = true;
+      s.shared = DType::bf16;
+      s.shared_gate = true;
+      s.tokens = {t};
+      out.push_back(make(s, rng));
+    }
   // products = "bf16": f32 x that a backend may round to bf16.
   for (const char* quant : {"", "int4"})
     for (int64_t t : {1, 64}) {

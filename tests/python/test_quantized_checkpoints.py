@@ -324,7 +324,7 @@ def rtn_quantize(values, quant):
 def rtn_reference(directory, quant):
     """The NumPy reference of `directory` with every linear weight inside its
     decoder layers quantized by rtn_quantize (fp8 ones from their e4m3
-    values times their block scale, in float32)."""
+    values times their block scale, in float32), and lm_head in int8."""
     with open(os.path.join(directory, "config.json"), encoding="utf-8") as f:
         config = json.load(f)
     typed = safetensors_io.read_checkpoint_typed(str(directory))
@@ -342,6 +342,10 @@ def rtn_reference(directory, quant):
         else:
             values = array.astype(np.float32)
         typed[name] = ("F64", rtn_quantize(values, quant))
+    # An untied lm_head is packed int8 whatever the format.
+    if "lm_head.weight" in typed:
+        dtype, array = typed["lm_head.weight"]
+        typed["lm_head.weight"] = ("F64", rtn_quantize(array.astype(np.float32), "int8"))
     config.pop("quantization_config", None)
     return reference.Model(config, typed)
 

@@ -259,18 +259,22 @@ TEST_F(ModelTest, QuantizeOnLoadPacksTheLayerLinears) {
   o.quantize = "int8";
   auto m = Model::load(dir_.string(), o);
   // Per layer: q, o [32, 32], k, v [16, 32], gate, up [48, 32], down [32, 48]
-  // as int8 with one f16 scale per row and 32 columns (down: 2 per row).
+  // as int8 with one f16 scale per row and 32 columns (down: 2 per row);
+  // lm_head [vocab, 32] int8 too.
   const int64_t packed = 2 * 32 * 32 + 2 * 16 * 32 + 3 * 48 * 32;
   const int64_t groups = 32 + 32 + 16 + 16 + 48 + 48 + 2 * 32;
-  const int64_t f32 = 2 * kVocab * kHidden + kHidden + kLayers * 2 * kHidden;
+  const int64_t head = kVocab * kHidden + 2 * kVocab * (kHidden / 32);
+  const int64_t f32 = kVocab * kHidden + kHidden + kLayers * 2 * kHidden;
   const moert::ModelSummary s = m->summary();
   EXPECT_EQ(s.total_params, plain->summary().total_params);
-  EXPECT_EQ(s.weight_bytes, static_cast<uint64_t>(kLayers * (packed + 2 * groups) + 4 * f32));
+  EXPECT_EQ(s.weight_bytes,
+            static_cast<uint64_t>(kLayers * (packed + 2 * groups) + head + 4 * f32));
   const double share =
-      100.0 * kLayers * (packed + 2 * groups) / static_cast<double>(s.weight_bytes);
-  EXPECT_EQ(m->info().weight_dtype, "f32 " + std::to_string(static_cast<int>(100 - share + 0.5)) +
-                                        "%, int8 g32 " +
-                                        std::to_string(static_cast<int>(share + 0.5)) + "%");
+      100.0 * (kLayers * (packed + 2 * groups) + head) / static_cast<double>(s.weight_bytes);
+  // Largest share first.
+  EXPECT_EQ(m->info().weight_dtype, "int8 g32 " + std::to_string(static_cast<int>(share + 0.5)) +
+                                        "%, f32 " +
+                                        std::to_string(static_cast<int>(100 - share + 0.5)) + "%");
   EXPECT_THAT(s.str(), HasSubstr("int8 g32"));
   // int8 with groups of 32: each weight within amax / 254 of its value.  This
   // checkpoint's N(0, 0.3²) weights are not scaled by 1/sqrt(fan_in), so its

@@ -330,13 +330,14 @@ TEST(QuantizeOnLoad, BadOptionsAreNamed) {
 }
 
 // LoadOptions::precision: "fast" (the default) marks every linear and moe
-// node with narrow weights products = "bf16", except the routers' linears;
+// node with narrow weights products = "bf16" ("int8" when packed), except
+// the routers' linears;
 // "exact" marks none; f32 weights are never marked (nothing to gain).
 TEST(Precision, FastMarksNarrowProductsExceptRoutersAndExactMarksNone) {
   auto marked = [](const Model& m) {
     std::vector<std::string> names;
     for (const moert::Node& n : m.graph().nodes())
-      if (n.attrs.get_string("products", "exact") == "bf16") names.push_back(n.name);
+      if (n.attrs.get_string("products", "exact") != "exact") names.push_back(n.name);
     return names;
   };
   auto load = [](const std::string& dtype, const std::string& precision) {
@@ -354,6 +355,14 @@ TEST(Precision, FastMarksNarrowProductsExceptRoutersAndExactMarksNone) {
     EXPECT_THAT(marked(*load(dtype, "exact")), IsEmpty()) << dtype;
   }
   EXPECT_THAT(marked(*load("f32", "fast")), IsEmpty());
+  // Packed weights take "int8", the others "bf16".
+  for (const moert::Node& n : load("int4", "fast")->graph().nodes()) {
+    if (n.name == "model.layers.0.mlp.moe" || n.name == "model.layers.0.self_attn.q_proj") {
+      EXPECT_EQ(n.attrs.get_string("products", ""), "int8") << n.name;
+    } else if (n.name == "lm_head") {
+      EXPECT_EQ(n.attrs.get_string("products", ""), "bf16");
+    }
+  }
   // The marks change nothing on the reference backend, which forms exact
   // products whatever the mode.
   const Tensor a = load("bf16", "fast")->forward(kPrompt);

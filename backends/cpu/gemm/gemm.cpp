@@ -83,7 +83,7 @@ void gemm(const float* x, int64_t m, int64_t ldx, const WeightMatrix& w, float* 
     return;
   }
   if (m <= gemv_max_rows(w, products)) {
-    const GemvTask task{&w, x, ldx, m, y, ldy};
+    const GemvTask task{&w, x, ldx, m, y, ldy, products == Products::int8};
     gemv(&task, 1);
     return;
   }

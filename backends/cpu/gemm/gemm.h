@@ -30,8 +30,12 @@
 
 namespace moert::cpu::gemm {
 
-// How the products of a large-m GEMM are formed (above).
-enum class Products { exact, bf16 };
+// How the products are formed (above).  `int8` (the op attribute products =
+// "int8", for packed weights): as `bf16` for the large-m GEMMs, and the
+// GEMV may quantise x to int8 per block of 32 (scale max |x| / 127) and
+// form the products of the packed codes in integers (AVX512-VNNI), as
+// llama.cpp does for Q4_0/Q8_0: 2-3x the exact kernel's rate at one row.
+enum class Products { exact, bf16, int8 };
 
 // The largest m the GEMV kernels serve for this matrix and products.
 int64_t gemv_max_rows(const WeightMatrix& w, Products products);

@@ -73,7 +73,9 @@ void gemv(const GemvTask* tasks, size_t count) {
   float* xp = scratch<float>(Slot::gemv_x, x_floats);
   for (Pass& p : passes) {
     p.xp = xp;
-    if (avx512)
+    if (p.task.int8_products && detail::gemv_int8_packed(*p.task.w))
+      detail::gemv_prepare_x_int8(*p.task.w, p.task.x, p.task.ldx, p.task.m, p.xp);
+    else if (avx512)
       detail::gemv_prepare_x_avx512(*p.task.w, p.task.x, p.task.ldx, p.task.m, p.xp);
     else
       detail::gemv_prepare_x_portable(*p.task.w, p.task.x, p.task.ldx, p.task.m, p.xp);
@@ -117,7 +119,9 @@ void gemv(const GemvTask* tasks, size_t count) {
       const Pass& p = passes[pass];
       const int64_t stop = pass == end_pass ? end_row : p.task.w->rows;
       if (row >= stop || p.task.w->cols == 0) continue;
-      if (avx512)
+      if (p.task.int8_products && detail::gemv_int8_packed(*p.task.w))
+        detail::gemv_rows_int8(*p.task.w, p.xp, p.task.m, row, stop, p.task.y, p.task.ldy);
+      else if (avx512)
         detail::gemv_rows_avx512(*p.task.w, p.xp, p.task.m, row, stop, p.task.y, p.task.ldy, tmp);
       else
         detail::gemv_rows_portable(*p.task.w, p.xp, p.task.m, row, stop, p.task.y, p.task.ldy, tmp);

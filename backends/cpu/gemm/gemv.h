@@ -24,6 +24,9 @@ struct GemvTask {
   int64_t m = 0;
   float* y = nullptr;  // m rows of N, `ldy` apart (fully written)
   int64_t ldy = 0;
+  // Products::int8 permitted (gemm.h): a packed W may meet x quantised to
+  // int8 per block of 32 (the VNNI kernel, where the CPU has it).
+  bool int8_products = false;
 };
 
 // Runs every task, the rows of all of them shared among the OpenMP threads.

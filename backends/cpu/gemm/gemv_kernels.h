@@ -28,4 +28,14 @@ void gemv_rows_avx512(const WeightMatrix& w, const float* xp, int64_t m, int64_t
 void gemv_rows_portable(const WeightMatrix& w, const float* xp, int64_t m, int64_t n0, int64_t n1,
                         float* y, int64_t ldy, float* tmp);
 
+// Packed W with int8 activations (GemvTask::int8_products, on CPUs with
+// AVX512-VNNI; gemv_int8_avx512.cpp): whether a matrix takes them, its
+// prepared x (per row, within gemv_x_stride(K) floats: the int8 codes in the
+// weights' chunk order, then each block's scale and scale * sum of codes)
+// and its rows.
+bool gemv_int8_packed(const WeightMatrix& w);
+void gemv_prepare_x_int8(const WeightMatrix& w, const float* x, int64_t ldx, int64_t m, float* xp);
+void gemv_rows_int8(const WeightMatrix& w, const float* xp, int64_t m, int64_t n0, int64_t n1,
+                    float* y, int64_t ldy);
+
 }  // namespace moert::cpu::gemm::detail

@@ -18,4 +18,13 @@ bool use_avx512() {
   return yes;
 }
 
+bool use_avx512_vnni() {
+  static const bool yes = [] {
+    const char* off = std::getenv("MOERT_CPU_NO_VNNI");
+    if (off && *off && std::strcmp(off, "0") != 0) return false;
+    return use_avx512() && __builtin_cpu_supports("avx512vnni");
+  }();
+  return yes;
+}
+
 }  // namespace moert::cpu::gemm

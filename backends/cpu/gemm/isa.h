@@ -16,4 +16,10 @@ namespace moert::cpu::gemm {
 // the portable kernels (to test them on an AVX-512 machine).
 bool use_avx512();
 
+// The AVX-512 kernels plus AVX512-VNNI (vpdpbusd): the packed GEMV with int8
+// activations (gemv_int8_avx512.cpp).  MOERT_CPU_NO_VNNI=1 turns it off.
+#define MOERT_AVX512_VNNI \
+  __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,f16c,fma")))
+bool use_avx512_vnni();
+
 }  // namespace moert::cpu::gemm

@@ -93,6 +93,12 @@ struct RowGroups {
   }
 };
 
+// The zero point of int4 group g of a RowGroups (8 when symmetric).
+MOERT_AVX512 inline float zero_point(const RowGroups& rg, int64_t g) {
+  if (!rg.zero_points) return 8.0f;
+  return _cvtsh_ss(reinterpret_cast<const uint16_t*>(rg.at)[2 * g + 1]);
+}
+
 // Whether the AVX-512 chunk kernels serve this matrix: groups of whole
 // chunks.
 inline bool packed_chunks(const WeightMatrix& w) { return w.block_cols % 32 == 0; }

@@ -61,7 +61,7 @@ class Linear final : public Kernel {
     block_rows_ = block[0];
     block_cols_ = block[1];
     format_ = format_of(node);
-    bf16_products_ = node.attr_string("products", "exact") == "bf16";
+    products_attr_ = node.attr_string("products", "exact");
     zero_points_ = node.has_input(3) && node.input(3).rank() == 3;
   }
 
@@ -96,7 +96,9 @@ class Linear final : public Kernel {
     // f32 activations get f32 products unless the node permits bf16 ones;
     // bf16/f16 activations may take bf16 (gemm.h).
     const gemm::Products products =
-        x_f32 && !bf16_products_ ? gemm::Products::exact : gemm::Products::bf16;
+        products_attr_ == "int8"
+            ? gemm::Products::int8
+            : (x_f32 && products_attr_ == "exact" ? gemm::Products::exact : gemm::Products::bf16);
     const int64_t chunk = std::max<int64_t>(1024, kChunkFloats / std::max<int64_t>(1, n + k));
     for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
       const int64_t m = std::min(chunk, rows - r0);
@@ -128,7 +130,7 @@ class Linear final : public Kernel {
   int64_t n_ = 0, k_ = 0, block_rows_ = 128, block_cols_ = 128;
   ops::WeightFormat format_ = ops::WeightFormat::none;
   bool zero_points_ = false;
-  bool bf16_products_ = false;  // attribute products = "bf16"
+  std::string products_attr_ = "exact";  // attribute products
 };
 
 std::unique_ptr<Kernel> create(const NodeDesc& node) { return std::make_unique<Linear>(node); }

@@ -151,7 +151,7 @@ class Moe final : public Kernel {
     block_cols_ = block[1];
     routed_format_ = format_of(node, "quant");
     shared_format_ = format_of(node, "shared_quant");
-    bf16_products_ = node.attr_string("products", "exact") == "bf16";
+    products_attr_ = node.attr_string("products", "exact");
     // int4 scales with zero points have a trailing dim of 2.
     for (size_t w : {kGate, kUp, kDown, kSharedGate, kSharedUp, kSharedDown})
       if (node.has_input(w) && node.has_input(w + 3))
@@ -170,8 +170,10 @@ class Moe final : public Kernel {
     if (tokens == 0) return;
     // f32 activations get f32 products unless the node permits bf16 ones;
     // bf16/f16 activations may take bf16 (gemm.h).
-    products_ = x.dtype == MOERT_DTYPE_F32 && !bf16_products_ ? gemm::Products::exact
-                                                              : gemm::Products::bf16;
+    products_ = products_attr_ == "int8" ? gemm::Products::int8
+                                         : (x.dtype == MOERT_DTYPE_F32 && products_attr_ == "exact"
+                                                ? gemm::Products::exact
+                                                : gemm::Products::bf16);
     // Every id is checked before anything runs (and before any parallel
     // region, which an exception must not leave).
     for (int64_t i = 0; i < tokens * slots; ++i) {
@@ -209,7 +211,7 @@ class Moe final : public Kernel {
   void product(const gemm::WeightMatrix& w, const float* x, int64_t m, float* y, int64_t room) {
     if (m <= 0) return;
     if (m <= gemm::gemv_max_rows(w, products_))
-      tasks_.push_back({&w, x, w.cols, m, y, w.rows});
+      tasks_.push_back({&w, x, w.cols, m, y, w.rows, products_ == gemm::Products::int8});
     else
       gemm::gemm(x, m, w.cols, w, y, w.rows, products_, room);
   }
@@ -366,7 +368,7 @@ class Moe final : public Kernel {
   ops::WeightFormat routed_format_ = ops::WeightFormat::none;
   ops::WeightFormat shared_format_ = ops::WeightFormat::none;
   bool zero_points_[kSharedExpertGate] = {};
-  bool bf16_products_ = false;  // attribute products = "bf16"
+  std::string products_attr_ = "exact";  // attribute products
   // Reused between runs.
   std::vector<int64_t> active_;
   std::vector<Mlp> mlps_;

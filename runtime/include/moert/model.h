@@ -48,7 +48,9 @@ struct LoadOptions {
   //           (a bf16 matrix unit: x and the weight rounded to bf16, 2^-9
   //           relative each, accumulated in f32) -- the residual stream,
   //           norms, attention and every sum stay f32; routers' logits stay
-  //           exact.  As llama.cpp does for narrow weights.
+  //           exact.  Packed weights (int8, int4, mxfp4) may meet x
+  //           quantised to int8 per block of 32 instead (scale max|x| /
+  //           127), their products formed in integers.  As llama.cpp does.
   //   "exact" f32 products of the weights as stored: the reference the
   //           tests check backends against, slower for prompts.
   // Activations given as bf16/f16 (`dtype`) take bf16 products either way.

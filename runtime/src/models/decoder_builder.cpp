@@ -93,12 +93,18 @@ class Builder {
     w.router = role == WeightRole::router;
     return w;
   }
-  // Whether a node with these weights takes products = "bf16" (BuildOptions).
-  bool bf16_products(const std::vector<const LinearWeights*>& weights) const {
-    if (!opt_.bf16_products || opt_.activation_dtype != DType::f32) return false;
-    for (const LinearWeights* w : weights)
-      if (w->narrow && !w->router) return true;
-    return false;
+  // The products attribute of a node with these weights (BuildOptions):
+  // "int8" when one is packed, "bf16" when one is otherwise narrower than
+  // f32, "" (exact, the default) otherwise or for routers.
+  std::string fast_products(const std::vector<const LinearWeights*>& weights) const {
+    if (!opt_.bf16_products || opt_.activation_dtype != DType::f32) return "";
+    std::string out;
+    for (const LinearWeights* w : weights) {
+      if (w->router) continue;
+      if (w->format != ops::WeightFormat::none) return "int8";
+      if (w->narrow) out = "bf16";
+    }
+    return out;
   }
   // A linear node; a packed weight sets the op's quant and block_size (a
   // plain or fp8 one nothing, so that the node stays op version 1).
@@ -107,7 +113,7 @@ class Builder {
       attrs.set("quant", std::string(ops::weight_format_name(w.format)));
       attrs.set("block_size", w.block);
     }
-    if (bf16_products({&w})) attrs.set("products", std::string("bf16"));
+    if (const std::string p = fast_products({&w}); !p.empty()) attrs.set("products", p);
     return g_.add("linear", name, {x, w.weight, w.bias, w.scale}, std::move(attrs));
   }
   // Per-expert [out, in] tensors stacked into [E, out, in], with their scales.
@@ -299,7 +305,7 @@ ValueId Builder::moe(const std::string& layer, ValueId h) {
     // fp8 (or plain): the op's default block_size [128, 128].
     common_block(block + "moe", scaled);
   }
-  if (bf16_products(scaled)) attrs.set("products", std::string("bf16"));
+  if (const std::string p = fast_products(scaled); !p.empty()) attrs.set("products", p);
   return g_.add("moe", block + "moe", in, std::move(attrs));
 }
 

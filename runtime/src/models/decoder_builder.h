@@ -16,9 +16,10 @@ struct BuildOptions {
   int64_t max_context = 0;  // KV cache positions
   // Products in the weights' precision (LoadOptions::precision "fast"): with
   // f32 activations, every linear and moe node whose weights are narrower
-  // than f32 gets the attribute products = "bf16" (ops/linear.cpp), except
-  // the routers' linears, whose near-ties between experts a rounding of the
-  // hidden state could flip.
+  // than f32 gets the attribute products = "bf16" (ops/linear.cpp), or
+  // "int8" when they are packed (x quantised per block of 32, as llama.cpp
+  // meets Q4_0/Q8_0 weights), except the routers' linears, whose near-ties
+  // between experts a rounding of the hidden state could flip.
   bool bf16_products = false;
 };
 

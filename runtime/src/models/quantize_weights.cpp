@@ -275,7 +275,12 @@ LinearTensor QuantizingWeights::pack(const LinearTensor& w, WeightFormat format,
 LinearTensor QuantizingWeights::linear(const std::string& name, int64_t out, int64_t in,
                                        WeightRole role) {
   LinearTensor w = inner_.linear(name, out, in, role);
-  if (role != WeightRole::linear || w.packed()) return w;
+  if (w.packed()) return w;
+  // lm_head (when not tied to the embeddings) in int8 whatever the format,
+  // as llama.cpp keeps its output matrix at 6-8 bits: it is read whole
+  // every step (a third of bench-moe-s's bytes per token in bf16).
+  if (role == WeightRole::lm_head) return pack(w, WeightFormat::int8, 32);
+  if (role != WeightRole::linear) return w;
   return pack(w, format_, group_);
 }
 

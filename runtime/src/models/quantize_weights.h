@@ -1,8 +1,9 @@
 // Quantize on load: LoadOptions::quantize and RandomWeights::dtype "int8",
 // "int4", "mxfp4".  A WeightSource decorator packs every linear weight inside
 // the decoder layers (role `linear`: attention projections, dense MLPs, routed
-// and shared experts) that its source gives as float or fp8; embeddings,
-// lm_head, routers, norms and biases pass through, and so do weights the
+// and shared experts) that its source gives as float or fp8, and an untied
+// lm_head as int8 g32 whatever the format (as llama.cpp keeps its output
+// matrix at 6-8 bits); embeddings, routers, norms and biases pass through, and so do weights the
 // source already gives packed (a GPTQ, AWQ or MXFP4 checkpoint).
 //
 // Round to nearest, groups of `group` columns (along K, 32 by default) of one

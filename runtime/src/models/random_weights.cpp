@@ -145,20 +145,19 @@ Tensor RandomWeightSource::tensor(const std::string& name, const std::vector<int
 
 // Packed with groups of 32 columns; values generated in generate().
 LinearTensor RandomWeightSource::packed_linear(const std::vector<std::string>& names, int64_t out,
-                                               int64_t in, bool stacked) {
-  const int64_t experts = static_cast<int64_t>(names.size()),
-                stored = ops::stored_cols(packed_, in);
+                                               int64_t in, bool stacked, ops::WeightFormat format) {
+  const int64_t experts = static_cast<int64_t>(names.size()), stored = ops::stored_cols(format, in);
   const int64_t groups = (in + 31) / 32;
-  const bool mx = packed_ == ops::WeightFormat::mxfp4;
+  const bool mx = format == ops::WeightFormat::mxfp4;
   std::vector<int64_t> wshape{out, stored}, sshape{out, groups};
   if (stacked) {
     wshape.insert(wshape.begin(), experts);
     sshape.insert(sshape.begin(), experts);
   }
   LinearTensor w;
-  w.format = packed_;
+  w.format = format;
   w.block = {1, 32};
-  w.weight = Tensor::empty(packed_ == ops::WeightFormat::int8 ? DType::i8 : DType::u8, wshape);
+  w.weight = Tensor::empty(format == ops::WeightFormat::int8 ? DType::i8 : DType::u8, wshape);
   w.scale = Tensor::empty(mx ? DType::u8 : DType::f16, sshape);
   for (int64_t e = 0; e < experts; ++e) {
     Job j;
@@ -167,7 +166,7 @@ LinearTensor RandomWeightSource::packed_linear(const std::vector<std::string>& n
     j.rows = out;
     j.cols = in;
     j.key = random_weight_key(seed_, names[static_cast<size_t>(e)]);
-    j.format = packed_;
+    j.format = format;
     j.groups = static_cast<char*>(w.scale.data()) +
                static_cast<size_t>(e * out * groups) * dtype_size(w.scale.dtype());
     jobs_.push_back(j);
@@ -179,7 +178,10 @@ LinearTensor RandomWeightSource::linear(const std::string& name, int64_t out, in
                                         WeightRole role) {
   check(out > 0 && in > 0, shape_error(name, {out, in}));
   if (packed_ != ops::WeightFormat::none && role == WeightRole::linear)
-    return packed_linear({name}, out, in, false);
+    return packed_linear({name}, out, in, false, packed_);
+  // lm_head in int8 whatever the format, as QuantizingWeights packs it.
+  if (packed_ != ops::WeightFormat::none && role == WeightRole::lm_head)
+    return packed_linear({name}, out, in, false, ops::WeightFormat::int8);
   LinearTensor w;
   const DType dtype = dtype_for(role);
   w.weight = Tensor::empty(dtype, {out, in});
@@ -197,7 +199,7 @@ LinearTensor RandomWeightSource::stacked(const std::vector<std::string>& names, 
   check(!names.empty(), "random weights: no experts to stack");
   check(out > 0 && in > 0, shape_error(names[0], {out, in}));
   const int64_t experts = static_cast<int64_t>(names.size());
-  if (packed_ != ops::WeightFormat::none) return packed_linear(names, out, in, true);
+  if (packed_ != ops::WeightFormat::none) return packed_linear(names, out, in, true, packed_);
   const int64_t row_blocks = (out + kBlock - 1) / kBlock, col_blocks = (in + kBlock - 1) / kBlock;
   const DType dtype = dtype_for(WeightRole::linear);
   LinearTensor w;

@@ -25,6 +25,7 @@
 //                   packs a bf16 checkpoint; each chunk of rows is generated
 //                   in bf16 and packed at once, so only the packed model is
 //                   ever held (a 30B-parameter shape fits in its int4 bytes).
+//                   An untied lm_head is packed int8 g32 in every such mode.
 #pragma once
 
 #include <cstdint>
@@ -84,9 +85,9 @@ class RandomWeightSource final : public WeightSource {
   const ArchSpec& arch_;
   std::string mode_;  // "f32", "bf16", "f16", "fp8", "int8", "int4" or "mxfp4"
   ops::WeightFormat packed_ = ops::WeightFormat::none;  // of the last three
-  // Packed weights [out, in], or [E, out, in] when `stacked`.
+  // Packed weights [out, in], or [E, out, in] when `stacked`, in `format`.
   LinearTensor packed_linear(const std::vector<std::string>& names, int64_t out, int64_t in,
-                             bool stacked);
+                             bool stacked, ops::WeightFormat format);
   uint64_t seed_;
   float std_;
   int threads_;
