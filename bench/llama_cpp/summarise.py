@@ -12,7 +12,10 @@ print("| llama.cpp weights | moert weights | moert precision | round | llama.cpp
       "| ratio | llama.cpp tg32 | moert tg32 | ratio | moert tg % of read bw |")
 print("|---|---|---|---|---|---|---|---|---|---|---|")
 for path in sorted(glob.glob(os.path.join(out, "moert-*.json"))):
-    ggml, dtype, mode, round_ = os.path.basename(path)[len("moert-"):-len(".json")].split("-")
+    parts = os.path.basename(path)[len("moert-"):-len(".json")].split("-")
+    if len(parts) != 4:  # a run of the older layout (moert-DTYPE-ACT-ROUND)
+        continue
+    ggml, dtype, mode, round_ = parts
     llama_path = os.path.join(out, f"llama-{ggml}-{round_}.json")
     if not os.path.exists(llama_path):
         continue
