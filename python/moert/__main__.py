@@ -12,6 +12,9 @@
                       [--repeat R] [--dtype f32] [--json] [--plot FILE.png]
     moert make-test-model ARCH DIR [--dtype f32|bf16|fp8] [--shards N] [--seed S]
                       [--quant gptq|awq|mxfp4 [--group-size G] [--asym]]
+    moert quantize IN OUT --to int4 [--group-size G]
+                      a GPTQ v1 checkpoint (4-bit, symmetric, round to nearest) of a float
+                      or fp8 one, for moert and other GPTQ readers
 
 --quantize packs the float (or fp8) linear weights inside the decoder layers at
 load (moert.load's quantize); GPTQ, AWQ and MXFP4 checkpoints load as stored.
@@ -85,6 +88,24 @@ def cmd_make_test_model(args):
     return 0
 
 
+def cmd_quantize(args):
+    try:
+        from moert_reference import quantize_checkpoint  # type: ignore  # beside the package
+    except ImportError:
+        print("moert: quantize needs the moert_reference package (python/moert_reference)",
+              file=sys.stderr)
+        return 1
+    try:
+        packed = quantize_checkpoint.quantize_checkpoint(args.src, args.dst, args.to,
+                                                         args.group_size)
+    except (ValueError, OSError) as e:
+        print(f"moert quantize: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.dst}: {len(packed)} linear weights as GPTQ int4 "
+          f"(group size {args.group_size}), the rest as stored")
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="moert", description="moert: MoE inference on any backend")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -112,6 +133,13 @@ def main(argv=None):
     p.add_argument("--group-size", type=int, default=32, help="GPTQ / AWQ groups (-1: whole rows)")
     p.add_argument("--asym", action="store_true", help="GPTQ with zero points")
     p.set_defaults(func=cmd_make_test_model)
+    p = sub.add_parser("quantize", help="write a GPTQ int4 checkpoint from a float or fp8 one")
+    p.add_argument("src")
+    p.add_argument("dst")
+    p.add_argument("--to", default="int4", choices=["int4"])
+    p.add_argument("--group-size", type=int, default=128,
+                   help="input columns per scale (-1: whole rows; default 128, GPTQ's usual)")
+    p.set_defaults(func=cmd_quantize)
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         if argv and argv[0] in RUNTIME_COMMANDS:
