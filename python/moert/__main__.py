@@ -9,7 +9,8 @@
                     [--dtype f32|bf16|f16] [--quantize int8|int4|mxfp4] [--max-context N]
                     [--strict] [--logits-out FILE.npy] [--no-progress]
     moert bench MODEL [--backend cpu,opencl,cuda] [--prompt-tokens N] [--new-tokens M]
-                      [--repeat R] [--dtype f32] [--json] [--plot FILE.png]
+                      [--repeat R] [--dtype f32] [--quantize int8|int4|mxfp4]
+                      [--precision fast|exact] [--json] [--plot FILE.png]
     moert make-test-model ARCH DIR [--dtype f32|bf16|fp8] [--shards N] [--seed S]
                       [--quant gptq|awq|mxfp4 [--group-size G] [--asym]]
     moert quantize IN OUT --to int4 [--group-size G]
@@ -63,11 +64,18 @@ def run_runtime_command(argv):
 def cmd_bench(args):
     backends = [b for b in args.backend.split(",") if b] if args.backend else None
     report = moert.compare(args.model, backends=backends, prompt_tokens=args.prompt_tokens,
-                           new_tokens=args.new_tokens, repeat=args.repeat, dtype=args.dtype)
+                           new_tokens=args.new_tokens, repeat=args.repeat, dtype=args.dtype,
+                           quantize=args.quantize, precision=args.precision)
     print(report.to_json(indent=2) if args.json else report)
     if args.plot:
         report.plot(args.plot)
-    return 0 if all(r.get("agrees") for r in report.rows) else 1
+    # Exit 1 when a device failed, or disagreed with the reference under exact
+    # products; with precision "fast" a routed model may legitimately pick
+    # other experts for a token (a rounding tips a near-tie), which the
+    # report shows but which is not a failure.
+    failed = any("error" in r for r in report.rows)
+    disagree = args.precision == "exact" and not all(r.get("agrees") for r in report.rows)
+    return 1 if failed or disagree else 0
 
 
 def cmd_make_test_model(args):
@@ -119,6 +127,8 @@ def main(argv=None):
     p.add_argument("--new-tokens", type=int, default=16)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--dtype", default="f32")
+    p.add_argument("--quantize", default="", choices=["", "int8", "int4", "mxfp4"])
+    p.add_argument("--precision", default="fast", choices=["fast", "exact"])
     p.add_argument("--json", action="store_true")
     p.add_argument("--plot", default="")
     p.set_defaults(func=cmd_bench)

@@ -147,6 +147,8 @@ def compare_devices(
     repeat: int = 3,
     dtype: str = "f32",
     seed: int = 0,
+    quantize: str = "",
+    precision: str = "fast",
 ) -> _ComparisonDict: ...
 def command_line(
     args: List[str],

@@ -59,7 +59,8 @@ class Report:
                   for i in range(len(header))]
         out = [f"{self.meta['model']}: prompt {self.meta['prompt_tokens']} tokens, "
                f"{self.meta['new_tokens']} decode steps, {self.meta['repeat']} repetitions, "
-               f"dtype {self.meta['dtype']}"]
+               f"dtype {self.meta['dtype']}, precision {self.meta.get('precision', 'exact')}"
+               + (f", quantize {self.meta['quantize']}" if self.meta.get("quantize") else "")]
         if self.meta.get("host_read_bandwidth"):
             out.append(f"host read bandwidth {self.meta['host_read_bandwidth'] / 1e9:.1f} GB/s "
                        "(measured); GB/s = weight bytes per token x decode tok/s")
@@ -91,7 +92,8 @@ class Report:
         plt.close(fig)
 
 
-def compare(path, backends=None, prompt_tokens=32, new_tokens=16, repeat=3, dtype="f32", seed=0):
+def compare(path, backends=None, prompt_tokens=32, new_tokens=16, repeat=3, dtype="f32", seed=0,
+            quantize="", precision="fast"):
     """Runs the checkpoint at `path` on each backend (default: every available
     device) and returns a Report.  Each device gets one warm-up, then `repeat`
     times a prefill of `prompt_tokens` random ids (`seed`) and `new_tokens`
@@ -99,12 +101,17 @@ def compare(path, backends=None, prompt_tokens=32, new_tokens=16, repeat=3, dtyp
     logits of the prompt and of every step are compared with the reference
     backend's (max_abs_diff, max_rel_error: the largest difference over the
     largest reference logit of a row, worst row; agrees: max_rel_error within
-    1e-4 for f32 activations, 3e-2 for bf16/f16).  For CPU-kind devices the
+    1e-4 for f32 activations with precision="exact", 3e-2 otherwise: bf16/f16
+    activations, or the default precision="fast", whose products may round
+    to bf16 or quantise x to int8 per block of 32; a routed model may then
+    pick other experts for a token whose router logits were near a tie,
+    which shows as a disagreement: check with precision="exact").  quantize
+    and precision are moert.load()'s.  For CPU-kind devices the
     decode speed is also set against the host's read bandwidth (measured once
     per process, about a second)."""
     path = os.fspath(path)
     result = _moert.compare_devices(path, list(backends or []), prompt_tokens, new_tokens, repeat,
-                                    dtype, seed)
+                                    dtype, seed, quantize, precision)
     rows = []
     for r in result["rows"]:
         if "error" in r:
@@ -121,7 +128,8 @@ def compare(path, backends=None, prompt_tokens=32, new_tokens=16, repeat=3, dtyp
         rows.append(row)
     measured = any(r.get("bandwidth_fraction") is not None for r in rows)
     meta = {"model": path, "prompt_tokens": prompt_tokens, "new_tokens": new_tokens,
-            "repeat": repeat, "dtype": dtype, "prompt": result["prompt"],
+            "repeat": repeat, "dtype": dtype, "quantize": quantize, "precision": precision,
+            "prompt": result["prompt"],
             "reference_tokens": result["reference_tokens"], "tolerance": result["tolerance"],
             "host_read_bandwidth": _moert.read_bandwidth() if measured else None}
     return Report(rows, meta)

@@ -526,7 +526,8 @@ PyModel random_model(const std::string& config_json, const std::string& weights,
 // tokens and a dict per device.
 py::dict compare_devices(const std::string& path, const std::vector<std::string>& devices,
                          int64_t prompt_tokens, int64_t new_tokens, int64_t repeat,
-                         const std::string& dtype, uint64_t seed) {
+                         const std::string& dtype, uint64_t seed, const std::string& quantize,
+                         const std::string& precision) {
   moert::CompareOptions o;
   o.prompt_tokens = prompt_tokens;
   o.new_tokens = new_tokens;
@@ -535,6 +536,8 @@ py::dict compare_devices(const std::string& path, const std::vector<std::string>
   std::optional<moert::DType> t = moert::dtype_from_name(dtype);
   moert::check(t.has_value(), "compare: unknown dtype '" + dtype + "' (expected f32, bf16 or f16)");
   o.load.dtype = *t;
+  o.load.quantize = quantize;
+  o.load.precision = precision;
   moert::CompareModel model;
   model.directory = path;
   moert::Comparison c;
@@ -702,7 +705,8 @@ rest of the process.  It is the ceiling of a memory-bound decode step on the CPU
 
   m.def("compare_devices", &compare_devices, py::arg("path"), py::arg("devices"),
         py::arg("prompt_tokens") = 32, py::arg("new_tokens") = 16, py::arg("repeat") = 3,
-        py::arg("dtype") = "f32", py::arg("seed") = 0,
+        py::arg("dtype") = "f32", py::arg("seed") = 0, py::arg("quantize") = "",
+        py::arg("precision") = "fast",
         R"doc(Latency of a checkpoint on each device against the reference backend.
 
 The measurement behind moert.compare() (moert/compare.h): a prompt of

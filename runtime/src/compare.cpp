@@ -128,7 +128,9 @@ std::vector<int32_t> random_tokens(int64_t count, int64_t vocab, uint64_t seed) 
   return t;
 }
 
-double agreement_tolerance(DType activations) { return activations == DType::f32 ? 1e-4 : 3e-2; }
+double agreement_tolerance(DType activations, const std::string& precision) {
+  return activations == DType::f32 && precision == "exact" ? 1e-4 : 3e-2;
+}
 
 double DeviceLatency::prefill_ms() const { return percentile(prefill_s, 0.5) * 1e3; }
 
@@ -163,7 +165,7 @@ Comparison compare_devices(const CompareModel& model, std::vector<std::string> d
   check(options.repeat > 0, "compare_devices: repeat must be positive");
   if (devices.empty()) devices = available_devices();
   Comparison c;
-  c.tolerance = agreement_tolerance(options.load.dtype);
+  c.tolerance = agreement_tolerance(options.load.dtype, options.load.precision);
 
   // The reference backend: the prompt, the greedy tokens and the logits every
   // device is held to.

@@ -442,6 +442,19 @@ std::vector<Case> cases() {
       s.bias = DType::f32;
       out.push_back(make(s, rng));
     }
+  for (int64_t k : {40, 200})
+    for (int64_t m : {1, 2, 40}) {
+      // K with a partial last chunk, decode and prefill rows.
+      Spec s;
+      s.name = "int8_products_int4_k" + std::to_string(k) + "_m" + std::to_string(m);
+      s.quant = "int4";
+      s.block = {1, 32};
+      s.int8_products = true;
+      s.n = 48;
+      s.k = k;
+      s.lead = {m};
+      out.push_back(make(s, rng));
+    }
   for (int64_t k : {512, 700}) {
     // Groups of 32 with zero points, 8 chunks at a time and a tail.
     Spec s;

@@ -341,6 +341,22 @@ std::vector<Case> moe_cases() {
       s.tokens = {t};
       out.push_back(make(s, rng));
     }
+  for (int64_t t : {1, 4, 40}) {
+    // Hidden and intermediate sizes with partial last chunks (DeepSeek's
+    // tiny shapes).
+    Spec s;
+    s.name = "int8_products_int4_odd_t" + std::to_string(t);
+    s.quant = "int4";
+    s.shared_quant = "int4";
+    s.block = {1, 32};
+    s.hidden = 200;
+    s.inter = 48;
+    s.shared_inter = 40;
+    s.int8_products = true;
+    s.shared = DType::f32;
+    s.tokens = {t};
+    out.push_back(make(s, rng));
+  }
   // products = "bf16": f32 x that a backend may round to bf16.
   for (const char* quant : {"", "int4"})
     for (int64_t t : {1, 64}) {

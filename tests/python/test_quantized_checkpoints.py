@@ -594,3 +594,23 @@ def test_quantize_command_writes_gptq(tmp_path, arch, dtype, group):
                          capture_output=True, text=True, timeout=300,
                          env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
     assert bad.returncode == 1 and "already quantized ('gptq')" in bad.stderr
+
+
+@pytest.mark.parametrize("quantize", ["", "int4"])
+def test_compare_agrees_in_the_default_precision(tmp_path, quantize):
+    # moert.compare (and `moert bench`) with the default precision="fast": a
+    # bf16 model's 40-token prompt takes bf16 products on the cpu, a packed
+    # one int8 activations; both agree with the reference within the fast
+    # tolerance (3e-2), and exact products within 1e-4.
+    backends = {b["name"]: b for b in moert.backends()}
+    if not ("cpu" in backends and backends["cpu"]["available"]):
+        pytest.skip("cpu backend unavailable")
+    make_checkpoint.make_checkpoint("qwen2_moe", str(tmp_path), dtype="bf16", seed=6)
+    fast = moert.compare(str(tmp_path), backends=["cpu:0"], prompt_tokens=40, new_tokens=4,
+                         repeat=1, quantize=quantize)
+    assert fast.meta["tolerance"] == 3e-2
+    assert fast.rows[0]["agrees"], fast.rows[0]
+    exact = moert.compare(str(tmp_path), backends=["cpu:0"], prompt_tokens=40, new_tokens=4,
+                          repeat=1, quantize=quantize, precision="exact")
+    assert exact.meta["tolerance"] == 1e-4
+    assert exact.rows[0]["agrees"], exact.rows[0]

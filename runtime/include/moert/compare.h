@@ -90,10 +90,15 @@ struct CompareOptions {
 };
 
 // The largest max_rel_error of a device that agrees with the reference, by
-// activation dtype: f32 differs by summation order only (1e-4); bf16 and f16
-// round every intermediate (2^-9, 2^-12 relative), which compounds through
-// the layers to about 1e-2 of the logit scale (3e-2).
-double agreement_tolerance(DType activations);
+// activation dtype and LoadOptions::precision: f32 activations with exact
+// products differ by summation order only (1e-4); bf16 and f16 activations
+// round every intermediate (2^-9, 2^-12 relative), and precision "fast"
+// rounds the products' operands to bf16 (2^-9) or, for packed weights,
+// quantises x per block of 32 (~1/440 of the block's max): either compounds
+// through the layers to about 1e-2 of the logit scale (3e-2).  Beyond the
+// exact mode a routed model may also pick other experts for a token whose
+// router logits were near a tie: a disagreement no tolerance covers.
+double agreement_tolerance(DType activations, const std::string& precision = "exact");
 
 // One device's results.  The decode steps are fed the reference backend's
 // greedy tokens, so that every step's logits are comparable.
@@ -123,7 +128,7 @@ struct Comparison {
   ModelInfo info;  // a directory's; for a graph only vocab_size is set
   std::vector<int32_t> prompt;
   std::vector<int32_t> reference_tokens;  // the reference backend's greedy tokens
-  double tolerance = 0;                   // agreement_tolerance of the activations
+  double tolerance = 0;                   // agreement_tolerance of the load options
   std::vector<DeviceLatency> devices;     // in the order asked
 };
 
