@@ -15,7 +15,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from moert_reference import make_checkpoint, reference
+from moert_reference import make_checkpoint, reference, safetensors_io
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 ARCHS = ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "deepseek_v2",
@@ -216,3 +216,26 @@ def test_an_fp8_block_size_moert_does_not_read_is_refused(tmp_path):
     _, _, proc = run_moert(d, tmp_path, check=False)
     assert proc.returncode != 0
     assert "'quantization_config.weight_block_size' is [64,64]; moert reads [128, 128] blocks" in proc.stderr
+
+
+def test_fp8_shared_expert_gate_is_read(tmp_path):
+    # Qwen2-MoE with every layer linear fp8 and the shared-expert gate fp8
+    # too (with its weight_scale_inv): the gate, a float input of moe, is
+    # dequantised at load; logits match the reference, which dequantises the
+    # same bytes.
+    d = tmp_path / "q2fp8"
+    make_checkpoint.make_checkpoint("qwen2_moe", str(d), dtype="fp8", seed=13)
+    typed = safetensors_io.read_checkpoint_typed(str(d))
+    gates = [n for n in typed if n.endswith("shared_expert_gate.weight")]
+    assert gates
+    for name in gates:
+        dtype, array = typed[name]
+        q, scale_inv = make_checkpoint.quantize_fp8_blockwise(
+            safetensors_io.widen(dtype, array).astype(np.float32))
+        typed[name] = ("F8_E4M3", q)
+        typed[name + "_scale_inv"] = ("F32", scale_inv)
+    for stale in d.glob("*.safetensors"):
+        stale.unlink()
+    safetensors_io.write_safetensors(str(d / "model.safetensors"), typed, {"format": "pt"})
+    tokens, want_tokens, _ = compare_with_reference(d, tmp_path, 1e-4)
+    assert tokens == want_tokens

@@ -159,6 +159,25 @@ class Builder {
     return g_.add("slice", name, {x}, {{"axis", axis}, {"start", start}, {"length", length}});
   }
 
+  // Qwen2-MoE's shared-expert gate [1, H], a float input of moe: stored
+  // fp8 (with its weight_scale_inv) or packed, it is dequantised to f32
+  // here (H values, exactly: every such value is an f32).
+  ValueId gate_vector(const std::string& name, int64_t h) {
+    const LinearTensor t = src_.linear(name, 1, h, WeightRole::router);
+    if (!t.scale.defined()) return g_.add_constant(name, t.weight);
+    Tensor f = Tensor::empty(DType::f32, {1, h});
+    float* out = f.data_as<float>();
+    const int64_t b1 = t.block.size() == 2 ? t.block[1] : 128;
+    for (int64_t c = 0; c < h; ++c)
+      out[c] = t.packed()
+                   ? static_cast<float>(ops::packed_value(t.format, t.weight.data(), t.scale.data(),
+                                                          0, c, h, t.block[0], b1, t.has_zeros()))
+                   : static_cast<float>(
+                         load_element(t.weight.dtype(), t.weight.data(), static_cast<size_t>(c)) *
+                         t.scale.data_as<float>()[c / b1]);
+    return g_.add_constant(name, f);
+  }
+
   ValueId gqa_attention(const std::string& p, ValueId h);
   ValueId mla_attention(const std::string& p, ValueId h);
   ValueId dense_mlp(const std::string& p, ValueId h, int64_t intermediate);
@@ -290,8 +309,7 @@ ValueId Builder::moe(const std::string& layer, ValueId h) {
     shared = one_format(block + "moe", {&sg, &su, &sd});
     scaled.insert(scaled.end(), {&sg, &su, &sd});
     in.insert(in.end(), {sg.weight, su.weight, sd.weight, sg.scale, su.scale, sd.scale});
-    if (a_.shared_expert_gate)
-      in.push_back(constant(block + "shared_expert_gate.weight", {1, H}, WeightRole::router));
+    if (a_.shared_expert_gate) in.push_back(gate_vector(block + "shared_expert_gate.weight", H));
   }
   while (!in.empty() && in.back() == kNoValue) in.pop_back();
   Attributes attrs;
