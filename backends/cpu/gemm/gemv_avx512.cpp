@@ -232,24 +232,7 @@ MOERT_AVX512 void row_range(const WeightMatrix& w, const float* x, int64_t ldx, 
 template <class L>
 MOERT_AVX512 void row_range_m(const WeightMatrix& w, const float* x, int64_t ldx, int64_t m,
                               int64_t n0, int64_t n1, float* y, int64_t ldy) {
-  switch (m) {
-    case 1:
-      return row_range<L, 1>(w, x, ldx, n0, n1, y, ldy);
-    case 2:
-      return row_range<L, 2>(w, x, ldx, n0, n1, y, ldy);
-    case 3:
-      return row_range<L, 3>(w, x, ldx, n0, n1, y, ldy);
-    case 4:
-      return row_range<L, 4>(w, x, ldx, n0, n1, y, ldy);
-    case 5:
-      return row_range<L, 5>(w, x, ldx, n0, n1, y, ldy);
-    case 6:
-      return row_range<L, 6>(w, x, ldx, n0, n1, y, ldy);
-    case 7:
-      return row_range<L, 7>(w, x, ldx, n0, n1, y, ldy);
-    default:
-      return row_range<L, 8>(w, x, ldx, n0, n1, y, ldy);
-  }
+  with_rows(m, [&](auto rows) { row_range<L, decltype(rows)::value>(w, x, ldx, n0, n1, y, ldy); });
 }
 
 // x scaled by block row `nb`'s scales and 2^8 (undoing the e4m3-as-f16 factor).
@@ -343,24 +326,8 @@ MOERT_AVX512 void packed_range(const WeightMatrix& w, const float* x, int64_t ld
 template <ops::WeightFormat F>
 MOERT_AVX512 void packed_range_m(const WeightMatrix& w, const float* x, int64_t ldx, int64_t m,
                                  int64_t n0, int64_t n1, float* y, int64_t ldy) {
-  switch (m) {
-    case 1:
-      return packed_range<F, 1>(w, x, ldx, n0, n1, y, ldy);
-    case 2:
-      return packed_range<F, 2>(w, x, ldx, n0, n1, y, ldy);
-    case 3:
-      return packed_range<F, 3>(w, x, ldx, n0, n1, y, ldy);
-    case 4:
-      return packed_range<F, 4>(w, x, ldx, n0, n1, y, ldy);
-    case 5:
-      return packed_range<F, 5>(w, x, ldx, n0, n1, y, ldy);
-    case 6:
-      return packed_range<F, 6>(w, x, ldx, n0, n1, y, ldy);
-    case 7:
-      return packed_range<F, 7>(w, x, ldx, n0, n1, y, ldy);
-    default:
-      return packed_range<F, 8>(w, x, ldx, n0, n1, y, ldy);
-  }
+  with_rows(m,
+            [&](auto rows) { packed_range<F, decltype(rows)::value>(w, x, ldx, n0, n1, y, ldy); });
 }
 
 // A packed W whose groups are not whole chunks: each row dequantised into

@@ -253,24 +253,8 @@ MOERT_AVX512_VNNI void int8_range(const WeightMatrix& w, const float* xp, int64_
 template <ops::WeightFormat F>
 MOERT_AVX512_VNNI void int8_range_m(const WeightMatrix& w, const float* xp, int64_t ldx, int64_t m,
                                     int64_t n0, int64_t n1, float* y, int64_t ldy) {
-  switch (m) {
-    case 1:
-      return int8_range<F, 1>(w, xp, ldx, n0, n1, y, ldy);
-    case 2:
-      return int8_range<F, 2>(w, xp, ldx, n0, n1, y, ldy);
-    case 3:
-      return int8_range<F, 3>(w, xp, ldx, n0, n1, y, ldy);
-    case 4:
-      return int8_range<F, 4>(w, xp, ldx, n0, n1, y, ldy);
-    case 5:
-      return int8_range<F, 5>(w, xp, ldx, n0, n1, y, ldy);
-    case 6:
-      return int8_range<F, 6>(w, xp, ldx, n0, n1, y, ldy);
-    case 7:
-      return int8_range<F, 7>(w, xp, ldx, n0, n1, y, ldy);
-    default:
-      return int8_range<F, 8>(w, xp, ldx, n0, n1, y, ldy);
-  }
+  with_rows(m,
+            [&](auto rows) { int8_range<F, decltype(rows)::value>(w, xp, ldx, n0, n1, y, ldy); });
 }
 
 }  // namespace

@@ -6,10 +6,36 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 #include "weight.h"
 
 namespace moert::cpu::gemm::detail {
+
+// Calls f(std::integral_constant<int, M>{}) for the row count m of a pass
+// (1..8, kGemvMaxRows), so that a kernel is compiled per M with its
+// accumulators in registers.
+template <class F>
+inline void with_rows(int64_t m, F&& f) {
+  switch (m) {
+    case 1:
+      return f(std::integral_constant<int, 1>{});
+    case 2:
+      return f(std::integral_constant<int, 2>{});
+    case 3:
+      return f(std::integral_constant<int, 3>{});
+    case 4:
+      return f(std::integral_constant<int, 4>{});
+    case 5:
+      return f(std::integral_constant<int, 5>{});
+    case 6:
+      return f(std::integral_constant<int, 6>{});
+    case 7:
+      return f(std::integral_constant<int, 7>{});
+    default:
+      return f(std::integral_constant<int, 8>{});
+  }
+}
 
 // Floats between prepared rows of x: K rounded up to a whole 32-wide chunk.
 inline int64_t gemv_x_stride(int64_t k) { return (k + 31) / 32 * 32; }

@@ -12,10 +12,9 @@
 // rest decode as code 0, which the zero-padded x multiplies by 0.
 #pragma once
 
-#include <cmath>
 #include <cstdint>
-#include <cstring>
 
+#include "packed.h"
 #include "simd.h"
 #include "weight.h"
 #include "weight_format.h"
@@ -73,12 +72,7 @@ struct RowGroups {
   // Sets scale and zero * scale of group g.
   MOERT_AVX512 void get(int64_t g, float& scale, float& zero_scale) const {
     if (format == ops::WeightFormat::mxfp4) {
-      const uint32_t e = at[g];
-      scale = e == 255 ? NAN : (e == 0 ? std::ldexp(1.0f, -127) : 0.0f);
-      if (e != 255 && e != 0) {
-        const uint32_t bits = e << 23;
-        std::memcpy(&scale, &bits, 4);
-      }
+      scale = e8m0_to_f32(at[g]);
       zero_scale = 0.0f;
       return;
     }
