@@ -8,14 +8,20 @@
 // sigmoid(x) -> y = 1 / (1 + exp(-x)).
 // silu(x) -> y = x * sigmoid(x).
 // swiglu(gate, up optional):
-//   with two inputs (same shape and dtype): y = silu(gate) * up;
+//   with two inputs (same shape and dtype): y = act(gate, up);
 //   with one input x [..., 2I] (last dim static and even): gate = x[..., :I],
-//   up = x[..., I:], y [..., I] = silu(gate) * up.
+//   up = x[..., I:], y [..., I] = act(gate, up).
+//   act(g, u) = silu(g) * u by default.  Attributes alpha (float, default 1),
+//   limit (float >= 0, default 0 = none) and up_offset (float, default 0),
+//   since version 2, give the clamped form of ops/swiglu_params.h:
+//   g' = min(g, limit), u' = clamp(u, -limit, limit),
+//   act = g' sigmoid(alpha g') (u' + up_offset)  (GPT-OSS: 1.702, 7, 1).
 #include <cmath>
 #include <functional>
 
 #include "kernel_util.h"
 #include "ops.h"
+#include "swiglu_params.h"
 
 namespace moert::ops {
 
@@ -100,10 +106,14 @@ void register_unary(OpRegistry& registry, const std::string& name, const std::st
 void register_swiglu(OpRegistry& registry) {
   OpDef d;
   d.name = "swiglu";
-  d.summary = "silu(gate) * up, from two tensors or the two halves of one";
+  d.summary = "silu(gate) * up (or its clamped form), from two tensors or the halves of one";
   d.inputs = {{"gate"}, {"up", true}};
   d.outputs = {"y"};
   d.infer = [](const InferContext& ctx) {
+    SwigluParams p;
+    if (const std::string problem = swiglu_params(AttrReader{ctx.attrs()}, "", &p);
+        !problem.empty())
+      ctx.fail(problem);
     const ValueInfo& gate = ctx.in(0);
     require_activation(ctx, 0, "input 'gate'");
     if (ctx.has(1)) {
@@ -125,18 +135,20 @@ void register_swiglu(OpRegistry& registry) {
     return std::vector<ValueInfo>{{gate.dtype, Shape(std::move(dims))}};
   };
   d.reference = [](KernelContext& ctx) {
+    SwigluParams p;
+    swiglu_params(AttrReader{ctx.attrs()}, "", &p);
     const TensorView& gate = ctx.in(0);
     const TensorView& y = ctx.out(0);
     if (ctx.has(1)) {
       const TensorView& up = ctx.in(1);
-      for (int64_t i = 0; i < gate.numel(); ++i) y.set(i, silu(gate.get(i)) * up.get(i));
+      for (int64_t i = 0; i < gate.numel(); ++i) y.set(i, p.apply(gate.get(i), up.get(i)));
       return;
     }
     const int64_t half = y.dim(-1);
     const int64_t rows = half ? y.numel() / half : 0;
     for (int64_t r = 0; r < rows; ++r)
       for (int64_t i = 0; i < half; ++i)
-        y.set(r * half + i, silu(gate.get(r * 2 * half + i)) * gate.get(r * 2 * half + half + i));
+        y.set(r * half + i, p.apply(gate.get(r * 2 * half + i), gate.get(r * 2 * half + half + i)));
   };
   registry.add(std::move(d));
 }

@@ -3,9 +3,17 @@
 //     gate_scale?, up_scale?, down_scale?,
 //     shared_gate? [Is, H], shared_up? [Is, H], shared_down? [H, Is],
 //     shared_gate_scale?, shared_up_scale?, shared_down_scale?,
-//     shared_expert_gate? [1, H]) -> out [T, H], x's dtype.
+//     shared_expert_gate? [1, H],
+//     gate_bias? [E, I], up_bias? [E, I], down_bias? [E, H]) -> out [T, H],
+//     x's dtype.
 //   SwiGLU experts, weights stored [out, in] as in the checkpoints:
-//     expert_e(v) = down_e (silu(gate_e v) * up_e v),  silu(z) = z sigmoid(z)
+//     expert_e(v) = down_e act(gate_e v + gb_e, up_e v + ub_e) + db_e
+//   with act(g, u) = silu(g) * u, silu(z) = z sigmoid(z), and the biases
+//   gb, ub, db 0 unless given (since version 3, any of the three, f32, bf16
+//   or f16; routed experts only: GPT-OSS).  Attributes swiglu_alpha,
+//   swiglu_limit and swiglu_up_offset (since version 3; defaults 1, 0, 0)
+//   give act the clamped form of ops/swiglu_params.h, for routed and shared
+//   experts alike.
 //     out[t] = sum_j expert_weights[t, j] expert_{expert_ids[t, j]}(x[t])
 //              + g_t shared(x[t])
 //   where shared is the same SwiGLU with the shared_* matrices (all three or
@@ -38,6 +46,7 @@
 
 #include "kernel_util.h"
 #include "ops.h"
+#include "swiglu_params.h"
 
 namespace moert::ops {
 
@@ -60,6 +69,9 @@ enum : size_t {
   kSharedUpScale,
   kSharedDownScale,
   kSharedExpertGate,
+  kGateBias,
+  kUpBias,
+  kDownBias,
   kNumInputs
 };
 
@@ -86,7 +98,10 @@ const std::vector<std::string>& input_names() {
                                               "shared_gate_scale",
                                               "shared_up_scale",
                                               "shared_down_scale",
-                                              "shared_expert_gate"};
+                                              "shared_expert_gate",
+                                              "gate_bias",
+                                              "up_bias",
+                                              "down_bias"};
   return names;
 }
 
@@ -144,24 +159,53 @@ std::vector<double> matvec(const std::vector<double>& w, const double* v, int64_
 
 double sigmoid(double z) { return 1.0 / (1.0 + std::exp(-z)); }
 
-// The dequantized matrices of one SwiGLU MLP.
+// The dequantized matrices (and biases, empty when absent) of one SwiGLU MLP.
 struct SwiGlu {
   std::vector<double> gate, up, down;  // [I, H], [I, H], [H, I]
+  std::vector<double> gate_bias, up_bias, down_bias;
   int64_t inter = 0, hidden = 0;
 
-  std::vector<double> apply(const double* v) const {
+  std::vector<double> apply(const double* v, const SwigluParams& act) const {
     std::vector<double> g = matvec(gate, v, inter, hidden);
-    const std::vector<double> u = matvec(up, v, inter, hidden);
-    for (size_t i = 0; i < g.size(); ++i) g[i] = g[i] * sigmoid(g[i]) * u[i];
-    return matvec(down, g.data(), hidden, inter);
+    std::vector<double> u = matvec(up, v, inter, hidden);
+    add_bias(g, gate_bias);
+    add_bias(u, up_bias);
+    for (size_t i = 0; i < g.size(); ++i) g[i] = act.apply(g[i], u[i]);
+    std::vector<double> y = matvec(down, g.data(), hidden, inter);
+    add_bias(y, down_bias);
+    return y;
+  }
+  static void add_bias(std::vector<double>& y, const std::vector<double>& b) {
+    if (!b.empty())
+      for (size_t i = 0; i < y.size(); ++i) y[i] += b[i];
   }
 };
+
+// Row e of a [E, n] bias, or nothing when the input is absent.
+std::vector<double> bias_row(const KernelContext& ctx, size_t i, int64_t e) {
+  if (!ctx.has(i)) return {};
+  const TensorView& b = ctx.in(i);
+  const int64_t n = b.dim(1);
+  std::vector<double> row(static_cast<size_t>(n));
+  for (int64_t c = 0; c < n; ++c) row[static_cast<size_t>(c)] = b.get(e * n + c);
+  return row;
+}
+
+template <typename Ctx>
+SwigluParams activation(const Ctx& ctx) {
+  SwigluParams p;
+  if (const std::string problem = swiglu_params(AttrReader{ctx.attrs()}, "swiglu_", &p);
+      !problem.empty())
+    ctx.fail(problem);
+  return p;
+}
 
 void register_moe_op(OpRegistry& r) {
   OpDef d;
   d.name = "moe";
   d.summary = "routed SwiGLU experts (optionally fp8 block-scaled) plus optional shared expert";
-  for (size_t i = 0; i < kNumInputs; ++i) d.inputs.push_back({input_names()[i], i >= kGateScale});
+  for (size_t i = 0; i < kNumInputs; ++i)
+    d.inputs.push_back({input_names()[i], i >= kGateScale, false, i >= kGateBias ? 3u : 1u});
   d.outputs = {"out"};
   d.infer = [](const InferContext& ctx) {
     const std::vector<int64_t> block = block_size(ctx.attrs());
@@ -183,6 +227,16 @@ void register_moe_op(OpRegistry& r) {
     ctx.require(gs.rank() == 3 && gs.is_static() && gs[0].fixed > 0 && gs[1].fixed > 0,
                 "input 'gate' must be a static [E, I, H] with E, I > 0, got " + gs.str());
     const int64_t experts = gs[0].fixed, inter = gs[1].fixed;
+    activation(ctx);
+    for (const auto& [i, n] :
+         {std::pair{kGateBias, inter}, {kUpBias, inter}, {kDownBias, hidden}}) {
+      if (!ctx.has(i)) continue;
+      require_activation(ctx, i, in_name(i));
+      ctx.require(ctx.in(i).shape == Shape{Dim(experts), Dim(n)},
+                  in_name(i) + " must be [E, " + (i == kDownBias ? "H" : "I") + "] = [" +
+                      std::to_string(experts) + ", " + std::to_string(n) + "], got " +
+                      ctx.in(i).shape.str());
+    }
     check_weight(ctx, routed, kGate, kGateScale, experts, inter, hidden, block);
     check_weight(ctx, routed, kUp, kUpScale, experts, inter, hidden, block);
     check_weight(ctx, routed, kDown, kDownScale, experts, hidden, inter, block);
@@ -228,6 +282,7 @@ void register_moe_op(OpRegistry& r) {
     const std::vector<int64_t> block = block_size(ctx.attrs());
     const WeightFormat routed = weight_format(ctx.attrs(), "quant");
     const WeightFormat shared_format = weight_format(ctx.attrs(), "shared_quant");
+    const SwigluParams act = activation(ctx);
     for (int64_t t = 0; t < tokens; ++t)
       for (int64_t j = 0; j < k; ++j) expert_id(ctx, ids, t, j, experts);
     // Experts are dequantized once, when first chosen.
@@ -243,6 +298,9 @@ void register_moe_op(OpRegistry& r) {
                                  block[1], routed);
         m.down = dequantize_matrix(ctx.in(kDown), scale_of(ctx, kDownScale), e, hidden, inter,
                                    block[0], block[1], routed);
+        m.gate_bias = bias_row(ctx, kGateBias, e);
+        m.up_bias = bias_row(ctx, kUpBias, e);
+        m.down_bias = bias_row(ctx, kDownBias, e);
       }
       return m;
     };
@@ -268,7 +326,7 @@ void register_moe_op(OpRegistry& r) {
       for (int64_t j = 0; j < k; ++j) {
         const int64_t e = expert_id(ctx, ids, t, j, experts);
         const double weight = w.get(t * k + j);
-        const std::vector<double> y = expert(e).apply(xt);
+        const std::vector<double> y = expert(e).apply(xt, act);
         for (int64_t c = 0; c < hidden; ++c) ot[c] += weight * y[static_cast<size_t>(c)];
       }
       if (has_shared) {
@@ -278,7 +336,7 @@ void register_moe_op(OpRegistry& r) {
           for (int64_t c = 0; c < hidden; ++c) z += xt[c] * shared_gate[static_cast<size_t>(c)];
           g = sigmoid(z);
         }
-        const std::vector<double> y = shared.apply(xt);
+        const std::vector<double> y = shared.apply(xt, act);
         for (int64_t c = 0; c < hidden; ++c) ot[c] += g * y[static_cast<size_t>(c)];
       }
     }
@@ -306,18 +364,41 @@ void register_moe_op(OpRegistry& r) {
     const WeightFormat routed = weight_format(node.attrs, "quant");
     const WeightFormat shared_format = weight_format(node.attrs, "shared_quant");
     auto linear = [&](ValueId v, ValueId weight, ValueId scale, WeightFormat f,
-                      const std::string& nm) {
-      if (scale == kNoValue) return g.add("linear", nm, {v, weight});
+                      const std::string& nm, ValueId bias = kNoValue) {
+      if (scale == kNoValue)
+        return bias == kNoValue ? g.add("linear", nm, {v, weight})
+                                : g.add("linear", nm, {v, weight, bias});
       Attributes attrs{{"block_size", block}};
       if (f != WeightFormat::none) attrs.set("quant", std::string(weight_format_name(f)));
-      return g.add("linear", nm, {v, weight, kNoValue, scale}, attrs);
+      return g.add("linear", nm, {v, weight, bias, scale}, attrs);
+    };
+    // The activation's attributes, set only when they differ from plain SwiGLU
+    // (so that the swiglu nodes stay version 1 then).
+    SwigluParams act_params;
+    swiglu_params(AttrReader{node.attrs}, "swiglu_", &act_params);
+    Attributes act_attrs;
+    if (!act_params.plain())
+      act_attrs = Attributes{{"alpha", act_params.alpha},
+                             {"limit", act_params.limit},
+                             {"up_offset", act_params.up_offset}};
+    // Expert e's row of a [E, n] bias, as [n].
+    auto bias_of = [&](size_t i, int64_t e, const std::string& prefix) {
+      if (input(i) == kNoValue) return kNoValue;
+      const int64_t n = g.value(input(i)).shape[1].fixed;
+      const std::string base = prefix + "." + input_names()[i];
+      const ValueId s = g.add("slice", base + "_slice", {input(i)},
+                              {{"axis", int64_t{0}}, {"start", e}, {"length", int64_t{1}}});
+      return g.add("reshape", base, {s}, {{"shape", std::vector<int64_t>{n}}});
     };
     auto swiglu = [&](ValueId wg, ValueId wu, ValueId wd, ValueId sg, ValueId su, ValueId sd,
-                      WeightFormat f, const std::string& prefix) {
-      const ValueId hg = linear(x, wg, sg, f, prefix + ".gate_proj");
-      const ValueId hu = linear(x, wu, su, f, prefix + ".up_proj");
-      const ValueId act = g.add("swiglu", prefix + ".act", {hg, hu});
-      return linear(act, wd, sd, f, prefix + ".down_proj");
+                      WeightFormat f, const std::string& prefix, int64_t e) {
+      const ValueId hg = linear(x, wg, sg, f, prefix + ".gate_proj",
+                                e < 0 ? kNoValue : bias_of(kGateBias, e, prefix));
+      const ValueId hu =
+          linear(x, wu, su, f, prefix + ".up_proj", e < 0 ? kNoValue : bias_of(kUpBias, e, prefix));
+      const ValueId act = g.add("swiglu", prefix + ".act", {hg, hu}, act_attrs);
+      return linear(act, wd, sd, f, prefix + ".down_proj",
+                    e < 0 ? kNoValue : bias_of(kDownBias, e, prefix));
     };
     std::vector<ValueId> terms;
     const ValueId dense = g.add("routing_dense", name + ".dense", {input(kIds), input(kWeights)},
@@ -327,7 +408,7 @@ void register_moe_op(OpRegistry& r) {
       const ValueId y = swiglu(slice_expert(kGate, e, prefix), slice_expert(kUp, e, prefix),
                                slice_expert(kDown, e, prefix), slice_expert(kGateScale, e, prefix),
                                slice_expert(kUpScale, e, prefix),
-                               slice_expert(kDownScale, e, prefix), routed, prefix);
+                               slice_expert(kDownScale, e, prefix), routed, prefix, e);
       ValueId col = g.add("slice", prefix + ".weight", {dense},
                           {{"axis", int64_t{1}}, {"start", e}, {"length", int64_t{1}}});
       if (x_dtype != DType::f32)
@@ -339,7 +420,7 @@ void register_moe_op(OpRegistry& r) {
       const std::string prefix = name + ".shared";
       ValueId y =
           swiglu(input(kSharedGate), input(kSharedUp), input(kSharedDown), input(kSharedGateScale),
-                 input(kSharedUpScale), input(kSharedDownScale), shared_format, prefix);
+                 input(kSharedUpScale), input(kSharedDownScale), shared_format, prefix, -1);
       if (input(kSharedExpertGate) != kNoValue) {
         const ValueId logit = linear(x, input(kSharedExpertGate), kNoValue, WeightFormat::none,
                                      prefix + ".gate_logit");

@@ -50,6 +50,7 @@ class _ModelInfoDict(TypedDict):
     experts_per_token: int
     max_context: int
     weight_dtype: str
+    notes: list[str]
 
 class _SummaryBaseDict(TypedDict):
     total_params: int

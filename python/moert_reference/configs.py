@@ -30,6 +30,15 @@ Choices that exercise specific paths:
   (§6.2, §6.3).
 * ``llama``, ``mistral`` (sliding_window 16, MQA), ``qwen2`` (qkv bias):
   dense models sharing the §2 skeleton.
+* ``gpt_oss``: sliding window 8 on layers 0 and 2 (``layer_types``), sinks,
+  biases on q/k/v/o, router and experts, YaRN with ``truncate`` false, and
+  ``swiglu_limit`` 0.5 (GPT-OSS's is 7) so that the tiny model's expert
+  pre-activations reach both sides of the clamp (§8).
+* ``glm4_moe``: ``head_dim`` 32 while hidden/heads is 16, no
+  ``partial_rotary_factor`` (transformers' default 0.5 applies: 16 of 32
+  features rotate), q/k/v bias without o bias, per-head q/k norm, DeepSeek-V3
+  routing (noaux_tc, 4 groups, top-3), a shared expert, layer 0 dense, and
+  one MTP layer that is stored but not part of the model.
 
 In every YaRN config ``factor`` equals ``max_position_embeddings /
 original_max_position_embeddings`` so the factor recomputation of §6.3
@@ -174,6 +183,43 @@ CONFIGS = {
         "max_window_layers": 2, "max_position_embeddings": 256,
         "attention_dropout": 0.0, "bos_token_id": 1, "eos_token_id": 2,
         "tie_word_embeddings": False,
+    },
+    "gpt_oss": {
+        "architectures": ["GptOssForCausalLM"], "model_type": "gpt_oss",
+        "vocab_size": 512, "hidden_size": 64, "intermediate_size": 64,
+        "head_dim": 16, "num_hidden_layers": 3, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "num_local_experts": 8,
+        "num_experts_per_tok": 4, "sliding_window": 8,
+        "layer_types": ["sliding_attention", "full_attention",
+                        "sliding_attention"],
+        "attention_bias": True, "hidden_act": "silu",
+        "swiglu_limit": 0.5, "rms_norm_eps": 1e-5, "rope_theta": 150000.0,
+        "rope_scaling": {
+            "rope_type": "yarn", "factor": 4.0, "beta_fast": 32.0,
+            "beta_slow": 1.0, "truncate": False,
+            "original_max_position_embeddings": 64,
+        },
+        "max_position_embeddings": 256, "attention_dropout": 0.0,
+        "initializer_range": 0.02, "router_aux_loss_coef": 0.9,
+        "output_router_logits": False, "use_cache": True,
+        "bos_token_id": None, "eos_token_id": 2, "pad_token_id": 1,
+        "tie_word_embeddings": False,
+    },
+    "glm4_moe": {
+        "architectures": ["Glm4MoeForCausalLM"], "model_type": "glm4_moe",
+        "vocab_size": 512, "hidden_size": 64, "head_dim": 32,
+        "intermediate_size": 160, "moe_intermediate_size": 32,
+        "num_hidden_layers": 3, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "n_routed_experts": 8,
+        "n_shared_experts": 1, "num_experts_per_tok": 3,
+        "first_k_dense_replace": 1, "n_group": 4, "topk_group": 2,
+        "norm_topk_prob": True, "routed_scaling_factor": 2.5,
+        "attention_bias": True, "use_qk_norm": True,
+        "num_nextn_predict_layers": 1, "hidden_act": "silu",
+        "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+        "max_position_embeddings": 256, "attention_dropout": 0.0,
+        "initializer_range": 0.02, "use_cache": True, "bos_token_id": None,
+        "eos_token_id": 2, "pad_token_id": 1, "tie_word_embeddings": False,
     },
 }
 

@@ -93,8 +93,10 @@ def _is_moe_layer(config, i):
     never.
     """
     model_type = config["model_type"]
-    if model_type in ("mixtral", "olmoe"):
+    if model_type in ("mixtral", "olmoe", "gpt_oss"):
         return True
+    if model_type == "glm4_moe":
+        return i >= config.get("first_k_dense_replace", 1)
     if model_type in ("qwen2_moe", "qwen3_moe"):
         return (i not in config.get("mlp_only_layers", [])
                 and config["num_experts"] > 0
@@ -141,7 +143,7 @@ def _attention_specs(config, prefix):
         o_bias = False
     else:
         qkv_bias = bool(config.get("attention_bias", False))
-        o_bias = qkv_bias
+        o_bias = qkv_bias and model_type != "glm4_moe"
     specs = []
     for proj, rows in (("q_proj", nh * hd), ("k_proj", nkv * hd),
                        ("v_proj", nkv * hd)):
@@ -151,9 +153,12 @@ def _attention_specs(config, prefix):
     specs.append((p + "o_proj.weight", [H, nh * hd], "linear"))
     if o_bias:
         specs.append((p + "o_proj.bias", [H], "bias"))
-    if model_type == "qwen3_moe":
+    if model_type == "qwen3_moe" or (model_type == "glm4_moe"
+                                     and config.get("use_qk_norm")):
         specs += [(p + "q_norm.weight", [hd], "norm"),
                   (p + "k_norm.weight", [hd], "norm")]
+    if model_type == "gpt_oss":
+        specs.append((p + "sinks", [nh], "sinks"))
     if model_type == "olmoe":
         specs += [(p + "q_norm.weight", [nh * hd], "norm"),
                   (p + "k_norm.weight", [nkv * hd], "norm")]
@@ -192,7 +197,18 @@ def _ffn_specs(config, i, prefix):
         return specs
 
     p = prefix + "mlp."
-    if model_type in ("deepseek_v2", "deepseek_v3"):
+    if model_type == "gpt_oss":
+        # Fused experts, input-major as the bf16 checkpoints store them (§8).
+        E = config["num_local_experts"]
+        inter = config["intermediate_size"]
+        q = p + "experts."
+        return [(p + "router.weight", [E, H], "router"),
+                (p + "router.bias", [E], "bias"),
+                (q + "gate_up_proj", [E, H, 2 * inter], "fused"),
+                (q + "gate_up_proj_bias", [E, 2 * inter], "bias"),
+                (q + "down_proj", [E, inter, H], "fused"),
+                (q + "down_proj_bias", [E, H], "bias")]
+    if model_type in ("deepseek_v2", "deepseek_v3", "glm4_moe"):
         E = config["n_routed_experts"]
         inter = config["moe_intermediate_size"]
     elif model_type in ("qwen2_moe", "qwen3_moe"):
@@ -202,7 +218,7 @@ def _ffn_specs(config, i, prefix):
         E = config["num_experts"]
         inter = config["intermediate_size"]
     specs = [(p + "gate.weight", [E, H], "router")]
-    if model_type == "deepseek_v3":
+    if model_type in ("deepseek_v3", "glm4_moe"):
         specs.append((p + "gate.e_score_correction_bias", [E], "score_bias"))
     for e in range(E):
         specs += _swiglu_specs(p + "experts.%d." % e, H, inter)
@@ -210,7 +226,7 @@ def _ffn_specs(config, i, prefix):
         specs += _swiglu_specs(p + "shared_expert.", H,
                                config["shared_expert_intermediate_size"])
         specs.append((p + "shared_expert_gate.weight", [1, H], "router"))
-    if model_type in ("deepseek_v2", "deepseek_v3"):
+    if model_type in ("deepseek_v2", "deepseek_v3", "glm4_moe"):
         n_shared = config.get("n_shared_experts") or 0
         if n_shared > 0:
             specs += _swiglu_specs(p + "shared_experts.", H, inter * n_shared)
@@ -258,7 +274,7 @@ def tensor_specs(config):
     L = config["num_hidden_layers"]
     for i in range(L):
         specs += _layer_specs(config, i)
-    if config["model_type"] == "deepseek_v3":
+    if config["model_type"] in ("deepseek_v3", "glm4_moe"):
         for j in range(config.get("num_nextn_predict_layers", 0) or 0):
             specs += _mtp_specs(config, L + j)
     specs.append(("model.norm.weight", [H], "norm"))
@@ -285,6 +301,8 @@ def _draw(rng, shape, kind):
         std = 0.3
     elif kind == "bias":
         std = 0.1
+    elif kind == "sinks":
+        std = 1.0
     else:  # linear, extra
         std = 0.8 / math.sqrt(shape[1])
     return (std * rng.standard_normal(shape)).astype(np.float32)
@@ -520,9 +538,14 @@ def quantized_checkpoint_tensors(config, method, group_size=32, sym=True,
     Everything else is BF16 (F32 for DeepSeek-V3's score bias), drawn as the
     "bf16" checkpoint of the same seed draws it.
 
+    GPT-OSS's fused experts (``experts.gate_up_proj``, ``down_proj``) are
+    packed by mxfp4 as its hub checkpoints store them: ``<name>_blocks``
+    [E, out, in/32, 16] and ``_scales`` [E, out, in/32] (output-major).
+
     Returns ``(tensors, dequantised)``: name -> (dtype, array) as written,
     and the packed weights' names (``...q_proj.weight``) -> float64 values
-    [out, in] that the packed form stands for.
+    [out, in] that the packed form stands for (for a fused GPT-OSS tensor,
+    its stored input-major [E, in, out]).
     """
     values = random_values(config, seed)
     out, deq = {}, {}
@@ -536,6 +559,13 @@ def quantized_checkpoint_tensors(config, method, group_size=32, sym=True,
             packed = layer_linear
         if kind == "score_bias":
             out[name] = ("F32", value)
+        elif kind == "fused" and method == "mxfp4":
+            # GPT-OSS: output-major blocks [E, out, in/32, 16] of the
+            # input-major [E, in, out] weight.
+            parts = [quantize_mxfp4(value[e].T) for e in range(value.shape[0])]
+            out[name + "_blocks"] = ("U8", np.stack([b for b, _, _ in parts]))
+            out[name + "_scales"] = ("U8", np.stack([sc for _, sc, _ in parts]))
+            deq[name] = np.stack([d.T for _, _, d in parts])
         elif not packed:
             out[name] = ("BF16", value)
         elif method == "mxfp4":

@@ -12,7 +12,8 @@ is rounded to BF16, so this is the exact-arithmetic version of the model
 that a BF16 or FP8 runtime approximates.
 
 Supported ``model_type`` values: mixtral, qwen2_moe, qwen3_moe, olmoe,
-deepseek_v2, deepseek_v3, llama, mistral, qwen2.
+deepseek_v2, deepseek_v3, llama, mistral, qwen2, gpt_oss (§8; MXFP4 experts
+decoded here from their blocks and scales) and glm4_moe.
 
 Command line::
 
@@ -124,6 +125,38 @@ def swiglu_mlp(x, gate_w, up_w, down_w):
     return linear(silu(linear(x, gate_w)) * linear(x, up_w), down_w)
 
 
+# MXFP4 element values (§8): e2m1 codes 0..15.
+MXFP4_LUT = np.array([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0,
+                      -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0])
+
+
+def decode_mxfp4(blocks, scales):
+    """MXFP4 (§8): blocks u8 [..., rows, G, 16] and scales u8 [..., rows, G]
+    -> float64 [..., rows, 32 G]; byte t of group g holds element 32g + 2t
+    in its low nibble and 32g + 2t + 1 in its high nibble, times
+    2^(scale - 127)."""
+    blocks = np.asarray(blocks, dtype=np.uint8)
+    low = MXFP4_LUT[blocks & 0x0F]
+    high = MXFP4_LUT[blocks >> 4]
+    values = np.stack([low, high], axis=-1).reshape(blocks.shape[:-1] + (32,))
+    values = values * np.ldexp(1.0, np.asarray(scales, dtype=np.int64) - 127)[..., None]
+    return values.reshape(blocks.shape[:-2] + (blocks.shape[-2] * 32,))
+
+
+def gpt_oss_expert(x, gate_up, gate_up_bias, down, down_bias, alpha, limit):
+    """One GPT-OSS expert (§8) on x [T, H], with its weights input-major as
+    HF applies them (x @ W): gate_up [H, 2I], down [I, H].
+
+    ``g_u = x·W_gu + b``; gate = even columns, up = odd ones; gate clamped
+    above at limit, up to [-limit, limit]; ``(up + 1) ⊙ gate ⊙ σ(α·gate)``;
+    then ``· W_down + b_down``.
+    """
+    g_u = x @ gate_up + gate_up_bias
+    gate = np.minimum(g_u[:, 0::2], limit)
+    up = np.clip(g_u[:, 1::2], -limit, limit)
+    return ((up + 1.0) * gate * sigmoid(alpha * gate)) @ down + down_bias
+
+
 # ---------------------------------------------------------------------------
 # RoPE (§2 default, §6.3 YaRN)
 # ---------------------------------------------------------------------------
@@ -221,8 +254,6 @@ def rope_frequencies(config, dim):
     ``max_position_embeddings / L0`` as HF 4.5x+ does (§6.3).
     """
     theta, scaling = rope_settings(config)
-    if config.get("partial_rotary_factor", 1.0) != 1.0:
-        raise ValueError("partial_rotary_factor != 1 is not supported")
     if scaling is None:
         return default_inv_freq(dim, theta), 1.0
     kind = scaling.get("rope_type", scaling.get("type"))
@@ -291,11 +322,13 @@ def causal_mask(length, window=None):
     return allowed
 
 
-def attention_core(q, k, v, scale, window=None):
+def attention_core(q, k, v, scale, window=None, sinks=None):
     """Causal softmax attention with GQA (§2).
 
     q [T, nh, dk], k [T, nkv, dk], v [T, nkv, dv]; query head h uses KV head
-    ``h // (nh / nkv)``.  Returns the concatenated heads [T, nh·dv].
+    ``h // (nh / nkv)``.  With ``sinks`` [nh] (GPT-OSS, §8) each head's
+    softmax gains the extra logit sinks[h] in its denominator only.  Returns
+    the concatenated heads [T, nh·dv].
     """
     length, nh, _ = q.shape
     nkv = k.shape[1]
@@ -306,7 +339,13 @@ def attention_core(q, k, v, scale, window=None):
         kv_head = h // group
         scores = (q[:, h, :] @ k[:, kv_head, :].T) * scale
         scores = np.where(allowed, scores, -np.inf)
-        out[:, h, :] = softmax(scores, axis=-1) @ v[:, kv_head, :]
+        if sinks is None:
+            p = softmax(scores, axis=-1)
+        else:
+            full = np.concatenate(
+                [scores, np.full((length, 1), sinks[h])], axis=-1)
+            p = softmax(full, axis=-1)[:, :-1]
+        out[:, h, :] = p @ v[:, kv_head, :]
     return out.reshape(length, nh * v.shape[-1])
 
 
@@ -335,9 +374,13 @@ def standard_attention(x, w, spec, cos, sin):
     if spec["qk_norm"] == "per_head":
         q = rms_norm(q, w["q_norm.weight"], spec["eps"])
         k = rms_norm(k, w["k_norm.weight"], spec["eps"])
-    q = apply_rope_half(q, cos, sin)
-    k = apply_rope_half(k, cos, sin)
-    o = attention_core(q, k, v, hd ** -0.5, spec["window"])
+    # Partial rotary (GLM-4.5): rotate-half within the first rd features.
+    rd = spec.get("rotary_dim", hd)
+    q = np.concatenate([apply_rope_half(q[..., :rd], cos, sin), q[..., rd:]],
+                       axis=-1)
+    k = np.concatenate([apply_rope_half(k[..., :rd], cos, sin), k[..., rd:]],
+                       axis=-1)
+    o = attention_core(q, k, v, hd ** -0.5, spec["window"], w.get("sinks"))
     return linear(o, w["o_proj.weight"], w.get("o_proj.bias"))
 
 
@@ -500,6 +543,33 @@ def route_deepseek(logits, top_k, topk_method, scoring_func, n_group,
     return {"experts": idx, "weights": w, "margin": margin}
 
 
+def route_gpt_oss(logits, k):
+    """GPT-OSS router (§8): top-k of the raw logits, then a softmax over
+    those k logits only."""
+    idx = topk_indices(logits, k)
+    w = softmax(np.take_along_axis(logits, idx, axis=-1), axis=-1)
+    return {"experts": idx, "weights": w,
+            "margin": selection_margin(logits, idx)}
+
+
+def gpt_oss_moe(x, spec, w):
+    """GPT-OSS MoE block (§8): routed experts with biases and the clamped
+    SwiGLU; no shared expert.  Returns ``(output, routing)``."""
+    routing = route_gpt_oss(linear(x, w["gate"], w["gate_bias"]),
+                            spec["top_k"])
+    out = np.zeros_like(x)
+    idx, weights = routing["experts"], routing["weights"]
+    for e in range(w["gate_up"].shape[0]):
+        rows, slots = np.nonzero(idx == e)
+        if rows.size == 0:
+            continue
+        y = gpt_oss_expert(x[rows], w["gate_up"][e], w["gate_up_bias"][e],
+                           w["down"][e], w["down_bias"][e], spec["alpha"],
+                           spec["limit"])
+        out[rows] += weights[rows, slots][:, None] * y
+    return out, routing
+
+
 def _group_margin(group_scores, topk_group):
     """Gap between the last kept and the best dropped group score."""
     if topk_group >= group_scores.shape[-1]:
@@ -533,6 +603,8 @@ def moe_block(x, spec, w):
     ``σ(x·g_sᵀ) · SwiGLU_shared(x)``, DeepSeek ungated shared experts.
     Returns ``(output, routing)``.
     """
+    if spec["router"] == "gpt_oss":
+        return gpt_oss_moe(x, spec, w)
     logits = linear(x, w["gate"])
     if spec["router"] == "softmax_topk":
         routing = route_softmax_topk(logits, spec["top_k"], spec["normalize"])
@@ -555,7 +627,7 @@ def moe_block(x, spec, w):
 # ---------------------------------------------------------------------------
 
 STANDARD_FAMILIES = ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "llama",
-                     "mistral", "qwen2")
+                     "mistral", "qwen2", "gpt_oss", "glm4_moe")
 MLA_FAMILIES = ("deepseek_v2", "deepseek_v3")
 
 
@@ -568,8 +640,10 @@ def layer_is_moe(config, i):
     Llama, Mistral, Qwen2: never.
     """
     model_type = config["model_type"]
-    if model_type in ("mixtral", "olmoe"):
+    if model_type in ("mixtral", "olmoe", "gpt_oss"):
         return True
+    if model_type == "glm4_moe":
+        return i >= config.get("first_k_dense_replace", 1)
     if model_type in ("qwen2_moe", "qwen3_moe"):
         if i in (config.get("mlp_only_layers") or []):
             return False
@@ -591,6 +665,13 @@ def sliding_window_for_layer(config, i):
     model_type = config["model_type"]
     if model_type in ("mixtral", "mistral"):
         return config.get("sliding_window")
+    if model_type == "gpt_oss":
+        types = config.get("layer_types") or [
+            "sliding_attention" if i % 2 == 0 else "full_attention"
+            for i in range(config["num_hidden_layers"])]
+        if types[i] == "sliding_attention":
+            return config.get("sliding_window", 128)
+        return None
     if model_type in ("qwen2", "qwen2_moe", "qwen3_moe"):
         if (config.get("use_sliding_window", False)
                 and i >= config.get("max_window_layers", 0)):
@@ -607,13 +688,26 @@ def standard_attention_spec(config, i):
     if model_type == "olmoe":
         hd = config["hidden_size"] // nh
     qk_norm = {"qwen3_moe": "per_head", "olmoe": "full"}.get(model_type)
+    if model_type == "glm4_moe" and config.get("use_qk_norm", False):
+        qk_norm = "per_head"
     return {
         "num_heads": nh, "num_kv_heads": nkv, "head_dim": hd,
+        "rotary_dim": int(hd * partial_rotary_factor(config)),
         "qk_norm": qk_norm,
         "clip_qkv": config.get("clip_qkv") if model_type == "olmoe" else None,
         "window": sliding_window_for_layer(config, i),
         "eps": config.get("rms_norm_eps", 1e-6),
     }
+
+
+def partial_rotary_factor(config):
+    """Share of each head that rotates: GLM-4.5's partial_rotary_factor (top
+    level or in rope_parameters; 0.5 when absent), 1 for other families."""
+    if config["model_type"] != "glm4_moe":
+        return 1.0
+    params = config.get("rope_parameters") or {}
+    return float(config.get("partial_rotary_factor",
+                            params.get("partial_rotary_factor", 0.5)))
 
 
 def mla_attention_spec(config):
@@ -639,6 +733,19 @@ def mla_attention_spec(config):
 def moe_spec(config):
     """Router settings of the family's MoE block (§4–§7)."""
     model_type = config["model_type"]
+    if model_type == "gpt_oss":
+        return {"router": "gpt_oss", "top_k": config["num_experts_per_tok"],
+                "alpha": config.get("swiglu_alpha", 1.702),
+                "limit": config.get("swiglu_limit", 7.0)}
+    if model_type == "glm4_moe":
+        return {
+            "router": "deepseek", "top_k": config["num_experts_per_tok"],
+            "topk_method": "noaux_tc", "scoring_func": "sigmoid",
+            "n_group": config.get("n_group") or 1,
+            "topk_group": config.get("topk_group") or 1,
+            "norm_topk_prob": config.get("norm_topk_prob", True),
+            "routed_scaling_factor": config.get("routed_scaling_factor", 1.0),
+        }
     if model_type in MLA_FAMILIES:
         return {
             "router": "deepseek",
@@ -698,7 +805,7 @@ class Model:
         if model_type in MLA_FAMILIES:
             rotary_dim = config["qk_rope_head_dim"]
         else:
-            rotary_dim = standard_attention_spec(config, 0)["head_dim"]
+            rotary_dim = standard_attention_spec(config, 0)["rotary_dim"]
         self.inv_freq, self.attention_scaling = rope_frequencies(
             config, rotary_dim)
 
@@ -803,10 +910,14 @@ class Model:
             if config.get("qkv_bias", True):
                 names += ["q_proj.bias", "k_proj.bias", "v_proj.bias"]
         elif config.get("attention_bias", False):
-            names += ["q_proj.bias", "k_proj.bias", "v_proj.bias",
-                      "o_proj.bias"]
-        if model_type in ("qwen3_moe", "olmoe"):
+            names += ["q_proj.bias", "k_proj.bias", "v_proj.bias"]
+            if model_type != "glm4_moe":  # GLM: no o_proj bias
+                names += ["o_proj.bias"]
+        if model_type in ("qwen3_moe", "olmoe") or (
+                model_type == "glm4_moe" and config.get("use_qk_norm")):
             names += ["q_norm.weight", "k_norm.weight"]
+        if model_type == "gpt_oss":
+            names += ["sinks"]
         return {n: self._take(prefix + n) for n in names}
 
     def _moe_weights(self, prefix):
@@ -823,7 +934,9 @@ class Model:
             return {"gate": self._take(p + "gate.weight"), "experts": experts}
 
         p = prefix + "mlp."
-        if model_type in MLA_FAMILIES:
+        if model_type == "gpt_oss":
+            return self._gpt_oss_moe_weights(p)
+        if model_type in MLA_FAMILIES + ("glm4_moe",):
             num_experts = config["n_routed_experts"]
         else:
             num_experts = config["num_experts"]
@@ -838,15 +951,35 @@ class Model:
                              self._take(q + "up_proj.weight"),
                              self._take(q + "down_proj.weight"))
             out["shared_gate"] = self._take(p + "shared_expert_gate.weight")
-        if model_type in MLA_FAMILIES:
+        if model_type in MLA_FAMILIES + ("glm4_moe",):
             if (config.get("n_shared_experts") or 0) > 0:
                 q = p + "shared_experts."
                 out["shared"] = (self._take(q + "gate_proj.weight"),
                                  self._take(q + "up_proj.weight"),
                                  self._take(q + "down_proj.weight"))
-            if config.get("topk_method") == "noaux_tc":
+            if (config.get("topk_method") == "noaux_tc"
+                    or model_type == "glm4_moe"):
                 out["score_bias"] = self._take(
                     p + "gate.e_score_correction_bias")
+        return out
+
+    def _gpt_oss_moe_weights(self, p):
+        """GPT-OSS router and fused experts (§8), input-major [E, in, out]:
+        bf16 ``gate_up_proj`` / ``down_proj``, or MXFP4 ``*_blocks`` /
+        ``*_scales`` (output-major, decoded and transposed here)."""
+        out = {"gate": self._take(p + "router.weight"),
+               "gate_bias": self._take(p + "router.bias")}
+        e = p + "experts."
+        for name in ("gate_up_proj", "down_proj"):
+            if e + name + "_blocks" in self._typed:
+                self._used.update([e + name + "_blocks", e + name + "_scales"])
+                w = decode_mxfp4(self._typed[e + name + "_blocks"][1],
+                                 self._typed[e + name + "_scales"][1])
+                out[name.split("_proj")[0]] = np.swapaxes(w, 1, 2)
+            else:
+                out[name.split("_proj")[0]] = self._take(e + name)
+            out[name.split("_proj")[0] + "_bias"] = self._take(
+                e + name + "_bias")
         return out
 
     # -- forward ------------------------------------------------------------

@@ -293,6 +293,7 @@ class PyModel {
     d["experts_per_token"] = i.experts_per_token;
     d["max_context"] = i.max_context;
     d["weight_dtype"] = i.weight_dtype;
+    d["notes"] = i.notes;
     return d;
   }
 
@@ -808,7 +809,9 @@ start a new one.  Model(other) is another handle on the same loaded model
 architecture, model_type, vocab_size, hidden_size, num_layers, num_experts
 (0 for dense models), experts_per_token, max_context (KV cache capacity of
 this load) and weight_dtype ("bf16", or a mix such as "fp8 e4m3 61%, ..." or
-"int4 g32 78%, bf16 22%": packed weights counted with their scales).)doc")
+"int4 g32 78%, bf16 22%": packed weights counted with their scales), and
+notes: what the checkpoint holds that this load leaves out, one sentence each
+(the multi-token-prediction layers of DeepSeek-V3 and GLM-4.5).)doc")
       .def("forward", &PyModel::forward, py::arg("token_ids"),
            R"doc(Logits of every position of a fresh sequence.
 

@@ -118,6 +118,7 @@ void print_info(std::ostream& out, const ModelInfo& i) {
   if (i.num_experts > 0)
     out << ", " << i.num_experts << " experts (top-" << i.experts_per_token << ")";
   out << ", weights " << i.weight_dtype << ", max context " << i.max_context << "\n";
+  for (const std::string& note : i.notes) out << "note: " << note << "\n";
 }
 
 void print_tokens(std::ostream& out, const char* label, const std::vector<int32_t>& tokens) {

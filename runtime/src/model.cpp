@@ -212,6 +212,7 @@ std::unique_ptr<Model> Model::build(const ArchSpec& arch, const std::string& nam
   info.experts_per_token = arch.experts > 0 ? arch.router.top_k : 0;
   info.max_context = build.max_context;
   info.weight_dtype = weight_dtype_of(m->graph_);
+  info.notes = arch.notes;
   return m;
 }
 

@@ -196,9 +196,11 @@ std::vector<ValueInfo> OpRegistry::infer(const Node& node,
 uint32_t OpRegistry::node_version(const Node& node) const {
   const OpDef* def = find(node.op);
   uint32_t version = 1;
-  if (def)
-    for (const AttrSpec& s : def->attrs)
-      if (node.attrs.has(s.name)) version = std::max(version, s.since);
+  if (!def) return version;
+  for (const AttrSpec& s : def->attrs)
+    if (node.attrs.has(s.name)) version = std::max(version, s.since);
+  for (size_t i = 0; i < node.inputs.size() && i < def->inputs.size(); ++i)
+    if (node.inputs[i] != kNoValue) version = std::max(version, def->inputs[i].since);
   return version;
 }
 

@@ -108,6 +108,22 @@ std::vector<Case> cases() {
                               {}, tol, why));
     out.push_back(
         simple_case(d + "_specials", "swiglu", {specials(t, 48), specials(t, 48)}, {}, tol, why));
+    // Version 2: the clamped form (GPT-OSS's parameters, and a limit of 1.5
+    // that clamps a good share of inputs of scale 3, both signs of up).
+    for (double limit : {7.0, 1.5}) {
+      const Attributes clamped{{"alpha", 1.702}, {"limit", limit}, {"up_offset", 1.0}};
+      const std::string l = limit == 7.0 ? "_limit7" : "_limit1_5";
+      out.push_back(simple_case(d + "_clamped_two_inputs" + l, "swiglu",
+                                {random(t, {5, 77}, rng, 3.0), random(t, {5, 77}, rng, 3.0)},
+                                clamped, tol, why));
+      out.push_back(simple_case(d + "_clamped_halves_large" + l, "swiglu",
+                                {random(t, {17, 2 * 2053}, rng, 3.0)}, clamped, tol, why));
+    }
+    out.push_back(simple_case(d + "_clamped_specials", "swiglu", {specials(t, 48), specials(t, 48)},
+                              {{"alpha", 1.702}, {"limit", 7.0}, {"up_offset", 1.0}}, tol, why));
+    out.push_back(simple_case(d + "_alpha_only", "swiglu",
+                              {random(t, {3, 65}, rng, 3.0), random(t, {3, 65}, rng)},
+                              {{"alpha", 0.5}}, tol, why));
   }
 
   // Symbolic T: the broadcast is resolved per step (one token, then many).

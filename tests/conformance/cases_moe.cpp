@@ -26,6 +26,7 @@
 
 #include "conformance.h"
 #include "packed_weights.h"
+#include "swiglu_params.h"
 
 namespace moert::conformance {
 namespace {
@@ -49,6 +50,10 @@ struct Spec {
   bool zeros = false;          // int4 with zero points
   bool bf16_products = false;  // attribute products = "bf16"
   bool int8_products = false;  // attribute products = "int8"
+  // Version 3: biases of the routed experts (dtype; none when unset) and the
+  // clamped activation's attributes (plain SwiGLU when unset).
+  std::optional<DType> bias;
+  std::optional<ops::SwigluParams> act;
 };
 
 Tensor random_scales(std::vector<int64_t> shape, std::mt19937& rng) {
@@ -111,12 +116,26 @@ std::vector<double> matvec(const std::vector<double>& w, int64_t e, int64_t rows
   return y;
 }
 
+// Expert e's biases (empty: none).
+struct Biases {
+  std::vector<double> gate, up, down;
+};
+
 std::vector<double> swiglu(const Weight& g, const Weight& u, const Weight& d, int64_t e,
-                           int64_t inter, int64_t hidden, const double* v) {
+                           int64_t inter, int64_t hidden, const double* v,
+                           const ops::SwigluParams& act, const Biases& b) {
   std::vector<double> a = matvec(g.values, e, inter, hidden, v);
-  const std::vector<double> b = matvec(u.values, e, inter, hidden, v);
-  for (size_t i = 0; i < a.size(); ++i) a[i] = a[i] / (1.0 + std::exp(-a[i])) * b[i];
-  return matvec(d.values, e, hidden, inter, a.data());
+  const std::vector<double> up = matvec(u.values, e, inter, hidden, v);
+  for (size_t i = 0; i < a.size(); ++i) {
+    const double gi = a[i] + (b.gate.empty() ? 0.0 : b.gate[static_cast<size_t>(e * inter) + i]);
+    const double ui = up[i] + (b.up.empty() ? 0.0 : b.up[static_cast<size_t>(e * inter) + i]);
+    a[i] = act.apply(gi, ui);
+  }
+  std::vector<double> y = matvec(d.values, e, hidden, inter, a.data());
+  if (!b.down.empty())
+    for (int64_t h = 0; h < hidden; ++h)
+      y[static_cast<size_t>(h)] += b.down[static_cast<size_t>(e * hidden + h)];
+  return y;
 }
 
 Case make(const Spec& s, std::mt19937& rng) {
@@ -130,6 +149,12 @@ Case make(const Spec& s, std::mt19937& rng) {
   if (s.bf16_products) c.attrs.set("products", std::string("bf16"));
   if (s.int8_products) c.attrs.set("products", std::string("int8"));
   if (!s.shared_quant.empty()) c.attrs.set("shared_quant", s.shared_quant);
+  const ops::SwigluParams act = s.act.value_or(ops::SwigluParams{});
+  if (s.act) {
+    c.attrs.set("swiglu_alpha", act.alpha);
+    c.attrs.set("swiglu_limit", act.limit);
+    c.attrs.set("swiglu_up_offset", act.up_offset);
+  }
   auto make_expert_weight = [&](const std::string& quant, DType t, int64_t experts, int64_t rows,
                                 int64_t cols) {
     if (quant.empty()) return make_weight(t, experts, rows, cols, b0, b1, rng);
@@ -163,6 +188,14 @@ Case make(const Spec& s, std::mt19937& rng) {
   for (const Weight* w : {&sgate, &sup, &sdown})
     c.slots.push_back(w->scale.defined() ? constant(w->scale) : absent());
   c.slots.push_back(s.shared_gate ? constant(seg) : absent());
+  Biases biases;
+  if (s.bias) {
+    // Biases of about the size of the products they join (unit RMS).
+    const Tensor bg = random(*s.bias, {E, I}, rng, 0.7), bu = random(*s.bias, {E, I}, rng, 0.7),
+                 bd = random(*s.bias, {E, H}, rng, 0.5);
+    for (const Tensor* b : {&bg, &bu, &bd}) c.slots.push_back(constant(*b));
+    biases = Biases{bg.to_doubles(), bu.to_doubles(), bd.to_doubles()};
+  }
 
   // Steps, and the exact outputs for the floor.
   double sum = 0;
@@ -206,7 +239,7 @@ Case make(const Spec& s, std::mt19937& rng) {
       std::vector<double> o(static_cast<size_t>(H), 0.0);
       for (int64_t j = 0; j < s.k; ++j) {
         const int64_t e = static_cast<int64_t>(idv[static_cast<size_t>(t * s.k + j)]);
-        const std::vector<double> y = swiglu(gate, up, down, e, I, H, xt);
+        const std::vector<double> y = swiglu(gate, up, down, e, I, H, xt, act, biases);
         for (int64_t h = 0; h < H; ++h)
           o[static_cast<size_t>(h)] +=
               rw[static_cast<size_t>(t * s.k + j)] * y[static_cast<size_t>(h)];
@@ -218,7 +251,7 @@ Case make(const Spec& s, std::mt19937& rng) {
           for (int64_t h = 0; h < H; ++h) z += xt[h] * sg[static_cast<size_t>(h)];
           g = 1.0 / (1.0 + std::exp(-z));
         }
-        const std::vector<double> y = swiglu(sgate, sup, sdown, 0, Is, H, xt);
+        const std::vector<double> y = swiglu(sgate, sup, sdown, 0, Is, H, xt, act, Biases{});
         for (int64_t h = 0; h < H; ++h) o[static_cast<size_t>(h)] += g * y[static_cast<size_t>(h)];
       }
       for (double v : o) sum += v * v;
@@ -484,6 +517,68 @@ std::vector<Case> moe_cases() {
     s.shared_inter = 130;
     s.block = {};
     s.experts = 4;
+    out.push_back(make(s, rng));
+  }
+  // Version 3 (GPT-OSS): biases on gate, up and down, and the clamped
+  // activation.  limit 0.8 (GPT-OSS's is 7) clamps about a third of the unit
+  // scale pre-activations, so both sides of the clamp are exercised; also
+  // the real parameters, biases alone, the activation alone, a shared expert
+  // taking the same activation, every routed format, one token to many.
+  const ops::SwigluParams oai{1.702, 0.8, 1.0}, real{1.702, 7.0, 1.0};
+  struct V3 {
+    const char* name;
+    DType w;
+    const char* quant;
+    bool bias;
+    std::optional<ops::SwigluParams> act;
+  };
+  for (const V3& v :
+       {V3{"oai_mxfp4", DType::f32, "mxfp4", true, oai}, V3{"oai_bf16", DType::bf16, "", true, oai},
+        V3{"oai_f32_real_limit", DType::f32, "", true, real},
+        V3{"biases_only_int4", DType::f32, "int4", true, std::nullopt},
+        V3{"clamp_only_f8", DType::f8_e4m3, "", false, oai}})
+    for (int64_t t : {1, 5, 120}) {
+      Spec s;
+      s.name = std::string(v.name) + "_t" + std::to_string(t);
+      s.w = v.w;
+      s.quant = v.quant;
+      if (*v.quant) s.block = {1, 32};
+      if (v.bias) s.bias = t == 5 ? DType::bf16 : DType::f32;
+      s.act = v.act;
+      s.k = 4;
+      s.hidden = 96;
+      s.inter = 64;
+      s.tokens = {t};
+      out.push_back(make(s, rng));
+    }
+  {
+    Spec s;
+    s.name = "oai_shared_expert_t7";
+    s.w = DType::bf16;
+    s.bias = DType::f32;
+    s.act = oai;
+    s.shared = DType::bf16;
+    s.shared_gate = true;
+    s.tokens = {7};
+    out.push_back(make(s, rng));
+    s.name = "oai_mxfp4_symbolic_t";
+    s.shared.reset();
+    s.shared_gate = false;
+    s.quant = "mxfp4";
+    s.block = {1, 32};
+    s.symbolic = true;
+    s.tokens = {1, 33, 2};
+    out.push_back(make(s, rng));
+    s.name = "oai_mxfp4_int8_products_t20";
+    s.symbolic = false;
+    s.int8_products = true;
+    s.tokens = {20};
+    out.push_back(make(s, rng));
+    s.name = "oai_bf16_x_t40";
+    s.int8_products = false;
+    s.x = DType::bf16;
+    s.bias = DType::bf16;
+    s.tokens = {40};
     out.push_back(make(s, rng));
   }
   // Larger matrices (several threads' shares in decode).

@@ -49,7 +49,7 @@ except ImportError as exc:
                 f"<build>/python", allow_module_level=True)
 
 # Architectures whose checkpoints come with blockwise fp8 weights.
-FP8_ARCHS = ("deepseek_v3",)
+FP8_ARCHS = ("deepseek_v3", "glm4_moe")
 
 # (checkpoint dtype, activation dtype) per dtype name.
 DTYPES = {"f32": ("f32", "f32"), "bf16": ("bf16", "bf16"), "fp8": ("fp8", "f32")}

@@ -19,7 +19,8 @@ from moert_reference import make_checkpoint, reference, safetensors_io
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 ARCHS = ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "deepseek_v2",
-         "deepseek_v2_grouped", "deepseek_v3", "llama", "mistral", "qwen2"]
+         "deepseek_v2_grouped", "deepseek_v3", "llama", "mistral", "qwen2", "gpt_oss",
+         "glm4_moe"]
 PROMPT = [3, 17, 101, 7, 42, 250, 9, 64]
 NEW_TOKENS = 32
 

@@ -366,6 +366,34 @@ def _expected_layer(arch, layer):
                 out.update(_swiglu(p + "mlp.experts.%d." % e, 64, 32))
             out.update(_swiglu(p + "mlp.shared_experts.", 64,
                                32 if arch == "deepseek_v3" else 64))
+    elif arch == "gpt_oss":
+        # §8: biases everywhere, sinks, fused input-major experts.
+        out.update({a + "q_proj.weight": [64, 64], a + "q_proj.bias": [64],
+                    a + "k_proj.weight": [32, 64], a + "k_proj.bias": [32],
+                    a + "v_proj.weight": [32, 64], a + "v_proj.bias": [32],
+                    a + "o_proj.weight": [64, 64], a + "o_proj.bias": [64],
+                    a + "sinks": [4],
+                    p + "mlp.router.weight": [8, 64],
+                    p + "mlp.router.bias": [8],
+                    p + "mlp.experts.gate_up_proj": [8, 64, 128],
+                    p + "mlp.experts.gate_up_proj_bias": [8, 128],
+                    p + "mlp.experts.down_proj": [8, 64, 64],
+                    p + "mlp.experts.down_proj_bias": [8, 64]})
+    elif arch == "glm4_moe":
+        # q/k/v bias, no o bias, per-head q/k norm (head_dim 32).
+        out.update({a + "q_proj.weight": [128, 64], a + "q_proj.bias": [128],
+                    a + "k_proj.weight": [64, 64], a + "k_proj.bias": [64],
+                    a + "v_proj.weight": [64, 64], a + "v_proj.bias": [64],
+                    a + "o_proj.weight": [64, 128],
+                    a + "q_norm.weight": [32], a + "k_norm.weight": [32]})
+        if layer == 0:
+            out.update(_swiglu(p + "mlp.", 64, 160))
+        else:
+            out[p + "mlp.gate.weight"] = [8, 64]
+            out[p + "mlp.gate.e_score_correction_bias"] = [8]
+            for e in range(8):
+                out.update(_swiglu(p + "mlp.experts.%d." % e, 64, 32))
+            out.update(_swiglu(p + "mlp.shared_experts.", 64, 32))
     else:
         nkv = {"llama": 2, "mistral": 1, "qwen2": 2}[arch]
         out.update({a + "q_proj.weight": [64, 64],
@@ -391,7 +419,7 @@ def test_checkpoint_names_and_shapes(checkpoint_dir, arch):
         got = {n: s for n, s in shapes.items() if n.startswith(p)}
         assert got == _expected_layer(arch, layer)
     n_layers = configs.get_config(arch)["num_hidden_layers"]
-    if arch == "deepseek_v3":
+    if arch in ("deepseek_v3", "glm4_moe"):
         mtp = "model.layers.%d." % n_layers
         assert shapes[mtp + "eh_proj.weight"] == [64, 128]
         assert shapes[mtp + "enorm.weight"] == [64]

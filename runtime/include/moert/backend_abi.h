@@ -126,7 +126,7 @@ typedef struct moert_tensor_desc {
 
 /* The op-set version this header describes: the largest op_version of any op
  * in docs/ops.md.  Grows when an op's semantics change. */
-#define MOERT_OPSET_VERSION 2
+#define MOERT_OPSET_VERSION 3
 
 /* ------------------------------------------------------------------------ */
 /* Nodes                                                                    */

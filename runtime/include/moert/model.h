@@ -97,6 +97,9 @@ struct ModelInfo {
   // f32 2%"; packed weights count with their scales: "int4 g32 78%, bf16 22%"
   // (g: the op's group size along K, a row's K for GPTQ / AWQ group_size -1).
   std::string weight_dtype;
+  // What the checkpoint holds that this load leaves out, one sentence each
+  // (e.g. DeepSeek-V3's and GLM-4.5's multi-token-prediction layers).
+  std::vector<std::string> notes;
 };
 
 // What sparsity buys: parameters and bytes touched per decoded token.

@@ -20,6 +20,7 @@ struct InputSpec {
   std::string name;
   bool optional = false;
   bool mutated = false;  // the kernel writes this (state) input in place
+  uint32_t since = 1;    // the op version that introduced it (optional inputs only)
 };
 
 // An attribute of an op's schema.  The schemas of the built-in ops come from
@@ -110,8 +111,9 @@ class OpRegistry {
   std::vector<ValueInfo> infer(const Node& node, const std::vector<const ValueInfo*>& inputs) const;
 
   // The version a node is sent at: the lowest that has every attribute the
-  // node sets (1 when it sets none introduced later), so a node using
-  // nothing new still runs on a plugin built before the op's last bump.
+  // node sets and every optional input it gives (1 when it uses nothing
+  // introduced later), so a node using nothing new still runs on a plugin
+  // built before the op's last bump.
   uint32_t node_version(const Node& node) const;
 
   // The node's attributes as they cross the plugin ABI: every optional

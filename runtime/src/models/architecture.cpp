@@ -20,6 +20,8 @@ const std::map<std::string, std::string> kArchitectureToType = {
     {"LlamaForCausalLM", "llama"},
     {"MistralForCausalLM", "mistral"},
     {"Qwen2ForCausalLM", "qwen2"},
+    {"GptOssForCausalLM", "gpt_oss"},
+    {"Glm4MoeForCausalLM", "glm4_moe"},
 };
 
 std::string supported_list() {
@@ -163,6 +165,43 @@ ArchSpec olmoe(const HfConfig& c) {
   return a;
 }
 
+// DeepSeek-V3's and GLM-4.5's multi-token-prediction layers: stored after
+// the decoder's, never run here.
+void note_mtp_layers(const HfConfig& c, ArchSpec& a) {
+  const int64_t n = c.integer("num_nextn_predict_layers", 0);
+  if (n <= 0) return;
+  const std::string first = std::to_string(a.layers), last = std::to_string(a.layers + n - 1);
+  a.notes.push_back("num_nextn_predict_layers = " + std::to_string(n) +
+                    ": the multi-token-prediction " +
+                    (n == 1 ? "layer model.layers." + first + ".* is"
+                            : "layers model.layers." + first + "-" + last + ".* are") +
+                    " not loaded (" + (n == 1 ? "it drafts" : "they draft") +
+                    " further tokens for speculative decoding, which moert does not do)");
+}
+
+// DeepSeek-style routing keys, shared by deepseek_v2/v3 and glm4_moe: the
+// scoring and top-k method (v3-style defaults when `v3`), groups, scaling,
+// shared experts of moe_intermediate_size × n_shared_experts.
+void read_deepseek_router(const HfConfig& c, ArchSpec& a, bool v3) {
+  a.router.top_k = c.integer("num_experts_per_tok");
+  a.router.scoring = c.string("scoring_func", v3 ? "sigmoid" : "softmax");
+  a.router.method = c.string("topk_method", v3 ? "noaux_tc" : "greedy");
+  a.router.n_group = c.integer("n_group", 1);
+  a.router.topk_group = c.integer("topk_group", 1);
+  a.router.scaling = c.real("routed_scaling_factor", 1.0);
+  if (a.router.method == "noaux_tc") {
+    a.router.has_bias = true;
+    a.router.normalize = c.boolean("norm_topk_prob", true);
+    a.router.normalize_eps = 1e-20;
+  } else if (a.router.method != "greedy" && a.router.method != "group_limited_greedy") {
+    c.fail("topk_method", "\"" + a.router.method +
+                              "\" is not supported (greedy, group_limited_greedy, noaux_tc are)");
+  }
+  if (a.router.method == "greedy") a.router.n_group = a.router.topk_group = 1;
+  a.shared_intermediate = a.expert_intermediate * c.integer("n_shared_experts", 0);
+  a.shared_prefix = "shared_experts";
+}
+
 // g(s, μ) of the YaRN paper as transformers computes it.
 double yarn_mscale(double scale, double mscale) {
   return scale <= 1 ? 1.0 : 0.1 * mscale * std::log(scale) + 1.0;
@@ -196,25 +235,93 @@ ArchSpec deepseek(const HfConfig& c, bool v3) {
   if (freq < 1) c.fail("moe_layer_freq", "must be >= 1");
   for (int64_t i = 0; i < a.layers; ++i)
     a.layer_is_moe[static_cast<size_t>(i)] = a.experts > 0 && i >= first_dense && i % freq == 0;
-  if (a.experts > 0) {
-    a.router.top_k = c.integer("num_experts_per_tok");
-    a.router.scoring = c.string("scoring_func", v3 ? "sigmoid" : "softmax");
-    a.router.method = c.string("topk_method", v3 ? "noaux_tc" : "greedy");
-    a.router.n_group = c.integer("n_group", 1);
-    a.router.topk_group = c.integer("topk_group", 1);
-    a.router.scaling = c.real("routed_scaling_factor", 1.0);
-    if (a.router.method == "noaux_tc") {
-      a.router.has_bias = true;
-      a.router.normalize = c.boolean("norm_topk_prob", true);
-      a.router.normalize_eps = 1e-20;
-    } else if (a.router.method != "greedy" && a.router.method != "group_limited_greedy") {
-      c.fail("topk_method", "\"" + a.router.method +
-                                "\" is not supported (greedy, group_limited_greedy, noaux_tc are)");
-    }
-    if (a.router.method == "greedy") a.router.n_group = a.router.topk_group = 1;
-    a.shared_intermediate = a.expert_intermediate * c.integer("n_shared_experts", 0);
-    a.shared_prefix = "shared_experts";
+  if (a.experts > 0) read_deepseek_router(c, a, v3);
+  note_mtp_layers(c, a);
+  return a;
+}
+
+// GLM-4.5 / 4.6 / 4.5-Air: GQA attention with partial rotary (NeoX halves
+// within the rotated part), q/k/v bias without o bias, optional per-head q/k
+// norm; DeepSeek-V3's MoE (sigmoid noaux_tc routing, groups, shared experts,
+// the first first_k_dense_replace layers dense).
+ArchSpec glm4_moe(const HfConfig& c) {
+  ArchSpec a;
+  read_common(c, a);
+  read_rope_scaling(c, a);
+  // partial_rotary_factor: top level, or in rope_parameters (transformers 5);
+  // 0.5 when absent, as transformers defaults it for this family.
+  double partial = 0.5;
+  const nlohmann::json& rp = c.object("rope_parameters");
+  if (c.has("partial_rotary_factor"))
+    partial = c.real("partial_rotary_factor");
+  else if (rp.is_object() && rp.contains("partial_rotary_factor") &&
+           rp["partial_rotary_factor"].is_number())
+    partial = rp["partial_rotary_factor"].get<double>();
+  if (!(partial > 0.0 && partial <= 1.0))
+    c.fail("partial_rotary_factor", "must be in (0, 1], got " + std::to_string(partial));
+  a.rope.rotary_dim = static_cast<int64_t>(static_cast<double>(a.head_dim) * partial);
+  a.qkv_bias = c.boolean("attention_bias", false);
+  if (c.boolean("use_qk_norm", false)) a.qk_norm = QkNorm::per_head;
+  a.experts = c.integer("n_routed_experts", 0);
+  a.expert_intermediate = c.integer("moe_intermediate_size", 0);
+  const int64_t first_dense = c.integer("first_k_dense_replace", 1);
+  for (int64_t i = 0; i < a.layers; ++i)
+    a.layer_is_moe[static_cast<size_t>(i)] = a.experts > 0 && i >= first_dense;
+  if (a.experts > 0) read_deepseek_router(c, a, true);
+  note_mtp_layers(c, a);
+  return a;
+}
+
+// GPT-OSS (20b, 120b): attention with biases everywhere, learned sinks and
+// sliding-window layers by layer_types; a router with a bias whose softmax
+// runs over the top-k logits; fused experts with biases and the clamped
+// SwiGLU; YaRN.
+ArchSpec gpt_oss(const HfConfig& c) {
+  ArchSpec a;
+  read_common(c, a);
+  if (!c.has("rope_theta")) a.rope.theta = 150000.0;
+  if (c.object("rope_scaling").is_null() && c.object("rope_parameters").is_null()) {
+    // transformers' default for the family.
+    a.rope.scaling = "yarn";
+    a.rope.factor = 32.0;
+    a.rope.original_max_position_embeddings = 4096;
+    a.rope.truncate = false;
+  } else {
+    read_rope_scaling(c, a);
   }
+  a.head_dim = c.integer("head_dim", 64);
+  a.qkv_bias = a.o_bias = c.boolean("attention_bias", true);
+  a.attention_sinks = true;
+  a.sliding_window = c.integer("sliding_window", 128);
+  if (a.sliding_window < 0) c.fail("sliding_window", "must be >= 0");
+  a.layer_is_sliding.resize(static_cast<size_t>(a.layers));
+  if (!c.has("layer_types")) {
+    for (int64_t i = 0; i < a.layers; ++i) a.layer_is_sliding[static_cast<size_t>(i)] = i % 2 == 0;
+  } else {
+    const nlohmann::json& types = c.json().at("layer_types");
+    if (!types.is_array() || static_cast<int64_t>(types.size()) != a.layers)
+      c.fail("layer_types", "must list one type per layer (" + std::to_string(a.layers) + ")");
+    for (int64_t i = 0; i < a.layers; ++i) {
+      const nlohmann::json& t = types[static_cast<size_t>(i)];
+      const std::string type = t.is_string() ? t.get<std::string>() : "";
+      if (type != "sliding_attention" && type != "full_attention")
+        c.fail("layer_types", "[" + std::to_string(i) + "] must be \"sliding_attention\" or " +
+                                  "\"full_attention\", got " + t.dump());
+      a.layer_is_sliding[static_cast<size_t>(i)] = type == "sliding_attention";
+    }
+  }
+  read_softmax_router(c, a, "num_local_experts");
+  a.router.scoring = "softmax_topk";
+  a.router.normalize = false;
+  a.router_bias = true;
+  a.router_name = "router";
+  a.expert_intermediate = c.integer("intermediate_size");
+  a.layer_is_moe.assign(static_cast<size_t>(a.layers), true);
+  a.fused_experts = true;
+  a.activation.alpha = c.real("swiglu_alpha", 1.702);
+  a.activation.limit = c.real("swiglu_limit", 7.0);
+  a.activation.up_offset = 1.0;
+  if (!(a.activation.limit > 0.0)) c.fail("swiglu_limit", "must be positive");
   return a;
 }
 
@@ -224,7 +331,8 @@ void check_sizes(const HfConfig& c, const ArchSpec& a) {
   auto positive = [&](int64_t v, const std::string& key) {
     if (v <= 0) c.fail(key, "must be positive, got " + std::to_string(v));
   };
-  const bool deepseek = a.mla;
+  // DeepSeek's key names (GLM-4.5 uses them too).
+  const bool deepseek = a.mla || a.model_type == "glm4_moe";
   const bool any_moe =
       std::find(a.layer_is_moe.begin(), a.layer_is_moe.end(), true) != a.layer_is_moe.end();
   const bool any_dense =
@@ -244,13 +352,15 @@ void check_sizes(const HfConfig& c, const ArchSpec& a) {
            "must be even (RoPE rotates pairs), got " + std::to_string(a.rope.rotary_dim));
   if (any_dense) positive(a.dense_intermediate, "intermediate_size");
   if (any_moe) {
-    const std::string experts_key = a.model_type == "mixtral" ? "num_local_experts"
-                                    : deepseek                ? "n_routed_experts"
-                                                              : "num_experts";
+    const std::string experts_key = a.model_type == "mixtral" || a.model_type == "gpt_oss"
+                                        ? "num_local_experts"
+                                    : deepseek ? "n_routed_experts"
+                                               : "num_experts";
     positive(a.experts, experts_key);
-    positive(a.expert_intermediate, a.model_type == "mixtral" || a.model_type == "olmoe"
-                                        ? "intermediate_size"
-                                        : "moe_intermediate_size");
+    positive(a.expert_intermediate,
+             a.model_type == "mixtral" || a.model_type == "olmoe" || a.model_type == "gpt_oss"
+                 ? "intermediate_size"
+                 : "moe_intermediate_size");
     if (a.router.top_k < 1 || a.router.top_k > a.experts)
       c.fail("num_experts_per_tok", "must be in [1, " + std::to_string(a.experts) + "], got " +
                                         std::to_string(a.router.top_k));
@@ -269,8 +379,8 @@ void check_sizes(const HfConfig& c, const ArchSpec& a) {
 }
 
 std::vector<std::string> supported_model_types() {
-  return {"deepseek_v2", "deepseek_v3", "llama",     "mistral",  "mixtral",
-          "olmoe",       "qwen2",       "qwen2_moe", "qwen3_moe"};
+  return {"deepseek_v2", "deepseek_v3", "glm4_moe", "gpt_oss",   "llama",    "mistral",
+          "mixtral",     "olmoe",       "qwen2",    "qwen2_moe", "qwen3_moe"};
 }
 
 ArchSpec arch_from_config(const HfConfig& c) {
@@ -303,6 +413,10 @@ ArchSpec arch_from_config(const HfConfig& c) {
     a = llama_like(c, false);
   else if (type == "qwen2")
     a = llama_like(c, true);
+  else if (type == "glm4_moe")
+    a = glm4_moe(c);
+  else if (type == "gpt_oss")
+    a = gpt_oss(c);
   else
     throw Error(c.path() + ": unknown model_type '" + type + "'" +
                 (arch.empty() ? "" : " (architecture " + arch + ")") +

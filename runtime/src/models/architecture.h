@@ -39,6 +39,13 @@ struct RouterSpec {
 
 enum class QkNorm { none, per_head, full_width };
 
+// The experts' gated activation (ops/swiglu_params.h): plain SwiGLU by
+// default; GPT-OSS clamps (alpha 1.702, limit 7, up_offset 1).
+struct ActivationSpec {
+  double alpha = 1.0, limit = 0.0, up_offset = 0.0;
+  bool plain() const { return alpha == 1.0 && limit == 0.0 && up_offset == 0.0; }
+};
+
 struct ArchSpec {
   std::string architecture, model_type;
   int64_t vocab = 0, hidden = 0, layers = 0, heads = 0, kv_heads = 0, head_dim = 0;
@@ -49,8 +56,13 @@ struct ArchSpec {
   // Attention.
   bool mla = false;
   bool qkv_bias = false;
+  bool o_bias = false;  // GPT-OSS
   QkNorm qk_norm = QkNorm::none;
   int64_t sliding_window = 0;
+  // Per layer: whether it uses sliding_window (GPT-OSS's layer_types);
+  // empty: every layer does when sliding_window > 0.
+  std::vector<bool> layer_is_sliding;
+  bool attention_sinks = false;  // GPT-OSS: self_attn.sinks [heads]
   RopeSpec rope;
   double attention_scale = 0;  // softmax scale
   // MLA (DeepSeek).
@@ -63,11 +75,29 @@ struct ArchSpec {
   RouterSpec router;
   int64_t shared_intermediate = 0;  // 0: no shared expert
   bool shared_expert_gate = false;  // Qwen2-MoE's sigmoid gate
+  // GPT-OSS: experts stored fused (experts.gate_up_proj with gate and up
+  // interleaved, experts.down_proj, input-major when plain, MXFP4 _blocks /
+  // _scales otherwise), with biases, a router with a bias, and the clamped
+  // activation.
+  bool fused_experts = false;
+  bool router_bias = false;
+  ActivationSpec activation;
 
   // Checkpoint names that differ between families.
   std::string moe_prefix = "mlp";  // "block_sparse_moe" for Mixtral
   std::string expert_gate = "gate_proj", expert_up = "up_proj", expert_down = "down_proj";
   std::string shared_prefix = "shared_expert";  // "shared_experts" for DeepSeek
+  std::string router_name = "gate";             // "router" for GPT-OSS
+
+  // What loading leaves out, said to the user (ModelInfo::notes): GLM-4.5's
+  // and DeepSeek-V3's multi-token-prediction layers.
+  std::vector<std::string> notes;
+
+  // Whether layer l attends through the sliding window.
+  bool sliding(int64_t l) const {
+    return sliding_window > 0 &&
+           (layer_is_sliding.empty() || layer_is_sliding[static_cast<size_t>(l)]);
+  }
 };
 
 // Reads config.json into an ArchSpec, dispatching on model_type (or, when

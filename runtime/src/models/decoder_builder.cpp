@@ -146,9 +146,9 @@ class Builder {
     }
     return at;
   }
-  Attributes attention_attrs() const {
+  Attributes attention_attrs(int64_t layer) const {
     Attributes at{{"scale", a_.attention_scale}};
-    if (a_.sliding_window > 0) at.set("window", a_.sliding_window);
+    if (a_.sliding(layer)) at.set("window", a_.sliding_window);
     return at;
   }
   Attributes eps(double e) const { return Attributes{{"eps", e}}; }
@@ -178,8 +178,8 @@ class Builder {
     return g_.add_constant(name, f);
   }
 
-  ValueId gqa_attention(const std::string& p, ValueId h);
-  ValueId mla_attention(const std::string& p, ValueId h);
+  ValueId gqa_attention(const std::string& p, ValueId h, int64_t layer);
+  ValueId mla_attention(const std::string& p, ValueId h, int64_t layer);
   ValueId dense_mlp(const std::string& p, ValueId h, int64_t intermediate);
   ValueId moe(const std::string& layer, ValueId h);
   ops::WeightFormat one_format(const std::string& node,
@@ -192,7 +192,7 @@ class Builder {
   ValueId positions_ = kNoValue;
 };
 
-ValueId Builder::gqa_attention(const std::string& p, ValueId h) {
+ValueId Builder::gqa_attention(const std::string& p, ValueId h, int64_t layer) {
   const int64_t nh = a_.heads, nkv = a_.kv_heads, hd = a_.head_dim;
   const std::string attn = p + "self_attn.";
   ValueId q = apply(attn + "q_proj", h, linear(attn + "q_proj", nh * hd, a_.hidden, a_.qkv_bias));
@@ -218,15 +218,17 @@ ValueId Builder::gqa_attention(const std::string& p, ValueId h) {
   k = g_.add("rope", attn + "k_rope", {k, positions_}, rope_attrs());
   ValueId kc = g_.add_state(attn + "k_cache", opt_.activation_dtype, {opt_.max_context, nkv, hd});
   ValueId vc = g_.add_state(attn + "v_cache", opt_.activation_dtype, {opt_.max_context, nkv, hd});
-  ValueId o = g_.add("attention", attn + "attention", {q, k, v, kc, vc}, attention_attrs());
+  std::vector<ValueId> in = {q, k, v, kc, vc};
+  if (a_.attention_sinks) in.push_back(constant(attn + "sinks", {nh}, WeightRole::bias));
+  ValueId o = g_.add("attention", attn + "attention", in, attention_attrs(layer));
   o = reshape(attn + "merge_heads", o, {0, nh * hd});
-  return apply(attn + "o_proj", o, linear(attn + "o_proj", a_.hidden, nh * hd, false));
+  return apply(attn + "o_proj", o, linear(attn + "o_proj", a_.hidden, nh * hd, a_.o_bias));
 }
 
 // DeepSeek's multi-head latent attention in its expanded form: the cache holds
 // full per-head keys and values (the compressed-cache form is an optimisation
 // a backend may apply; it computes the same values).
-ValueId Builder::mla_attention(const std::string& p, ValueId h) {
+ValueId Builder::mla_attention(const std::string& p, ValueId h, int64_t layer) {
   const int64_t nh = a_.heads, dn = a_.qk_nope_dim, dr = a_.qk_rope_dim, dv = a_.v_head_dim;
   const int64_t dq = dn + dr, r = a_.kv_lora_rank;
   const std::string attn = p + "self_attn.";
@@ -261,7 +263,7 @@ ValueId Builder::mla_attention(const std::string& p, ValueId h) {
   ValueId kk = g_.add("concat", attn + "k", {k_nope, k_pe}, {{"axis", int64_t{2}}});
   ValueId kc = g_.add_state(attn + "k_cache", opt_.activation_dtype, {opt_.max_context, nh, dq});
   ValueId vc = g_.add_state(attn + "v_cache", opt_.activation_dtype, {opt_.max_context, nh, dv});
-  ValueId o = g_.add("attention", attn + "attention", {qq, kk, v, kc, vc}, attention_attrs());
+  ValueId o = g_.add("attention", attn + "attention", {qq, kk, v, kc, vc}, attention_attrs(layer));
   o = reshape(attn + "merge_heads", o, {0, nh * dv});
   return apply(attn + "o_proj", o, linear(attn + "o_proj", a_.hidden, nh * dv, false));
 }
@@ -276,7 +278,7 @@ ValueId Builder::dense_mlp(const std::string& p, ValueId h, int64_t inter) {
 ValueId Builder::moe(const std::string& layer, ValueId h) {
   const int64_t E = a_.experts, I = a_.expert_intermediate, H = a_.hidden;
   const std::string block = layer + a_.moe_prefix + ".";
-  LinearWeights router = linear(block + "gate", E, H, false, WeightRole::router);
+  LinearWeights router = linear(block + a_.router_name, E, H, a_.router_bias, WeightRole::router);
   ValueId logits = apply(block + "router_logits", h, router, {{"dtype", std::string("f32")}});
   const RouterSpec& rs = a_.router;
   Attributes ra{{"top_k", rs.top_k},
@@ -291,9 +293,18 @@ ValueId Builder::moe(const std::string& layer, ValueId h) {
                      ? constant(block + "gate.e_score_correction_bias", {E}, WeightRole::score_bias)
                      : kNoValue;
   std::vector<ValueId> route = g_.add_node("router", block + "router", {logits, bias}, ra);
-  LinearWeights gate = stacked(layer, a_.expert_gate, I, H),
-                up = stacked(layer, a_.expert_up, I, H),
-                down = stacked(layer, a_.expert_down, H, I);
+  LinearWeights gate, up, down;
+  if (a_.fused_experts) {
+    const std::string experts = block + "experts.";
+    ExpertWeights w = src_.fused_experts(experts, E, I, H);
+    gate = constants(experts + "*.gate_up_proj.gate", w.gate, I, H);
+    up = constants(experts + "*.gate_up_proj.up", w.up, I, H);
+    down = constants(experts + "*.down_proj", w.down, H, I);
+  } else {
+    gate = stacked(layer, a_.expert_gate, I, H);
+    up = stacked(layer, a_.expert_up, I, H);
+    down = stacked(layer, a_.expert_down, H, I);
+  }
   std::vector<ValueId> in = {h,           route[0],   route[1], gate.weight, up.weight,
                              down.weight, gate.scale, up.scale, down.scale};
   std::vector<const LinearWeights*> scaled = {&gate, &up, &down};
@@ -311,8 +322,32 @@ ValueId Builder::moe(const std::string& layer, ValueId h) {
     in.insert(in.end(), {sg.weight, su.weight, sd.weight, sg.scale, su.scale, sd.scale});
     if (a_.shared_expert_gate) in.push_back(gate_vector(block + "shared_expert_gate.weight", H));
   }
+  if (a_.fused_experts) {
+    // Biases (moe op version 3): gate_up's interleaved like its outputs.
+    in.resize(16, kNoValue);
+    const std::string experts = block + "experts.";
+    const std::string gu = experts + "gate_up_proj_bias";
+    Tensor gb, ub;
+    if (src_.fills_later()) {
+      // Generated values (random weights): the two halves directly.
+      gb = src_.tensor(gu + ".gate", {E, I}, WeightRole::bias);
+      ub = src_.tensor(gu + ".up", {E, I}, WeightRole::bias);
+    } else {
+      const Tensor fused = src_.tensor(gu, {E, 2 * I}, WeightRole::bias);
+      gb = deinterleave_last(fused, 0);
+      ub = deinterleave_last(fused, 1);
+    }
+    in.push_back(g_.add_constant(experts + "*.gate_up_proj_bias.gate", gb));
+    in.push_back(g_.add_constant(experts + "*.gate_up_proj_bias.up", ub));
+    in.push_back(constant(experts + "down_proj_bias", {E, H}, WeightRole::bias));
+  }
   while (!in.empty() && in.back() == kNoValue) in.pop_back();
   Attributes attrs;
+  if (!a_.activation.plain()) {
+    attrs.set("swiglu_alpha", a_.activation.alpha);
+    attrs.set("swiglu_limit", a_.activation.limit);
+    attrs.set("swiglu_up_offset", a_.activation.up_offset);
+  }
   if (routed != ops::WeightFormat::none || shared != ops::WeightFormat::none) {
     if (routed != ops::WeightFormat::none)
       attrs.set("quant", std::string(ops::weight_format_name(routed)));
@@ -371,7 +406,7 @@ Graph Builder::build() {
     ValueId h = g_.add("rms_norm", p + "input_layernorm",
                        {x, constant(p + "input_layernorm.weight", {a_.hidden}, WeightRole::norm)},
                        eps(a_.rms_eps));
-    ValueId attn = a_.mla ? mla_attention(p, h) : gqa_attention(p, h);
+    ValueId attn = a_.mla ? mla_attention(p, h, l) : gqa_attention(p, h, l);
     x = g_.add("add", p + "attn_residual", {x, attn});
     h = g_.add("rms_norm", p + "post_attention_layernorm",
                {x, constant(p + "post_attention_layernorm.weight", {a_.hidden}, WeightRole::norm)},

@@ -332,6 +332,14 @@ LinearTensor QuantizingWeights::stacked(const std::vector<std::string>& names, i
   return stack_experts(where_, names, experts);
 }
 
+ExpertWeights QuantizingWeights::fused_experts(const std::string& prefix, int64_t experts,
+                                               int64_t inter, int64_t hidden) {
+  ExpertWeights w = inner_.fused_experts(prefix, experts, inter, hidden);
+  for (LinearTensor* t : {&w.gate, &w.up, &w.down})
+    if (!t->packed()) *t = pack(*t, format_, group_);
+  return w;
+}
+
 void QuantizingWeights::after_build(const LoadProgress& progress) {
   inner_.after_build(progress);
   std::vector<Pending> pending = std::move(pending_);

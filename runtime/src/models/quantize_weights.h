@@ -65,6 +65,9 @@ class QuantizingWeights final : public WeightSource {
   // packed and plain experts) stay so, and the plain ones are packed in the
   // format and groups of the first packed one, so that they stack.
   LinearTensor stacked(const std::vector<std::string>& names, int64_t out, int64_t in) override;
+  // The source's, each of the three packed unless the source gives it packed.
+  ExpertWeights fused_experts(const std::string& prefix, int64_t experts, int64_t inter,
+                              int64_t hidden) override;
   void before_build(const LoadProgress& progress) override { inner_.before_build(progress); }
   // The source's after_build, then the quantization of what it filled only
   // then (random weights).

@@ -176,6 +176,115 @@ LinearTensor mxfp4_linear(const std::string& where, const std::string& name, con
   return w;
 }
 
+Tensor deinterleave_last(const Tensor& t, int part) {
+  check(t.rank() >= 1 && t.dim(-1) % 2 == 0,
+        "deinterleave: " + t.describe() + " has no even last dim");
+  std::vector<int64_t> shape = t.shape();
+  const int64_t n = shape.back() / 2, rows = n > 0 ? t.numel() / (2 * n) : 0;
+  shape.back() = n;
+  Tensor out = Tensor::empty(t.dtype(), shape);
+  const size_t es = dtype_size(t.dtype());
+  const char* src = static_cast<const char*>(t.data());
+  char* dst = static_cast<char*>(out.data());
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t i = 0; i < n; ++i)
+      std::memcpy(dst + static_cast<size_t>(r * n + i) * es,
+                  src + static_cast<size_t>(r * 2 * n + 2 * i + part) * es, es);
+  return out;
+}
+
+ExpertWeights split_fused_experts(const std::string& where, const std::string& prefix,
+                                  const std::function<Tensor(const std::string&)>& get,
+                                  const std::function<bool(const std::string&)>& has,
+                                  int64_t experts, int64_t inter, int64_t hidden) {
+  const std::string gu = prefix + "gate_up_proj", dn = prefix + "down_proj";
+  ExpertWeights w;
+  if (has(gu + "_blocks")) {
+    // MXFP4, output-major: gate_up [E, 2I, H/32, 16] -> even and odd rows.
+    for (const std::string& n : {gu + "_scales", dn + "_blocks", dn + "_scales"})
+      if (!has(n))
+        throw Error(where + ": tensor '" + gu + "_blocks' (MXFP4) is stored but '" + n +
+                    "' is missing");
+    const LinearTensor fused = mxfp4_linear(where, gu, get(gu + "_blocks"), get(gu + "_scales"),
+                                            {experts}, 2 * inter, hidden);
+    w.down =
+        mxfp4_linear(where, dn, get(dn + "_blocks"), get(dn + "_scales"), {experts}, hidden, inter);
+    // Rows of the fused weight: [E, 2I, row] viewed as [E, I, 2 row], so the
+    // even and odd rows are the two halves of the last dim.
+    auto rows_of = [&](const Tensor& t, int part) {
+      const int64_t row = t.dim(-1);
+      const Tensor pairs = t.reshape({experts, inter, 2 * row});
+      Tensor out = Tensor::empty(t.dtype(), {experts, inter, row});
+      const size_t bytes = static_cast<size_t>(row) * dtype_size(t.dtype());
+      for (int64_t r = 0; r < experts * inter; ++r)
+        std::memcpy(
+            static_cast<char*>(out.data()) + static_cast<size_t>(r) * bytes,
+            static_cast<const char*>(pairs.data()) + static_cast<size_t>(2 * r + part) * bytes,
+            bytes);
+      return out;
+    };
+    for (int part : {0, 1}) {
+      LinearTensor& t = part == 0 ? w.gate : w.up;
+      t.format = fused.format;
+      t.block = fused.block;
+      t.weight = rows_of(fused.weight, part);
+      t.scale = rows_of(fused.scale, part);
+    }
+    return w;
+  }
+  // Plain, input-major: gate_up [E, H, 2I], down [E, I, H].
+  auto plain = [&](const std::string& name, const std::vector<int64_t>& shape) {
+    if (!has(name))
+      throw Error(where + ": tensor '" + name + "' (or its MXFP4 '" + name +
+                  "_blocks') is missing");
+    Tensor t = get(name);
+    if (t.shape() != shape)
+      throw Error(where + ": tensor '" + name + "' is " + t.describe() +
+                  " but config.json implies shape " + dims_str(shape));
+    if (t.dtype() != DType::f32 && t.dtype() != DType::bf16 && t.dtype() != DType::f16)
+      throw Error(where + ": tensor '" + name + "' is " + t.describe() +
+                  "; fused experts must be f32, bf16, f16 or MXFP4");
+    return t;
+  };
+  const Tensor fused = plain(gu, {experts, hidden, 2 * inter});
+  const Tensor down = plain(dn, {experts, inter, hidden});
+  // out[e, r, c] = in[e, c, stride * r + offset]: a transpose, taking every
+  // stride-th column of the input-major matrix from `offset`.
+  auto transpose = [&](const Tensor& in, int64_t rows, int64_t cols, int64_t stride,
+                       int64_t offset) {
+    Tensor out = Tensor::empty(in.dtype(), {experts, rows, cols});
+    auto copy = [&](auto* dst, const auto* src) {
+      const int64_t in_row = rows * stride;
+      for (int64_t e = 0; e < experts; ++e)
+        for (int64_t c = 0; c < cols; ++c) {
+          const auto* row = src + (e * cols + c) * in_row + offset;
+          for (int64_t r = 0; r < rows; ++r) dst[(e * rows + r) * cols + c] = row[stride * r];
+        }
+    };
+    if (dtype_size(in.dtype()) == 4)
+      copy(out.data_as<uint32_t>(), in.data_as<const uint32_t>());
+    else
+      copy(out.data_as<uint16_t>(), in.data_as<const uint16_t>());
+    return out;
+  };
+  w.gate.weight = transpose(fused, inter, hidden, 2, 0);
+  w.up.weight = transpose(fused, inter, hidden, 2, 1);
+  w.down.weight = transpose(down, hidden, inter, 1, 0);
+  return w;
+}
+
+ExpertWeights WeightSource::fused_experts(const std::string& prefix, int64_t experts, int64_t inter,
+                                          int64_t hidden) {
+  auto names = [&](const char* proj) {
+    std::vector<std::string> n;
+    for (int64_t e = 0; e < experts; ++e)
+      n.push_back(prefix + std::to_string(e) + "." + proj + ".weight");
+    return n;
+  };
+  return {stacked(names("gate_proj"), inter, hidden), stacked(names("up_proj"), inter, hidden),
+          stacked(names("down_proj"), hidden, inter)};
+}
+
 LinearTensor stack_experts(const std::string& where, const std::vector<std::string>& names,
                            const std::vector<LinearTensor>& experts,
                            const std::function<void(const LinearTensor&)>& release) {
@@ -440,6 +549,21 @@ LinearTensor CheckpointWeights::stacked(const std::vector<std::string>& names, i
     experts.push_back(linear(name, out, in, WeightRole::linear));
   return stack_experts(ckpt_.directory(), names, experts,
                        [this](const LinearTensor& t) { release(t); });
+}
+
+ExpertWeights CheckpointWeights::fused_experts(const std::string& prefix, int64_t experts,
+                                               int64_t inter, int64_t hidden) {
+  std::vector<Tensor> copied;  // what the split copies (all but MXFP4 down_proj, a view)
+  ExpertWeights w = split_fused_experts(
+      ckpt_.directory(), prefix,
+      [&](const std::string& n) {
+        Tensor t = ckpt_.get(n);
+        if (n.find("down_proj_") == std::string::npos) copied.push_back(t);
+        return t;
+      },
+      [&](const std::string& n) { return ckpt_.has(n); }, experts, inter, hidden);
+  for (const Tensor& t : copied) release_pages(t);
+  return w;
 }
 
 // Only what is mapped: plain and fp8 weights, MXFP4 blocks and scales (GPTQ

@@ -79,6 +79,30 @@ LinearTensor stack_experts(const std::string& where, const std::vector<std::stri
                            const std::vector<LinearTensor>& experts,
                            const std::function<void(const LinearTensor&)>& release = nullptr);
 
+// The routed experts of one layer as the moe op takes them: gate, up [E, I, H]
+// and down [E, H, I], each as stacked() gives them.
+struct ExpertWeights {
+  LinearTensor gate, up, down;
+};
+
+// GPT-OSS's fused layout of `experts` of intermediate size `inter` and hidden
+// size `hidden` under `prefix` ("model.layers.0.mlp.experts."):
+// "gate_up_proj" holds gate and up interleaved along the output (gate the even
+// outputs, up the odd ones) and "down_proj" the down projections; plain ones
+// are input-major ([E, H, 2I] and [E, I, H], applied as x @ W), MXFP4 ones
+// (name + "_blocks" / "_scales") output-major as mxfp4_linear reads them.
+// Returns them split and transposed into the moe op's layout (plain ones in
+// their stored dtype; MXFP4 rows copied, never widened).  Throws moert::Error
+// naming the tensor when one is missing or shaped otherwise.
+ExpertWeights split_fused_experts(const std::string& where, const std::string& prefix,
+                                  const std::function<Tensor(const std::string&)>& get,
+                                  const std::function<bool(const std::string&)>& has,
+                                  int64_t experts, int64_t inter, int64_t hidden);
+
+// The even (`part` 0) or odd (1) entries of the last dim of `t` [..., 2n] as
+// a new tensor [..., n] of its dtype: GPT-OSS's interleaved gate/up biases.
+Tensor deinterleave_last(const Tensor& t, int part);
+
 class WeightSource {
  public:
   virtual ~WeightSource() = default;
@@ -94,6 +118,11 @@ class WeightSource {
   // The per-expert weights names[e] ([out, in] each) stacked into one
   // [E, out, in] tensor, their scales likewise.
   virtual LinearTensor stacked(const std::vector<std::string>& names, int64_t out, int64_t in) = 0;
+  // GPT-OSS's fused experts under `prefix` (split_fused_experts).  By
+  // default, for sources without a stored layout (random weights): stacked()
+  // of the per-expert names prefix + "<e>.{gate,up,down}_proj.weight".
+  virtual ExpertWeights fused_experts(const std::string& prefix, int64_t experts, int64_t inter,
+                                      int64_t hidden);
 
   // The source's part of loading a model, around the builder: before_build
   // runs before it asks for any tensor, after_build once it has asked for
@@ -128,6 +157,8 @@ class CheckpointWeights final : public WeightSource {
                 WeightRole role) override;
   LinearTensor linear(const std::string& name, int64_t out, int64_t in, WeightRole role) override;
   LinearTensor stacked(const std::vector<std::string>& names, int64_t out, int64_t in) override;
+  ExpertWeights fused_experts(const std::string& prefix, int64_t experts, int64_t inter,
+                              int64_t hidden) override;
   // With a progress callback: pages every tensor in ("read"), then opens "build".
   void before_build(const LoadProgress& progress) override;
   // Closes "build".
