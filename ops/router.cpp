@@ -8,8 +8,9 @@
 //   3. when n_group > 1: the experts form n_group contiguous groups of
 //      E / n_group; a group's score is the max of its sel ("greedy",
 //      "group_limited_greedy") or the sum of its two largest sel ("noaux_tc");
-//      the topk_group best groups are kept and every other expert's sel is set
-//      to 0.0 (transformers' masked_fill).
+//      the topk_group best groups are kept and every other expert is
+//      excluded (its sel set to -inf, as transformers' masked_fill does for
+//      noaux_tc; the kept groups hold at least k experts).
 //   4. expert_ids = the k largest sel, in descending order of sel, ties going
 //      to the lower expert index (also for groups in step 3).
 //   5. w = s[expert_ids] (the unbiased scores); for "softmax_topk" w is the
@@ -131,7 +132,7 @@ void register_router(OpRegistry& r) {
         for (int64_t g : top_indices(group_score, p.topk_group))
           kept[static_cast<size_t>(g)] = true;
         for (int64_t e = 0; e < experts; ++e)
-          if (!kept[static_cast<size_t>(e / group_size)]) sel[static_cast<size_t>(e)] = 0.0;
+          if (!kept[static_cast<size_t>(e / group_size)]) sel[static_cast<size_t>(e)] = -INFINITY;
       }
       const std::vector<int64_t> chosen = top_indices(sel, k);
       std::vector<double> w(static_cast<size_t>(k));

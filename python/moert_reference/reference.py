@@ -498,8 +498,9 @@ def route_deepseek(logits, top_k, topk_method, scoring_func, n_group,
       contiguous groups; keep topk_group groups, other experts' s set to
       0.0; top-k; ``w = s_top · rsf``.
     * noaux_tc: s' = s + score_bias; group score = sum of the top-2 s' in
-      the group; keep topk_group groups, others masked to 0.0; top-k of the
-      masked s'; ``w = s[idx]`` (unbiased); if norm_topk_prob
+      the group; keep topk_group groups, others masked to -inf (never
+      chosen, as transformers 5 masks them); top-k of the masked s';
+      ``w = s[idx]`` (unbiased); if norm_topk_prob
       ``w /= Σw + 1e-20``; then ``w *= rsf``.
     Returns a dict with ``experts``, ``weights`` and ``margin``.
     """
@@ -530,7 +531,7 @@ def route_deepseek(logits, top_k, topk_method, scoring_func, n_group,
         top2 = -np.sort(-grouped, axis=-1)[..., :2]
         group_scores = np.sum(top2, axis=-1)
         mask = group_mask(group_scores, topk_group, num_experts)
-        masked = np.where(mask, biased, 0.0)
+        masked = np.where(mask, biased, -np.inf)
         idx = topk_indices(masked, top_k)
         w = np.take_along_axis(s, idx, axis=-1)
         if norm_topk_prob:

@@ -139,9 +139,9 @@ std::vector<Case> cases() {
         {"n_group", int64_t{4}},
         {"topk_group", int64_t{2}}},
        group_bias(DType::bf16, 16, 4, 0.5, rng)});
-  // Negative bias: every kept expert's sel is < 0, so masked experts (sel
-  // set to exactly 0) win, lowest index first.
-  add({"noaux_tc_negative_bias_masked_win",
+  // Negative bias: every kept expert's sel is < 0, and the experts of the
+  // dropped groups still never win (they are excluded, not scored 0).
+  add({"noaux_tc_negative_bias_masked_excluded",
        DType::f32,
        4,
        16,

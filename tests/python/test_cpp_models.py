@@ -219,6 +219,39 @@ def test_an_fp8_block_size_moert_does_not_read_is_refused(tmp_path):
     assert "'quantization_config.weight_block_size' is [64,64]; moert reads [128, 128] blocks" in proc.stderr
 
 
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+@pytest.mark.parametrize("arch", ["qwen2_moe", "gpt_oss", "glm4_moe", "mixtral"])
+def test_fp8_on_every_linear(arch, backend, tmp_path):
+    # Every 2-D weight a linear reads stored fp8 with its weight_scale_inv:
+    # the attention and MLP projections (as fp8 checkpoints have them), and
+    # also the routers, Qwen2-MoE's shared-expert gate (a float input of moe,
+    # dequantised at load) and lm_head.  Only the embedding, norms, biases,
+    # sinks and GPT-OSS's fused 3-D experts stay as they are.  Logits match
+    # the reference, which dequantises the same bytes.
+    d = tmp_path / (arch + "_fp8")
+    make_checkpoint.make_checkpoint(arch, str(d), dtype="f32", seed=13)
+    typed = safetensors_io.read_checkpoint_typed(str(d))
+    converted = []
+    for name in list(typed):
+        dtype, array = typed[name]
+        if array.ndim != 2 or name == "model.embed_tokens.weight" or not name.endswith(".weight"):
+            continue
+        q, scale_inv = make_checkpoint.quantize_fp8_blockwise(
+            safetensors_io.widen(dtype, array).astype(np.float32))
+        typed[name] = ("F8_E4M3", q)
+        typed[name + "_scale_inv"] = ("F32", scale_inv)
+        converted.append(name)
+    assert "lm_head.weight" in converted
+    assert any(n.endswith(("mlp.gate.weight", "mlp.router.weight", "block_sparse_moe.gate.weight"))
+               for n in converted)
+    for stale in d.glob("*.safetensors"):
+        stale.unlink()
+    safetensors_io.write_safetensors(str(d / "model.safetensors"), typed, {"format": "pt"})
+    tokens, want_tokens, _ = compare_with_reference(d, tmp_path, 1e-4, "--backend", backend,
+                                                    "--precision", "exact")
+    assert tokens == want_tokens
+
+
 def test_fp8_shared_expert_gate_is_read(tmp_path):
     # Qwen2-MoE with every layer linear fp8 and the shared-expert gate fp8
     # too (with its weight_scale_inv): the gate, a float input of moe, is

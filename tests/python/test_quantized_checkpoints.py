@@ -231,11 +231,13 @@ def test_awq_matches_reference(tmp_path, arch, group, device):
 
 
 @pytest.mark.parametrize("device", devices())
-@pytest.mark.parametrize("arch", ["qwen3_moe", "qwen2_moe"])
+@pytest.mark.parametrize("arch", ["qwen3_moe", "qwen2_moe", "gpt_oss"])
 def test_mxfp4_experts_match_reference(tmp_path, arch, device):
-    # Routed experts MXFP4 (per expert, GPT-OSS's _blocks / _scales); the
-    # attention and Qwen2-MoE's shared expert stay bf16 (the moe node's
-    # shared_quant is none).
+    # Routed experts MXFP4 (per expert, GPT-OSS's _blocks / _scales; for
+    # gpt_oss itself its real layout: fused gate_up_proj [E, 2I, H/32, 16]
+    # with gate and up interleaved, and down_proj); the attention and
+    # Qwen2-MoE's shared expert stay bf16 (the moe node's shared_quant is
+    # none).
     _, deq = make_checkpoint.make_quantized_checkpoint(arch, str(tmp_path), "mxfp4", seed=10)
     model = check_against_reference(tmp_path, deq, device)
     info = model.info["weight_dtype"]
@@ -330,9 +332,15 @@ def rtn_reference(directory, quant):
     typed = safetensors_io.read_checkpoint_typed(str(directory))
     layers = config["num_hidden_layers"]
     for name, _, kind in make_checkpoint.tensor_specs(config):
-        if kind != "linear" or int(name.split(".")[2]) >= layers:
+        if kind not in ("linear", "fused") or int(name.split(".")[2]) >= layers:
             continue
         dtype, array = typed[name]
+        if kind == "fused":
+            # GPT-OSS's input-major [E, in, out]: each expert's [out, in]
+            # rows quantized along in.
+            values = array.astype(np.float32)
+            typed[name] = ("F64", np.stack([rtn_quantize(v.T, quant).T for v in values]))
+            continue
         if dtype == "F8_E4M3":
             _, inv = typed.pop(name + "_scale_inv")
             rows = np.arange(array.shape[0]) // 128
@@ -353,7 +361,8 @@ def rtn_reference(directory, quant):
 @pytest.mark.parametrize("device", devices())
 @pytest.mark.parametrize("quant", ["int8", "int4", "mxfp4"])
 @pytest.mark.parametrize("arch,dtype", [("qwen2_moe", "bf16"), ("deepseek_v3", "fp8"),
-                                        ("mixtral", "f32")])
+                                        ("mixtral", "f32"), ("gpt_oss", "bf16"),
+                                        ("glm4_moe", "fp8")])
 def test_quantize_on_load_matches_reference(tmp_path, arch, dtype, quant, device):
     # The packed model against the reference on weights quantized by the
     # definitions independently: exact up to f32 activations, as for the
@@ -614,3 +623,32 @@ def test_compare_agrees_in_the_default_precision(tmp_path, quantize):
                           repeat=1, quantize=quantize, precision="exact")
     assert exact.meta["tolerance"] == 1e-4
     assert exact.rows[0]["agrees"], exact.rows[0]
+
+
+def test_gpt_oss_fused_experts_errors_name_the_tensor(tmp_path):
+    # MXFP4 gate_up_proj without its down_proj scales; a bf16 gate_up_proj of
+    # the wrong shape; a gate_up_proj stored 2-D per expert.  Each error names
+    # the tensor.
+    make_checkpoint.make_quantized_checkpoint("gpt_oss", str(tmp_path / "a"), "mxfp4", seed=4)
+    path = tmp_path / "a" / "model.safetensors"
+    typed = safetensors_io.read_checkpoint_typed(str(tmp_path / "a"))
+    del typed["model.layers.1.mlp.experts.down_proj_scales"]
+    safetensors_io.write_safetensors(str(path), typed, {"format": "pt"})
+    msg = load_error(tmp_path / "a")
+    assert "'model.layers.1.mlp.experts.down_proj_scales' is missing" in msg, msg
+
+    make_checkpoint.make_checkpoint("gpt_oss", str(tmp_path / "b"), dtype="bf16", seed=4)
+    typed = safetensors_io.read_checkpoint_typed(str(tmp_path / "b"))
+    name = "model.layers.2.mlp.experts.gate_up_proj"
+    dtype, array = typed[name]
+    typed[name] = (dtype, np.ascontiguousarray(array.transpose(0, 2, 1)))  # [E, 2I, H]
+    safetensors_io.write_safetensors(str(tmp_path / "b" / "model.safetensors"), typed,
+                                     {"format": "pt"})
+    msg = load_error(tmp_path / "b")
+    assert name in msg and "[8, 64, 128]" in msg, msg
+
+    del typed[name]
+    safetensors_io.write_safetensors(str(tmp_path / "b" / "model.safetensors"), typed,
+                                     {"format": "pt"})
+    msg = load_error(tmp_path / "b")
+    assert "'" + name + "' (or its MXFP4 '" + name + "_blocks') is missing" in msg, msg

@@ -152,20 +152,21 @@ TEST(Router, NoauxTcDeepSeekV3) {
   expect_weights(r.weights, {2.5 * s7 / (s7 + s2 + 1e-20), 2.5 * s2 / (s7 + s2 + 1e-20)});
 }
 
-TEST(Router, MaskedExpertsScoreZero) {
-  // Masked experts get sel 0.0 (not -inf), so with negative scores a masked
-  // expert can outrank a kept one, as in transformers.  Groups {0,1} {2,3};
-  // softmax_topk (raw logits): g0 max -1 beats g1 max -2; kept g0 holds -1
-  // and -5, masked 2 and 3 become 0.0 and win.
+TEST(Router, MaskedExpertsAreExcluded) {
+  // The experts of dropped groups are excluded (sel -inf, as transformers 5
+  // masks them for noaux_tc), so even with negative scores a masked expert
+  // never outranks a kept one.  Groups {0,1} {2,3}; softmax_topk (raw
+  // logits): g0 max -1 beats g1 max -2; kept g0 holds -1 and -5, which are
+  // chosen although the masked -2 and -3 are larger than -5.
   Routed r = route({1, 4}, {-1, -5, -2, -3},
                    {{"top_k", int64_t{2}},
                     {"scoring", "softmax_topk"},
                     {"topk_method", "group_limited_greedy"},
                     {"n_group", int64_t{2}},
                     {"topk_group", int64_t{1}}});
-  EXPECT_EQ(r.ids, (std::vector<double>{2, 3}));
-  const double e = std::exp(1);
-  expect_weights(r.weights, {e / (e + 1), 1 / (e + 1)});
+  EXPECT_EQ(r.ids, (std::vector<double>{0, 1}));
+  const double e4 = std::exp(4);
+  expect_weights(r.weights, {e4 / (e4 + 1), 1 / (e4 + 1)});
 }
 
 TEST(Router, GroupTiesGoToTheLowerGroup) {

@@ -138,7 +138,7 @@ class Router final : public Kernel {
       std::fill(kept, kept + p_.n_group, 0.0);
       for (int64_t i = 0; i < p_.topk_group; ++i) kept[order[i]] = 1.0;
       for (int64_t e = 0; e < experts; ++e)
-        if (kept[e / group_size] == 0.0) sel[e] = 0.0;
+        if (kept[e / group_size] == 0.0) sel[e] = -INFINITY;
     }
     top_indices(sel, experts, k, order);
     if (p_.scoring == Scoring::softmax_topk) {

@@ -88,7 +88,7 @@ kernel void router(global const uchar* logits, ulong lo, int ldt, global const u
       gkept[bg] = 1;
     }
     for (int e = 0; e < E; ++e)
-      if (gkept[e / gs] == 0) sel[e] = 0;
+      if (gkept[e / gs] == 0) sel[e] = -INFINITY;  // excluded
   }
   // 4. top k, ties to the lower index; a chosen expert's sel becomes -inf
   // (every real one is finite).
