@@ -156,9 +156,9 @@ __global__ void router_kernel(Router r) {
       if (threadIdx.x == 0 && g != kNone) group_taken[g] = 1;
       __syncthreads();
     }
-    // Experts of the groups left out compete with a score of 0.
+    // Experts of the groups left out are excluded.
     for (int e = threadIdx.x; e < E; e += blockDim.x)
-      if (!group_taken[e / size]) sel[e] = 0.0;
+      if (!group_taken[e / size]) sel[e] = -INFINITY;
     __syncthreads();
   }
 
