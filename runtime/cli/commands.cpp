@@ -256,7 +256,12 @@ int info(const std::vector<std::string>& args, std::ostream& out, const Hooks& h
       const std::string supports = b->device_info(d).capabilities;
       if (!supports.empty()) out << b->name() << ":" << d << " supports: " << supports << "\n";
     }
-  if (model_dir.empty()) return 0;
+  if (model_dir.empty()) {
+    std::string types;
+    for (const std::string& t : supported_model_types()) types += (types.empty() ? "" : ", ") + t;
+    out << "model types: " << types << "\n";
+    return 0;
+  }
   std::unique_ptr<Model> model = Model::load(model_dir, load);
   print_info(out, model->info());
   const ModelSummary summary = model->summary();

@@ -273,3 +273,21 @@ def test_fp8_shared_expert_gate_is_read(tmp_path):
     safetensors_io.write_safetensors(str(d / "model.safetensors"), typed, {"format": "pt"})
     tokens, want_tokens, _ = compare_with_reference(d, tmp_path, 1e-4)
     assert tokens == want_tokens
+
+
+def test_info_lists_the_families_and_says_what_is_skipped(tmp_path):
+    out = subprocess.run([cli(), "info", "--no-progress"], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    types = next(l for l in out.stdout.splitlines() if l.startswith("model types: "))
+    for family in ARCHS:
+        if not family.endswith("_grouped"):
+            assert family in types, types
+    # GLM-4.5's multi-token-prediction layer is stored, skipped, and said so.
+    d = tmp_path / "glm"
+    make_checkpoint.make_checkpoint("glm4_moe", str(d), dtype="bf16", seed=3)
+    out = subprocess.run([cli(), "info", str(d), "--no-roofline", "--no-progress"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert ("note: num_nextn_predict_layers = 1: the multi-token-prediction layer "
+            "model.layers.3.* is not loaded") in out.stdout, out.stdout
