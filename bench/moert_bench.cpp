@@ -53,7 +53,9 @@ Model (one of):
                         (default: ../shared/bench/models.json beside the source tree)
   --dtype LIST          random weights' storage: f32, bf16, f16, fp8, or int8, int4,
                         mxfp4 (bf16 weights packed at load as LoadOptions::quantize
-                        packs them; default bf16); a comma list gives one row per dtype
+                        packs them; default bf16), or <format>-experts: only the
+                        routed experts packed, the rest bf16 (GPT-OSS's MXFP4
+                        checkpoints); a comma list gives one row per dtype
   --seed N              random weights' seed (default 0)
 
 What to run:
@@ -160,9 +162,10 @@ Options parse(int argc, char** argv) {
       dtypes = split(next());
       for (const std::string& d : dtypes)
         if (d != "f32" && d != "bf16" && d != "f16" && d != "fp8" && d != "int8" && d != "int4" &&
-            d != "mxfp4")
+            d != "mxfp4" && d != "int8-experts" && d != "int4-experts" && d != "mxfp4-experts")
           usage_error(
-              "--dtype must be f32, bf16, f16, fp8, int8, int4 or mxfp4 (or a comma list), got '" +
+              "--dtype must be f32, bf16, f16, fp8, int8, int4, mxfp4 or int8-experts, "
+              "int4-experts, mxfp4-experts (or a comma list), got '" +
               d + "'");
     } else if (arg == "--seed") {
       o.seed = static_cast<uint64_t>(parse_int(arg, next(), 0));

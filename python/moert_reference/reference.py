@@ -660,8 +660,11 @@ def sliding_window_for_layer(config, i):
     """Sliding window W of layer i or None (§2, §4, §5.1).
 
     Mixtral / Mistral: ``sliding_window`` on every layer when set.  Qwen2,
-    Qwen2/3-MoE: only when ``use_sliding_window`` and i >=
-    max_window_layers.  Others: none.
+    Qwen2/3-MoE, only when ``use_sliding_window``: the layers that
+    ``layer_types`` marks "sliding_attention" when it is given, else (as
+    transformers 5 derives it) Qwen2 the layers i >= max_window_layers,
+    Qwen2-MoE the even layers i < max_window_layers, Qwen3-MoE every layer.
+    GPT-OSS: by ``layer_types``.  Others: none.
     """
     model_type = config["model_type"]
     if model_type in ("mixtral", "mistral"):
@@ -674,9 +677,18 @@ def sliding_window_for_layer(config, i):
             return config.get("sliding_window", 128)
         return None
     if model_type in ("qwen2", "qwen2_moe", "qwen3_moe"):
-        if (config.get("use_sliding_window", False)
-                and i >= config.get("max_window_layers", 0)):
-            return config.get("sliding_window")
+        if not config.get("use_sliding_window", False):
+            return None
+        bound = config.get("max_window_layers", 28)
+        if config.get("layer_types") and model_type != "qwen3_moe":
+            sliding = config["layer_types"][i] == "sliding_attention"
+        elif model_type == "qwen2":
+            sliding = i >= bound
+        elif model_type == "qwen2_moe":
+            sliding = i % 2 == 0 and i < bound
+        else:
+            sliding = True
+        return config.get("sliding_window") if sliding else None
     return None
 
 

@@ -133,7 +133,7 @@ def test_unknown_architecture_lists_supported(tmp_path):
     _, _, proc = run_moert(d, tmp_path, check=False)
     assert proc.returncode != 0
     assert "unknown model_type 'gpt2'" in proc.stderr
-    assert "supported: deepseek_v2, deepseek_v3, llama" in proc.stderr
+    assert "supported: deepseek_v2, deepseek_v3, glm4_moe, gpt_oss, llama" in proc.stderr
 
 
 def test_wrong_shape_names_the_tensor(tmp_path):

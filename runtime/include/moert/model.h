@@ -74,7 +74,10 @@ struct RandomWeights {
   // 128x128 block scales, the rest bf16, as DeepSeek-V3 stores them; "int8",
   // "int4", "mxfp4": the bf16 model with those linear weights packed as
   // LoadOptions::quantize packs them (the same as dtype "bf16" with
-  // quantize set).  DeepSeek-V3's e_score_correction_bias is f32 in every mode.
+  // quantize set); "int8-experts", "int4-experts", "mxfp4-experts": only the
+  // routed experts packed, everything else bf16, as GPT-OSS's MXFP4
+  // checkpoints store it.  DeepSeek-V3's e_score_correction_bias is f32 in
+  // every mode.
   std::string dtype = "bf16";
   uint64_t seed = 0;
   double std = 0.02;

@@ -89,13 +89,53 @@ void read_softmax_router(const HfConfig& c, ArchSpec& a, const char* experts_key
   a.router.normalize = c.boolean("norm_topk_prob", false);
 }
 
-ArchSpec llama_like(const HfConfig& c, bool qkv_bias) {
+// layer_types (transformers 5 writes it on save; GPT-OSS ships it): which
+// layers use the sliding window.  False when the config has none.
+bool read_layer_types(const HfConfig& c, ArchSpec& a) {
+  if (!c.has("layer_types")) return false;
+  const nlohmann::json& types = c.json().at("layer_types");
+  if (!types.is_array() || static_cast<int64_t>(types.size()) != a.layers)
+    c.fail("layer_types", "must list one type per layer (" + std::to_string(a.layers) + ")");
+  a.layer_is_sliding.resize(static_cast<size_t>(a.layers));
+  for (int64_t i = 0; i < a.layers; ++i) {
+    const nlohmann::json& t = types[static_cast<size_t>(i)];
+    const std::string type = t.is_string() ? t.get<std::string>() : "";
+    if (type != "sliding_attention" && type != "full_attention")
+      c.fail("layer_types", "[" + std::to_string(i) + "] must be \"sliding_attention\" or " +
+                                "\"full_attention\", got " + t.dump());
+    a.layer_is_sliding[static_cast<size_t>(i)] = type == "sliding_attention";
+  }
+  return true;
+}
+
+// The sliding-window layers of Qwen2 and Qwen2-MoE without layer_types, as
+// transformers defines them: Qwen2 windows the layers from
+// max_window_layers on, Qwen2-MoE the even layers below max_window_layers.
+void qwen_window_layers(const HfConfig& c, ArchSpec& a, bool moe) {
+  if (!c.boolean("use_sliding_window", false)) return;
+  a.sliding_window = c.integer("sliding_window", 0);
+  if (read_layer_types(c, a)) return;
+  const int64_t bound = c.integer("max_window_layers", 28);
+  a.layer_is_sliding.resize(static_cast<size_t>(a.layers));
+  for (int64_t i = 0; i < a.layers; ++i)
+    a.layer_is_sliding[static_cast<size_t>(i)] = moe ? i % 2 == 0 && i < bound : i >= bound;
+}
+
+// Llama, Mistral, Qwen2: the dense skeleton.  Llama's attention_bias puts a
+// bias on q, k, v and o; Qwen2 has q/k/v biases only, Mistral none.
+ArchSpec dense(const HfConfig& c, const std::string& type) {
   ArchSpec a;
   read_common(c, a);
   read_rope_scaling(c, a);
-  a.qkv_bias = qkv_bias || c.boolean("attention_bias", false);
   if (a.dense_intermediate <= 0) c.fail("intermediate_size", "must be positive");
-  if (c.boolean("use_sliding_window", true)) a.sliding_window = c.integer("sliding_window", 0);
+  if (type == "llama") {
+    a.qkv_bias = a.o_bias = c.boolean("attention_bias", false);
+  } else if (type == "qwen2") {
+    a.qkv_bias = true;
+    qwen_window_layers(c, a, false);
+  } else {
+    a.sliding_window = c.integer("sliding_window", 0);
+  }
   return a;
 }
 
@@ -127,7 +167,6 @@ void qwen_moe_layers(const HfConfig& c, ArchSpec& a) {
     bool listed = std::find(dense.begin(), dense.end(), i) != dense.end();
     a.layer_is_moe[static_cast<size_t>(i)] = !listed && a.experts > 0 && (i + 1) % step == 0;
   }
-  if (c.boolean("use_sliding_window", false)) a.sliding_window = c.integer("sliding_window", 0);
 }
 
 ArchSpec qwen2_moe(const HfConfig& c) {
@@ -136,6 +175,7 @@ ArchSpec qwen2_moe(const HfConfig& c) {
   read_rope_scaling(c, a);
   qwen_moe_layers(c, a);
   a.qkv_bias = c.boolean("qkv_bias", true);
+  qwen_window_layers(c, a, true);
   a.shared_intermediate = c.integer("shared_expert_intermediate_size", 0);
   a.shared_expert_gate = a.shared_intermediate > 0;
   a.shared_prefix = "shared_expert";
@@ -147,8 +187,9 @@ ArchSpec qwen3_moe(const HfConfig& c) {
   read_common(c, a);
   read_rope_scaling(c, a);
   qwen_moe_layers(c, a);
-  a.qkv_bias = c.boolean("attention_bias", false);
+  a.qkv_bias = a.o_bias = c.boolean("attention_bias", false);
   a.qk_norm = QkNorm::per_head;
+  if (c.boolean("use_sliding_window", false)) a.sliding_window = c.integer("sliding_window", 0);
   return a;
 }
 
@@ -159,7 +200,7 @@ ArchSpec olmoe(const HfConfig& c) {
   read_softmax_router(c, a, "num_experts");
   a.expert_intermediate = c.integer("intermediate_size");
   a.layer_is_moe.assign(static_cast<size_t>(a.layers), true);
-  a.qkv_bias = c.boolean("attention_bias", false);
+  a.qkv_bias = a.o_bias = c.boolean("attention_bias", false);
   a.qk_norm = QkNorm::full_width;
   if (c.has("clip_qkv")) c.fail("clip_qkv", "is not supported (only null is)");
   return a;
@@ -294,21 +335,9 @@ ArchSpec gpt_oss(const HfConfig& c) {
   a.attention_sinks = true;
   a.sliding_window = c.integer("sliding_window", 128);
   if (a.sliding_window < 0) c.fail("sliding_window", "must be >= 0");
-  a.layer_is_sliding.resize(static_cast<size_t>(a.layers));
-  if (!c.has("layer_types")) {
+  if (!read_layer_types(c, a)) {
+    a.layer_is_sliding.resize(static_cast<size_t>(a.layers));
     for (int64_t i = 0; i < a.layers; ++i) a.layer_is_sliding[static_cast<size_t>(i)] = i % 2 == 0;
-  } else {
-    const nlohmann::json& types = c.json().at("layer_types");
-    if (!types.is_array() || static_cast<int64_t>(types.size()) != a.layers)
-      c.fail("layer_types", "must list one type per layer (" + std::to_string(a.layers) + ")");
-    for (int64_t i = 0; i < a.layers; ++i) {
-      const nlohmann::json& t = types[static_cast<size_t>(i)];
-      const std::string type = t.is_string() ? t.get<std::string>() : "";
-      if (type != "sliding_attention" && type != "full_attention")
-        c.fail("layer_types", "[" + std::to_string(i) + "] must be \"sliding_attention\" or " +
-                                  "\"full_attention\", got " + t.dump());
-      a.layer_is_sliding[static_cast<size_t>(i)] = type == "sliding_attention";
-    }
   }
   read_softmax_router(c, a, "num_local_experts");
   a.router.scoring = "softmax_topk";
@@ -409,10 +438,8 @@ ArchSpec arch_from_config(const HfConfig& c) {
     a = deepseek(c, false);
   else if (type == "deepseek_v3")
     a = deepseek(c, true);
-  else if (type == "llama" || type == "mistral")
-    a = llama_like(c, false);
-  else if (type == "qwen2")
-    a = llama_like(c, true);
+  else if (type == "llama" || type == "mistral" || type == "qwen2")
+    a = dense(c, type);
   else if (type == "glm4_moe")
     a = glm4_moe(c);
   else if (type == "gpt_oss")

@@ -95,15 +95,20 @@ uint8_t fast_f32_to_e4m3(float v) {
 
 RandomWeightSource::RandomWeightSource(const ArchSpec& arch, const RandomWeights& options)
     : arch_(arch),
-      mode_(options.dtype),
+      mode_(options.dtype.ends_with("-experts")
+                ? options.dtype.substr(0, options.dtype.size() - std::string("-experts").size())
+                : options.dtype),
+      experts_only_(options.dtype.ends_with("-experts")),
       seed_(options.seed),
       std_(static_cast<float>(options.std)),
       threads_(options.threads) {
   if (mode_ != "none") ops::weight_format_from(mode_, &packed_);
-  check(mode_ == "f32" || mode_ == "bf16" || mode_ == "f16" || mode_ == "fp8" ||
-            packed_ != ops::WeightFormat::none,
-        "random weights: dtype must be f32, bf16, f16, fp8, int8, int4 or mxfp4, got '" + mode_ +
-            "'");
+  check(
+      (!experts_only_ && (mode_ == "f32" || mode_ == "bf16" || mode_ == "f16" || mode_ == "fp8")) ||
+          packed_ != ops::WeightFormat::none,
+      "random weights: dtype must be f32, bf16, f16, fp8, int8, int4 or mxfp4, or "
+      "int8-experts, int4-experts or mxfp4-experts, got '" +
+          options.dtype + "'");
   check(std::isfinite(options.std) && options.std >= 0,
         "random weights: std must be finite and >= 0, got " + std::to_string(options.std));
 }
@@ -177,10 +182,10 @@ LinearTensor RandomWeightSource::packed_linear(const std::vector<std::string>& n
 LinearTensor RandomWeightSource::linear(const std::string& name, int64_t out, int64_t in,
                                         WeightRole role) {
   check(out > 0 && in > 0, shape_error(name, {out, in}));
-  if (packed_ != ops::WeightFormat::none && role == WeightRole::linear)
+  if (packed_ != ops::WeightFormat::none && !experts_only_ && role == WeightRole::linear)
     return packed_linear({name}, out, in, false, packed_);
   // lm_head in int8 whatever the format, as QuantizingWeights packs it.
-  if (packed_ != ops::WeightFormat::none && role == WeightRole::lm_head)
+  if (packed_ != ops::WeightFormat::none && !experts_only_ && role == WeightRole::lm_head)
     return packed_linear({name}, out, in, false, ops::WeightFormat::int8);
   LinearTensor w;
   const DType dtype = dtype_for(role);

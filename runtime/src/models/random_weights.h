@@ -83,7 +83,8 @@ class RandomWeightSource final : public WeightSource {
   void fill(const Job& job, int64_t row_begin, int64_t row_end, std::vector<float>& scratch) const;
 
   const ArchSpec& arch_;
-  std::string mode_;  // "f32", "bf16", "f16", "fp8", "int8", "int4" or "mxfp4"
+  std::string mode_;           // "f32", "bf16", "f16", "fp8", "int8", "int4" or "mxfp4"
+  bool experts_only_ = false;  // "<format>-experts": only the routed experts packed
   ops::WeightFormat packed_ = ops::WeightFormat::none;  // of the last three
   // Packed weights [out, in], or [E, out, in] when `stacked`, in `format`.
   LinearTensor packed_linear(const std::vector<std::string>& names, int64_t out, int64_t in,
