@@ -425,6 +425,21 @@ def test_random_model_quantized():
     np.testing.assert_array_equal(packed.forward(PROMPT), same.forward(PROMPT))
     with pytest.raises(moert.Error, match="random weights: dtype must be"):
         moert.random_model(config, weights="int3")
+    with pytest.raises(moert.Error, match="random weights: dtype must be"):
+        moert.random_model(config, weights="bf16-experts")
+
+
+def test_random_model_with_packed_experts_only():
+    # "<format>-experts": the routed experts packed, everything else (the
+    # attention, lm_head) bf16, as GPT-OSS's MXFP4 checkpoints are stored.
+    config = make_checkpoint.build_config("gpt_oss")
+    model = moert.random_model(config, weights="mxfp4-experts", seed=1)
+    info = model.info["weight_dtype"]
+    assert "mxfp4" in info and "bf16" in info and "int8" not in info, info
+    everything = moert.random_model(config, weights="mxfp4", seed=1).info["weight_dtype"]
+    assert "int8 g32" in everything, everything  # lm_head
+    logits = model.forward(PROMPT)
+    assert np.isfinite(logits).all() and np.abs(logits).max() > 0
 
 
 # ---------------------------------------------------------------------------
