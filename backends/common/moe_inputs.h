@@ -23,6 +23,9 @@ enum : size_t {
   kSharedUpScale,
   kSharedDownScale,
   kSharedExpertGate,  // [H] sigmoid gate of the shared output (optional)
+  kGateBias,          // [E, I] routed experts' biases (version 3, optional,
+  kUpBias,            // [E, I]  f32, bf16 or f16)
+  kDownBias,          // [E, H]
 };
 
 }  // namespace moert::plugin::moe_inputs

@@ -287,7 +287,8 @@ TEST(RandomModel, BadConfigNamesTheField) {
   EXPECT_THAT(error_of(c), HasSubstr("'moe_intermediate_size' must be positive"));
 
   EXPECT_THAT(error_of(tiny_mixtral(), weights("int3")),
-              HasSubstr("dtype must be f32, bf16, f16, fp8, int8, int4 or mxfp4, got 'int3'"));
+              HasSubstr("dtype must be f32, bf16, f16, fp8, int8, int4 or mxfp4, or int8-experts, "
+                        "int4-experts or mxfp4-experts, got 'int3'"));
   try {
     Model::random("{\"vocab_size\": 5", weights("bf16"));
     ADD_FAILURE() << "no error";

@@ -1,6 +1,7 @@
 // Elementwise kernels (ops/elementwise.cpp): add and mul with b broadcast one
 // way to a's shape, sigmoid, silu and swiglu (two tensors, or the two halves
-// of one).  Tensors are f32, bf16 or f16; the math is f32 with one rounding
+// of one; plain, or the clamped form of ops/swiglu_params.h, chosen once per
+// node).  Tensors are f32, bf16 or f16; the math is f32 with one rounding
 // to the output dtype.  Spans of contiguous elements go through loops the
 // compiler vectorises, built for AVX-512 and AVX2 beside the baseline so that
 // the math uses the wide vector units, and f16 converts in hardware, when the
@@ -13,6 +14,7 @@
 
 #include "convert.h"
 #include "kernel.h"
+#include "op_params.h"
 #include "parallel.h"
 #include "vec/vec.h"
 
@@ -83,6 +85,29 @@ struct F16 {
 [[gnu::always_inline]] inline float sigmoid_f32(float x) { return 1.0f / (1.0f + exp_f32(-x)); }
 // x * sigmoid(x); silu(-inf) is NaN (-inf * 0) as in the reference.
 [[gnu::always_inline]] inline float silu_f32(float x) { return x / (1.0f + exp_f32(-x)); }
+
+// The clamped activation of ops/swiglu_params.h in f32: limit is +inf when
+// the node has none (min and clamp against +-inf change nothing, NaN and
+// infinities included), so one body serves every parameter set.
+struct Act {
+  float alpha = 1.0f, limit = std::numeric_limits<float>::infinity(), up_offset = 0.0f;
+};
+
+Act act_of(const plugin::SwigluParams& p) {
+  Act a;
+  a.alpha = static_cast<float>(p.alpha);
+  if (p.limit > 0) a.limit = static_cast<float>(p.limit);
+  a.up_offset = static_cast<float>(p.up_offset);
+  return a;
+}
+
+// min(g, l) * sigmoid(alpha min(g, l)) * (clamp(u, -l, l) + up_offset), the
+// comparisons as std::min / std::clamp make them (a NaN passes through).
+[[gnu::always_inline]] inline float clamped_f32(float g, float u, const Act& a) {
+  g = select(a.limit < g, a.limit, g);
+  u = select(u < -a.limit, -a.limit, select(a.limit < u, a.limit, u));
+  return g / (1.0f + exp_f32(-a.alpha * g)) * (u + a.up_offset);
+}
 
 enum class Binary { add, mul };
 enum class Unary { sigmoid, silu };
@@ -181,9 +206,18 @@ MOERT_CPU_CLONES void unary_span(Unary op, moert_dtype t, const void* x, void* y
     unary_dispatch<Unary::silu>(t, x, y, n);
 }
 
-template <class E>
-[[gnu::always_inline]] inline void swiglu_loop(const void* g_, const void* u_, void* y_,
-                                               int64_t n) {
+// y = silu(g) * u, or the clamped form when kClamped.
+template <bool kClamped>
+[[gnu::always_inline]] inline float gated(float g, float u, const Act& a) {
+  if constexpr (kClamped)
+    return clamped_f32(g, u, a);
+  else
+    return silu_f32(g) * u;
+}
+
+template <class E, bool kClamped>
+[[gnu::always_inline]] inline void swiglu_loop(const void* g_, const void* u_, void* y_, int64_t n,
+                                               const Act& a) {
   using T = typename E::T;
   const T* __restrict g = static_cast<const T*>(g_);
   const T* __restrict u = static_cast<const T*>(u_);
@@ -196,23 +230,35 @@ template <class E>
         bg[i] = E::load(g[i0 + i]);
         bu[i] = E::load(u[i0 + i]);
       }
-      for (int64_t i = 0; i < m; ++i) bg[i] = silu_f32(bg[i]) * bu[i];
+      for (int64_t i = 0; i < m; ++i) bg[i] = gated<kClamped>(bg[i], bu[i], a);
       for (int64_t i = 0; i < m; ++i) y[i0 + i] = E::store(bg[i]);
     }
   } else {
-    for (int64_t i = 0; i < n; ++i) y[i] = E::store(silu_f32(E::load(g[i])) * E::load(u[i]));
+    for (int64_t i = 0; i < n; ++i)
+      y[i] = E::store(gated<kClamped>(E::load(g[i]), E::load(u[i]), a));
   }
 }
 
-MOERT_CPU_CLONES void swiglu_span(moert_dtype t, const void* g, const void* u, void* y, int64_t n) {
+template <bool kClamped>
+[[gnu::always_inline]] inline void swiglu_dispatch(moert_dtype t, const void* g, const void* u,
+                                                   void* y, int64_t n, const Act& a) {
   switch (t) {
     case MOERT_DTYPE_F32:
-      return swiglu_loop<F32>(g, u, y, n);
+      return swiglu_loop<F32, kClamped>(g, u, y, n, a);
     case MOERT_DTYPE_BF16:
-      return swiglu_loop<BF16>(g, u, y, n);
+      return swiglu_loop<BF16, kClamped>(g, u, y, n, a);
     default:
-      return swiglu_loop<F16>(g, u, y, n);
+      return swiglu_loop<F16, kClamped>(g, u, y, n, a);
   }
+}
+
+// `act` null: plain SwiGLU.
+MOERT_CPU_CLONES void swiglu_span(moert_dtype t, const void* g, const void* u, void* y, int64_t n,
+                                  const Act* act) {
+  if (act)
+    swiglu_dispatch<true>(t, g, u, y, n, *act);
+  else
+    swiglu_dispatch<false>(t, g, u, y, n, Act{});
 }
 
 // Elements per thread below which a loop stays on one thread: the cheap ops
@@ -343,15 +389,23 @@ class UnaryKernel final : public Kernel {
 
 class Swiglu final : public Kernel {
  public:
+  explicit Swiglu(const NodeDesc& node) {
+    const plugin::SwigluParams p = plugin::swiglu_params(node, "");
+    clamped_ = !p.plain();
+    act_ = act_of(p);
+  }
+
   void run(ExecContext& ctx) override {
     const Tensor& g = ctx.in(0);
     const Tensor& y = ctx.out(0);
     const moert_dtype t = g.dtype;
+    const Act* act = clamped_ ? &act_ : nullptr;
     if (ctx.has(1)) {
       const Tensor& u = ctx.in(1);
       if (u.numel() != g.numel()) fail("inputs 'gate' and 'up' differ in size");
       parallel_for(g.numel(), kExpGrain, [&](int64_t begin, int64_t end) {
-        swiglu_span(t, byte_ptr(g, begin), byte_ptr(u, begin), byte_ptr_mut(y, begin), end - begin);
+        swiglu_span(t, byte_ptr(g, begin), byte_ptr(u, begin), byte_ptr_mut(y, begin), end - begin,
+                    act);
       });
       return;
     }
@@ -366,11 +420,15 @@ class Swiglu final : public Kernel {
         const int64_t row = pos / half, col = pos - row * half;
         const int64_t len = std::min(half - col, end - pos);
         const int64_t src = row * 2 * half + col;
-        swiglu_span(t, byte_ptr(g, src), byte_ptr(g, src + half), byte_ptr_mut(y, pos), len);
+        swiglu_span(t, byte_ptr(g, src), byte_ptr(g, src + half), byte_ptr_mut(y, pos), len, act);
         pos += len;
       }
     });
   }
+
+ private:
+  bool clamped_ = false;
+  Act act_;
 };
 
 std::string check_binary(const NodeDesc& node) { return check_inputs(node); }
@@ -385,6 +443,7 @@ std::string check_swiglu(const NodeDesc& node) {
     if (g.rank() == 0 || g.static_dim(g.rank() - 1) < 0 || g.static_dim(g.rank() - 1) % 2 != 0)
       return "swiglu of one input needs a static, even last dim";
   }
+  plugin::swiglu_params(node, "");  // throws (a reason) when invalid
   return "";
 }
 
@@ -400,13 +459,17 @@ std::unique_ptr<Kernel> create_sigmoid(const NodeDesc&) {
 std::unique_ptr<Kernel> create_silu(const NodeDesc&) {
   return std::make_unique<UnaryKernel>(Unary::silu);
 }
-std::unique_ptr<Kernel> create_swiglu(const NodeDesc&) { return std::make_unique<Swiglu>(); }
+std::unique_ptr<Kernel> create_swiglu(const NodeDesc& node) {
+  return std::make_unique<Swiglu>(node);
+}
 
 const KernelRegistration add_registration({"add", check_binary, create_add});
 const KernelRegistration mul_registration({"mul", check_binary, create_mul});
 const KernelRegistration sigmoid_registration({"sigmoid", check_unary, create_sigmoid});
 const KernelRegistration silu_registration({"silu", check_unary, create_silu});
-const KernelRegistration swiglu_registration({"swiglu", check_swiglu, create_swiglu});
+// Version 2: the clamped form (attributes alpha, limit, up_offset).
+const KernelRegistration swiglu_registration(
+    KernelDef("swiglu", check_swiglu, create_swiglu).at_version(2));
 
 }  // namespace
 }  // namespace moert::cpu

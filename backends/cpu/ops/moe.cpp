@@ -7,14 +7,21 @@
 //      expert over all tokens) run as one batch: experts with few rows as
 //      GEMV tasks sharing a single parallel pass over their weights, experts
 //      with many rows as GEMMs (gemm/gemm.h);
-//   4. silu(gate) * up, in place;
+//   4. act(gate + gate_bias, up + up_bias), in place: silu(g) * u, or the
+//      clamped form of ops/swiglu_params.h (version 3, GPT-OSS), whatever
+//      path (GEMV of any weight format, VNNI int8 products, oneDNN) formed
+//      the f32 products;
 //   5. the down projections, batched likewise;
-//   6. per token: the sum over its slots of weight * expert output, plus the
-//      shared output times sigmoid(x . shared_expert_gate) when given,
-//      stored in x's dtype.
+//   6. per token: the sum over its slots of weight * (expert output +
+//      down_bias), plus the shared output times
+//      sigmoid(x . shared_expert_gate) when given, stored in x's dtype.
+// Biases (f32, bf16 or f16) belong to the routed experts only; the
+// activation's parameters apply to the shared expert too.  Without either,
+// step 4 is the plain loop over all rows at once.
 // Only the chosen experts' weights are read.  An expert id outside [0, E)
 // fails the call before any computation.
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -27,6 +34,7 @@
 #include "gemm/simd.h"
 #include "kernel.h"
 #include "moe_inputs.h"
+#include "op_params.h"
 #include "parallel.h"
 
 namespace moert::cpu {
@@ -95,20 +103,48 @@ std::string check(const NodeDesc& node) {
     return "moe with a block_size that is not two sizes > 0";
   if (node.input(kX).rank() != 2 || !plugin::dim_is_static(node.input(kX).dim(1)))
     return "moe with x not [T, H] with a static H";
+  for (size_t b : {kGateBias, kUpBias, kDownBias})
+    if (node.has_input(b) && !is_activation(node.input(b).dtype()))
+      return "moe with a bias in " + std::string(plugin::dtype_name(node.input(b).dtype()));
+  plugin::swiglu_params(node, "swiglu_");  // throws (a reason) when invalid
   return "";
 }
 
-// g[i] = silu(g[i]) * u[i] = g / (1 + e^-g) * u for i < n, 16 at a time.
+// The activation's parameters in f32 (ops/swiglu_params.h); limit is +inf
+// without a clamp, which min/clamp then leave every value alone.
+struct Act {
+  float alpha = 1.0f, limit = INFINITY, up_offset = 0.0f;
+};
+
+// g[i] = silu(g[i]) * u[i] = g / (1 + e^-g) * u for i < n, 16 at a time;
+// kGeneral: g[i] = act(g[i] + gb[i], u[i] + ub[i]) with the clamped form
+// (gb, ub may be null: no bias).
 // e^x = 2^m e^r with m = round(x / ln 2) and r = x - m ln 2 (ln 2 split in
 // two so m ln 2 is exact), e^r by its Taylor series to r^7 (|r| <= 0.35:
 // truncation below 1e-8, relative error ~2e-7 overall), 2^m by vscalefps.
 // x is clamped to [-87, 88] first, inside the range of normal floats.
-MOERT_AVX512 void swiglu_avx512(float* g, const float* u, int64_t n) {
+template <bool kGeneral>
+MOERT_AVX512 void swiglu_avx512(float* g, const float* u, int64_t n, const float* gb = nullptr,
+                                const float* ub = nullptr, const Act& act = Act{}) {
   const __m512 one = _mm512_set1_ps(1.0f);
   for (int64_t i = 0; i < n; i += 16) {
     const __mmask16 mask = static_cast<__mmask16>(n - i >= 16 ? 0xffff : (1u << (n - i)) - 1);
-    const __m512 gv = _mm512_maskz_loadu_ps(mask, g + i);
-    __m512 x = _mm512_sub_ps(_mm512_setzero_ps(), gv);
+    __m512 gv = _mm512_maskz_loadu_ps(mask, g + i);
+    __m512 uv = _mm512_maskz_loadu_ps(mask, u + i);
+    __m512 x;
+    if constexpr (kGeneral) {
+      if (gb) gv = _mm512_add_ps(gv, _mm512_maskz_loadu_ps(mask, gb + i));
+      if (ub) uv = _mm512_add_ps(uv, _mm512_maskz_loadu_ps(mask, ub + i));
+      // min(g, l) and clamp(u, -l, l) as std::min / std::clamp: a NaN
+      // passes (vminps returns its second operand then).
+      const __m512 lim = _mm512_set1_ps(act.limit);
+      gv = _mm512_min_ps(lim, gv);
+      uv = _mm512_max_ps(_mm512_sub_ps(_mm512_setzero_ps(), lim), _mm512_min_ps(lim, uv));
+      uv = _mm512_add_ps(uv, _mm512_set1_ps(act.up_offset));
+      x = _mm512_mul_ps(_mm512_set1_ps(-act.alpha), gv);
+    } else {
+      x = _mm512_sub_ps(_mm512_setzero_ps(), gv);
+    }
     x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
     const __m512 m = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)),
                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -118,19 +154,54 @@ MOERT_AVX512 void swiglu_avx512(float* g, const float* u, int64_t n) {
     for (const float c : {1.0f / 720, 1.0f / 120, 1.0f / 24, 1.0f / 6, 0.5f, 1.0f, 1.0f})
       p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
     const __m512 e = _mm512_scalef_ps(p, m);
-    const __m512 uv = _mm512_maskz_loadu_ps(mask, u + i);
     _mm512_mask_storeu_ps(g + i, mask, _mm512_mul_ps(_mm512_div_ps(gv, _mm512_add_ps(one, e)), uv));
   }
 }
 
-void swiglu(float* g, const float* u, int64_t n) {
+// The general form of one span, portable.
+void swiglu_portable(float* g, const float* u, int64_t n, const float* gb, const float* ub,
+                     const Act& act) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float gi = std::min(g[i] + (gb ? gb[i] : 0.0f), act.limit);
+    const float ui = std::clamp(u[i] + (ub ? ub[i] : 0.0f), -act.limit, act.limit);
+    g[i] = gi / (1.0f + std::exp(-act.alpha * gi)) * (ui + act.up_offset);
+  }
+}
+
+// Plain SwiGLU over n elements (act null), or the general form without
+// biases.
+void swiglu(float* g, const float* u, int64_t n, const Act* act) {
   parallel_for(n, 16384, [&](int64_t i0, int64_t i1) {
-    if (gemm::use_avx512()) {
-      swiglu_avx512(g + i0, u + i0, i1 - i0);
+    if (act) {
+      if (gemm::use_avx512())
+        swiglu_avx512<true>(g + i0, u + i0, i1 - i0, nullptr, nullptr, *act);
+      else
+        swiglu_portable(g + i0, u + i0, i1 - i0, nullptr, nullptr, *act);
+    } else if (gemm::use_avx512()) {
+      swiglu_avx512<false>(g + i0, u + i0, i1 - i0);
     } else {
       for (int64_t i = i0; i < i1; ++i) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
     }
   });
+}
+
+// The general form over `rows` rows of n, row r adding the biases of expert
+// expert_of[r] (gb[e], ub[e]: f32 rows, or null).
+void swiglu_biased(float* g, const float* u, int64_t rows, int64_t n, const int64_t* expert_of,
+                   const float* const* gb, const float* const* ub, const Act& act) {
+  const bool avx512 = gemm::use_avx512();
+  parallel_for(rows, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, n)),
+               [&](int64_t r0, int64_t r1) {
+                 for (int64_t r = r0; r < r1; ++r) {
+                   const int64_t e = expert_of[r];
+                   const float* gbe = gb ? gb[e] : nullptr;
+                   const float* ube = ub ? ub[e] : nullptr;
+                   if (avx512)
+                     swiglu_avx512<true>(g + r * n, u + r * n, n, gbe, ube, act);
+                   else
+                     swiglu_portable(g + r * n, u + r * n, n, gbe, ube, act);
+                 }
+               });
 }
 
 // The gate/up and down products of one group of rows (an expert's gathered
@@ -157,6 +228,12 @@ class Moe final : public Kernel {
       if (node.has_input(w) && node.has_input(w + 3))
         zero_points_[w] = node.input(w + 3).rank() == node.input(w).rank() + 1;
     if (node.has_input(kSharedGate)) shared_inter_ = node.input(kSharedGate).static_dim(0);
+    const plugin::SwigluParams act = plugin::swiglu_params(node, "swiglu_");
+    general_act_ = !act.plain();
+    act_.alpha = static_cast<float>(act.alpha);
+    if (act.limit > 0) act_.limit = static_cast<float>(act.limit);
+    act_.up_offset = static_cast<float>(act.up_offset);
+    for (size_t b : {kGateBias, kUpBias, kDownBias}) has_bias_[b - kGateBias] = node.has_input(b);
   }
 
   void run(ExecContext& ctx) override {
@@ -221,6 +298,33 @@ class Moe final : public Kernel {
     tasks_.clear();
   }
 
+  // bias_rows_[b][e]: row e of bias b (0 gate, 1 up, 2 down) as f32, for
+  // the active experts: in place when the bias is f32, else widened into
+  // the scratch (one slot for all three).
+  void bind_biases(const ExecContext& ctx) {
+    size_t floats = 0;
+    for (size_t b = 0; b < 3; ++b) {
+      bias_rows_[b].assign(static_cast<size_t>(experts_), nullptr);
+      if (has_bias_[b] && ctx.in(kGateBias + b).dtype != MOERT_DTYPE_F32)
+        floats += active_.size() * static_cast<size_t>(b == 2 ? hidden_ : inter_);
+    }
+    float* buf = floats ? gemm::scratch<float>(gemm::Slot::kernel_input, floats) : nullptr;
+    for (size_t b = 0; b < 3; ++b) {
+      if (!has_bias_[b]) continue;
+      const Tensor& t = ctx.in(kGateBias + b);
+      const int64_t n = b == 2 ? hidden_ : inter_;
+      for (const int64_t e : active_) {
+        if (t.dtype == MOERT_DTYPE_F32) {
+          bias_rows_[b][static_cast<size_t>(e)] = t.as<float>() + e * n;
+        } else {
+          to_f32(t.dtype, t.data, e * n, n, buf);
+          bias_rows_[b][static_cast<size_t>(e)] = buf;
+          buf += n;
+        }
+      }
+    }
+  }
+
   void run_chunk(const ExecContext& ctx, int64_t t0, int64_t tokens) {
     const Tensor& x = ctx.in(kX);
     const Tensor& ids = ctx.in(kIds);
@@ -233,11 +337,12 @@ class Moe final : public Kernel {
     // Routing tables: count, offset and fill per expert; each route's row
     // (position in the expert-ordered list) and token.
     int64_t* table = gemm::scratch<int64_t>(gemm::Slot::moe_routes,
-                                            static_cast<size_t>(3 * experts + 2 * routes + 1));
+                                            static_cast<size_t>(3 * experts + 3 * routes + 1));
     int64_t* count = table;
     int64_t* offset = count + experts;  // experts + 1 entries
     int64_t* row_of = offset + experts + 1;
     int64_t* token_of = row_of + routes;
+    int64_t* expert_of = token_of + routes;  // of each row
     std::fill(count, count + experts, 0);
     for (int64_t i = 0; i < routes; ++i) ++count[expert_id(ids, t0 * slots + i)];
     offset[0] = 0;
@@ -247,6 +352,7 @@ class Moe final : public Kernel {
       const int64_t e = expert_id(ids, t0 * slots + i);
       row_of[i] = offset[e] + count[e]++;
       token_of[row_of[i]] = i / slots;
+      expert_of[row_of[i]] = e;
     }
 
     // f32 buffers, carved from one scratch block.  The per-expert buffers
@@ -313,8 +419,15 @@ class Moe final : public Kernel {
     }
     run_tasks();
 
-    swiglu(gate, up, routes * inter);
-    swiglu(sgate, sup, tokens * sinter);
+    const bool biased = has_bias_[0] || has_bias_[1] || has_bias_[2];
+    if (biased) bind_biases(ctx);
+    if (has_bias_[0] || has_bias_[1])
+      swiglu_biased(gate, up, routes, inter, expert_of,
+                    has_bias_[0] ? bias_rows_[0].data() : nullptr,
+                    has_bias_[1] ? bias_rows_[1].data() : nullptr, act_);
+    else
+      swiglu(gate, up, routes * inter, general_act_ ? &act_ : nullptr);
+    swiglu(sgate, sup, tokens * sinter, general_act_ ? &act_ : nullptr);
 
     // Down projections.
     for (size_t a = 0; a < active_.size(); ++a) {
@@ -344,7 +457,12 @@ class Moe final : public Kernel {
           const int64_t i = t * slots + j;
           const float wgt = load_f32(weights.dtype, weights.data, t0 * slots + i);
           const float* d = down + row_of[i] * hidden;
-          for (int64_t c = 0; c < hidden; ++c) acc[c] += wgt * d[c];
+          if (has_bias_[2]) {
+            const float* db = bias_rows_[2][static_cast<size_t>(expert_of[row_of[i]])];
+            for (int64_t c = 0; c < hidden; ++c) acc[c] += wgt * (d[c] + db[c]);
+          } else {
+            for (int64_t c = 0; c < hidden; ++c) acc[c] += wgt * d[c];
+          }
         }
         if (shared) {
           float g = 1.0f;
@@ -369,7 +487,13 @@ class Moe final : public Kernel {
   ops::WeightFormat shared_format_ = ops::WeightFormat::none;
   bool zero_points_[kSharedExpertGate] = {};
   std::string products_attr_ = "exact";  // attribute products
+  // Version 3: the activation's parameters (general_act_: not plain SwiGLU)
+  // and which of the biases (gate, up, down) the node has.
+  Act act_;
+  bool general_act_ = false;
+  bool has_bias_[3] = {};
   // Reused between runs.
+  std::array<std::vector<const float*>, 3> bias_rows_;
   std::vector<int64_t> active_;
   std::vector<Mlp> mlps_;
   std::vector<gemm::GemvTask> tasks_;
@@ -377,8 +501,10 @@ class Moe final : public Kernel {
 
 std::unique_ptr<Kernel> create(const NodeDesc& node) { return std::make_unique<Moe>(node); }
 
-// Version 2: packed weights (attributes quant, shared_quant).
-const KernelRegistration registration(KernelDef("moe", check, create).at_version(2));
+// Version 2: packed weights (attributes quant, shared_quant); version 3:
+// biases of the routed experts and the clamped activation (swiglu_alpha,
+// swiglu_limit, swiglu_up_offset).
+const KernelRegistration registration(KernelDef("moe", check, create).at_version(3));
 
 }  // namespace
 }  // namespace moert::cpu

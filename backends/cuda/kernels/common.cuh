@@ -59,6 +59,18 @@ __device__ __forceinline__ float block_max(float v, float* shared) {
 
 __device__ __forceinline__ float sigmoid_f(float v) { return 1.0f / (1.0f + expf(-v)); }
 
+// The gate_up output of column `col` of expert e from its gate and up
+// products (ExpertProjection): silu(g) * u, or with p.general the biases
+// added and the clamped activation.  The branch is uniform (a kernel
+// parameter), next to the column's K products.
+__device__ __forceinline__ float expert_act(const ExpertProjection& p, int64_t e, int64_t col,
+                                            float g, float u) {
+  if (!p.general) return g * sigmoid_f(g) * u;
+  if (p.gate_bias) g += load_float(p.gate_bias_t, p.gate_bias, e * p.n + col);
+  if (p.up_bias) u += load_float(p.up_bias_t, p.up_bias, e * p.n + col);
+  return swiglu_act(g, u, p.act);
+}
+
 // An integer id of an i32 or i64 tensor.
 __device__ __forceinline__ int64_t load_id(moert_dtype t, const void* p, int64_t i) {
   return t == MOERT_DTYPE_I64 ? static_cast<const int64_t*>(p)[i]

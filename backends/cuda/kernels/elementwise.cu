@@ -1,5 +1,6 @@
 // Elementwise kernels: strided copies (the layout ops), binary and unary
-// arithmetic, swiglu, cast and the embedding gather.  One thread per
+// arithmetic, swiglu (plain or clamped, a template per node's choice), cast
+// and the embedding gather.  One thread per
 // element, grid-stride loops; dtypes are dispatched per element (the branch
 // is uniform across a warp), which keeps one kernel per op.
 #include "common.cuh"
@@ -47,8 +48,10 @@ __global__ void unary_kernel(Unary op, moert_dtype t, const void* x, void* y, in
   }
 }
 
+// kClamped: swiglu_act (swiglu version 2) instead of silu(g) * u.
+template <bool kClamped>
 __global__ void swiglu_kernel(moert_dtype t, const void* gate, const void* up, void* y,
-                              int64_t rows, int64_t width) {
+                              int64_t rows, int64_t width, SwigluAct act) {
   const int64_t n = rows * width;
   for (int64_t i = global_index(); i < n; i += global_stride()) {
     float g, u;
@@ -60,7 +63,7 @@ __global__ void swiglu_kernel(moert_dtype t, const void* gate, const void* up, v
       g = load_float(t, gate, r * 2 * width + c);
       u = load_float(t, gate, r * 2 * width + width + c);
     }
-    store_float(t, y, i, g * sigmoid_f(g) * u);
+    store_float(t, y, i, kClamped ? swiglu_act(g, u, act) : g * sigmoid_f(g) * u);
   }
 }
 
@@ -135,9 +138,14 @@ void unary(cudaStream_t s, Unary op, moert_dtype t, const void* x, void* y, int6
 }
 
 void swiglu(cudaStream_t s, moert_dtype t, const void* gate, const void* up, void* y, int64_t rows,
-            int64_t width) {
+            int64_t width, const SwigluAct* act) {
   if (rows * width == 0) return;
-  swiglu_kernel<<<grid_for(rows * width), kThreads, 0, s>>>(t, gate, up, y, rows, width);
+  if (act)
+    swiglu_kernel<true>
+        <<<grid_for(rows * width), kThreads, 0, s>>>(t, gate, up, y, rows, width, *act);
+  else
+    swiglu_kernel<false>
+        <<<grid_for(rows * width), kThreads, 0, s>>>(t, gate, up, y, rows, width, SwigluAct{});
   check_launch("swiglu");
 }
 

@@ -432,7 +432,7 @@ __global__ void __launch_bounds__(kTcThreads, 2)
       const int64_t orow = out_row[r], col = n0 + c;
       if (orow < 0 || col >= p.n) continue;
       const float g = ct[r * kLdC + c];
-      p.out[orow * p.n + col] = kGateUp ? g * sigmoid_f(g) * ct[r * kLdC + kTcM + c] : g;
+      p.out[orow * p.n + col] = kGateUp ? expert_act(p, e, col, g, ct[r * kLdC + kTcM + c]) : g;
     }
     // The next tile refills the memory just read.
     __syncthreads();

@@ -41,7 +41,7 @@ __global__ void expert_gemv_kernel(ExpertProjection p) {
     }
     g = warp_sum(g);
     u = warp_sum(u);
-    if (lane == 0) p.out[unit * p.n + col] = p.gate_up ? g * sigmoid_f(g) * u : g;
+    if (lane == 0) p.out[unit * p.n + col] = p.gate_up ? expert_act(p, e, col, g, u) : g;
   }
 }
 
@@ -90,7 +90,8 @@ __global__ void __launch_bounds__(gemv_vec::kThreads, gemv_vec::min_blocks(W, 1)
       // Lane c holds gate (or down) column col0 + c, lane C + c its up.
       const float up = kGateUp ? __shfl_down_sync(0xffffffffu, v, C) : 0.0f;
       const int64_t col = col0 + lane;
-      if (lane < C && col < s.n) p.out[unit * s.n + col] = kGateUp ? v * sigmoid_f(v) * up : v;
+      if (lane < C && col < s.n)
+        p.out[unit * s.n + col] = kGateUp ? expert_act(p, e, col, v, up) : v;
     }
   }
 }
@@ -136,7 +137,8 @@ __global__ void __launch_bounds__(gemv_vec::kThreads, gemv_vec::packed_min_block
       // Lane c holds gate (or down) column col0 + c, lane C + c its up.
       const float up = kGateUp ? __shfl_down_sync(0xffffffffu, v, C) : 0.0f;
       const int64_t col = col0 + lane;
-      if (lane < C && col < s.n) p.out[unit * s.n + col] = kGateUp ? v * sigmoid_f(v) * up : v;
+      if (lane < C && col < s.n)
+        p.out[unit * s.n + col] = kGateUp ? expert_act(p, e, col, v, up) : v;
     }
   }
 }

@@ -10,6 +10,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 
@@ -47,10 +48,29 @@ void binary(cudaStream_t s, Binary op, moert_dtype t, const void* a, const void*
 enum class Unary { silu, sigmoid };
 void unary(cudaStream_t s, Unary op, moert_dtype t, const void* x, void* y, int64_t n);
 
+// The clamped gated activation of ops/swiglu_params.h in f32 (swiglu
+// version 2, moe version 3): limit is +inf when there is no clamp, which
+// leaves every value (NaN and infinities too) as it is.
+struct SwigluAct {
+  float alpha = 1.0f, limit = INFINITY, up_offset = 0.0f;
+};
+// min(g, l) sigmoid(alpha min(g, l)) (clamp(u, -l, l) + up_offset), the
+// comparisons as std::min / std::clamp make them (a NaN passes through).
+MOERT_HD float swiglu_act(float g, float u, const SwigluAct& a) {
+  g = a.limit < g ? a.limit : g;
+  u = u < -a.limit ? -a.limit : (a.limit < u ? a.limit : u);
+#if defined(__CUDA_ARCH__)
+  return g / (1.0f + expf(-a.alpha * g)) * (u + a.up_offset);
+#else
+  return g / (1.0f + std::exp(-a.alpha * g)) * (u + a.up_offset);
+#endif
+}
+
 // y[r, i] = silu(gate[r, i]) * up[r, i] for rows x width elements; with
 // `up` null, gate rows are [2 * width]: the gate half, then the up half.
+// With `act`: swiglu_act(gate, up, *act) instead.
 void swiglu(cudaStream_t s, moert_dtype t, const void* gate, const void* up, void* y, int64_t rows,
-            int64_t width);
+            int64_t width, const SwigluAct* act = nullptr);
 
 // y[i] = x[i] converted as the cast op defines (any dtype to any dtype).
 void cast(cudaStream_t s, moert_dtype from, const void* x, moert_dtype to, void* y, int64_t n);
@@ -223,8 +243,10 @@ void moe_route(cudaStream_t s, moert_dtype ids_t, const void* ids, int64_t slots
 // One expert projection over a set of rows.  Rows are "units": in the
 // tiled form (route given) sorted positions p, else slots s (routed, with
 // `ids`) or tokens (the shared expert: no ids, expert 0).
-//   gate_up: h[unit, :] = silu(a W_gate^T) * (a W_up^T), a = x[slot / top_k]
-//   down:    y[slot, :] = h[unit] W_down^T
+//   gate_up: h[unit, :] = silu(a W_gate^T) * (a W_up^T), a = x[slot / top_k];
+//            with `general` (moe version 3): swiglu_act(a W_gate^T + gb_e,
+//            a W_up^T + ub_e, act), the biases [E, n] optional
+//   down:    y[slot, :] = h[unit] W_down^T (its bias is the combine's)
 // With a route, h is indexed by sorted position and y by slot; without, both
 // by unit.  h and y are f32.
 struct ExpertProjection {
@@ -242,6 +264,13 @@ struct ExpertProjection {
   int64_t experts = 1;
   unsigned long long* error = nullptr;  // an id out of range (gemv form)
   const MoeRoute* route = nullptr;      // the tiled form
+  // gate_up, moe version 3: the clamped activation and the gate and up
+  // biases (null: none).  `general` false: plain SwiGLU, no bias.
+  bool general = false;
+  SwigluAct act;
+  moert_dtype gate_bias_t = MOERT_DTYPE_F32, up_bias_t = MOERT_DTYPE_F32;
+  const void* gate_bias = nullptr;
+  const void* up_bias = nullptr;
 };
 // Few units: one block per unit, each weight row read once per unit.
 void expert_gemv(cudaStream_t s, const ExpertProjection& p);
@@ -259,8 +288,10 @@ void expert_gemm(cudaStream_t s, const ExpertProjection& p, int64_t max_rows);
 // the same route, the two cover every tile exactly once.
 void expert_gemm_tc(cudaStream_t s, const ExpertProjection& p, int64_t min_rows);
 
-// out[t, :] = sum_j w[t, j] y[t * top_k + j, :] (+ g_t shared[t, :]), with
-// g_t = sigmoid(x[t] . gate[0]) when `gate` is given, else 1.
+// out[t, :] = sum_j w[t, j] (y[t * top_k + j, :] + db_e) (+ g_t shared[t, :]),
+// with g_t = sigmoid(x[t] . gate[0]) when `gate` is given, else 1; db_e row
+// e = ids[t, j] of the down bias [E, H] when `down_bias` is given (an id
+// outside [0, experts), already reported, takes none).
 struct MoeCombine {
   int64_t tokens = 0, top_k = 0, hidden = 0;
   moert_dtype w_t = MOERT_DTYPE_F32;
@@ -272,6 +303,10 @@ struct MoeCombine {
   const void* gate = nullptr;  // [1, H] or null
   moert_dtype out_t = MOERT_DTYPE_F32;
   void* out = nullptr;
+  moert_dtype ids_t = MOERT_DTYPE_I32, down_bias_t = MOERT_DTYPE_F32;
+  const void* ids = nullptr;        // [T, top_k], with down_bias
+  const void* down_bias = nullptr;  // [E, H] or null
+  int64_t experts = 0;
 };
 void moe_combine(cudaStream_t s, const MoeCombine& c);
 

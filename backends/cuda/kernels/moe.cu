@@ -3,8 +3,9 @@
 // weights in double, one block per token), the dense routing matrix, the
 // grouping of (token, slot) pairs by expert (counts, prefix sums and the
 // permutation, one block), the expert projections (a GEMV form for a few
-// rows, a tiled form over the grouping for many) and the weighted combine
-// with the shared expert.
+// rows, a tiled form over the grouping for many; biases and the clamped
+// activation of moe version 3 in their epilogues, expert_act) and the
+// weighted combine (with the down bias) with the shared expert.
 #include "common.cuh"
 
 namespace moert::cuda::launch {
@@ -339,7 +340,7 @@ __global__ void __launch_bounds__(kGemmThreads)
       const int64_t col = n0 + tx * 4 + j;
       if (col >= p.n) continue;
       const float g = acc[i][j];
-      p.out[out_row * p.n + col] = kGateUp ? g * sigmoid_f(g) * acc2[i][j] : g;
+      p.out[out_row * p.n + col] = kGateUp ? expert_act(p, e, col, g, acc2[i][j]) : g;
     }
   }
 }
@@ -356,8 +357,14 @@ __global__ void moe_combine_kernel(MoeCombine c) {
   }
   for (int64_t h = threadIdx.x; h < c.hidden; h += blockDim.x) {
     float acc = 0.0f;
-    for (int64_t j = 0; j < c.top_k; ++j)
-      acc += load_float(c.w_t, c.w, t * c.top_k + j) * c.routed[(t * c.top_k + j) * c.hidden + h];
+    for (int64_t j = 0; j < c.top_k; ++j) {
+      float y = c.routed[(t * c.top_k + j) * c.hidden + h];
+      if (c.down_bias) {
+        const int64_t e = load_id(c.ids_t, c.ids, t * c.top_k + j);
+        if (e >= 0 && e < c.experts) y += load_float(c.down_bias_t, c.down_bias, e * c.hidden + h);
+      }
+      acc += load_float(c.w_t, c.w, t * c.top_k + j) * y;
+    }
     if (c.shared) acc += g * c.shared[t * c.hidden + h];
     store_float(c.out_t, c.out, t * c.hidden + h, acc);
   }

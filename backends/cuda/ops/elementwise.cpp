@@ -1,8 +1,10 @@
-// add, mul (b broadcast to a), silu, sigmoid and swiglu: f32, bf16 and f16
-// activations computed in f32.
+// add, mul (b broadcast to a), silu, sigmoid and swiglu (version 2: the
+// clamped form, chosen once per node): f32, bf16 and f16 activations
+// computed in f32.
 #include "kernel.h"
 #include "kernels/launch.h"
 #include "op_checks.h"
+#include "op_params.h"
 
 namespace moert::cuda {
 namespace {
@@ -69,21 +71,32 @@ std::string check_swiglu(const NodeDesc& node) {
     if (g.rank() < 1 || g.static_dim(g.rank() - 1) < 0 || g.static_dim(g.rank() - 1) % 2 != 0)
       return "swiglu of one input needs a static, even last dim";
   }
+  plugin::swiglu_params(node, "");  // throws (a reason) when invalid
   return check_activations(node);
 }
 
 class SwigluKernel final : public Kernel {
  public:
+  explicit SwigluKernel(const plugin::SwigluParams& p) : clamped_(!p.plain()) {
+    act_.alpha = static_cast<float>(p.alpha);
+    if (p.limit > 0) act_.limit = static_cast<float>(p.limit);
+    act_.up_offset = static_cast<float>(p.up_offset);
+  }
   void run(ExecContext& ctx) override {
     const Tensor& g = ctx.in(0);
     const Tensor& y = ctx.out(0);
+    const launch::SwigluAct* act = clamped_ ? &act_ : nullptr;
     if (ctx.has(1)) {
       require(ctx.in(1).numel() == g.numel(), "inputs 'gate' and 'up' differ in size");
-      launch::swiglu(ctx.stream(), g.dtype, g.data, ctx.in(1).data, y.data, 1, g.numel());
+      launch::swiglu(ctx.stream(), g.dtype, g.data, ctx.in(1).data, y.data, 1, g.numel(), act);
     } else {
-      launch::swiglu(ctx.stream(), g.dtype, g.data, nullptr, y.data, y.rows(), y.dim(-1));
+      launch::swiglu(ctx.stream(), g.dtype, g.data, nullptr, y.data, y.rows(), y.dim(-1), act);
     }
   }
+
+ private:
+  bool clamped_;
+  launch::SwigluAct act_;
 };
 
 std::unique_ptr<Kernel> create_add(PrepareContext&) {
@@ -98,13 +111,16 @@ std::unique_ptr<Kernel> create_silu(PrepareContext&) {
 std::unique_ptr<Kernel> create_sigmoid(PrepareContext&) {
   return std::make_unique<UnaryKernel>(launch::Unary::sigmoid);
 }
-std::unique_ptr<Kernel> create_swiglu(PrepareContext&) { return std::make_unique<SwigluKernel>(); }
+std::unique_ptr<Kernel> create_swiglu(PrepareContext& pc) {
+  return std::make_unique<SwigluKernel>(plugin::swiglu_params(pc.node(), ""));
+}
 
 const KernelRegistration add_reg({"add", check_binary, create_add});
 const KernelRegistration mul_reg({"mul", check_binary, create_mul});
 const KernelRegistration silu_reg({"silu", check_activations, create_silu});
 const KernelRegistration sigmoid_reg({"sigmoid", check_activations, create_sigmoid});
-const KernelRegistration swiglu_reg({"swiglu", check_swiglu, create_swiglu});
+// Version 2: the clamped form (attributes alpha, limit, up_offset).
+const KernelRegistration swiglu_reg(KernelDef("swiglu", check_swiglu, create_swiglu).at_version(2));
 
 }  // namespace
 }  // namespace moert::cuda

@@ -1,4 +1,4 @@
-// moe (op version 2): routed SwiGLU experts plus optional shared experts
+// moe (op version 3): routed SwiGLU experts plus optional shared experts
 // (with the optional sigmoid gate), every weight f32, bf16, f16 or f8_e4m3
 // with block scales, or packed (attributes quant for the routed experts,
 // shared_quant for the shared ones, independently: int8, int4 with or
@@ -16,12 +16,20 @@
 // f32 x keeps f32 products everywhere (f32 activations promise them), as
 // does MOERT_CUDA_BASELINE_KERNELS=1.  The combine adds a token's slots in
 // slot order, then the shared expert.
+// Version 3 (GPT-OSS): the routed experts' gate and up biases are added and
+// the clamped activation applied where every gate_up form stores its
+// output (expert_act: GEMV scalar, vectorised and packed, SIMT and
+// tensor-core tiles; the activation for the shared expert too), the down
+// bias in the combine, before the routing weight; biases f32, bf16 or f16,
+// read as stored.  Without them the kernels take their plain paths (one
+// uniform branch per output element).
 #include <cstdint>
 
 #include "kernel.h"
 #include "kernels/launch.h"
 #include "moe_inputs.h"
 #include "op_checks.h"
+#include "op_params.h"
 #include "options.h"
 #include "packed.h"
 
@@ -97,6 +105,10 @@ std::string check_moe(const NodeDesc& node) {
     return "moe with shared_expert_gate in " + dtype_str(node.input(kSharedExpertGate).dtype()) +
            " or without a shared expert";
   if (node.output(0).dtype() != x.dtype()) return "output dtype differs from x's";
+  for (size_t b : {kGateBias, kUpBias, kDownBias})
+    if (node.has_input(b) && !is_activation(node.input(b).dtype()))
+      return "moe bias of " + dtype_str(node.input(b).dtype());
+  plugin::swiglu_params(node, "swiglu_");  // throws (a reason) when invalid
   return "";
 }
 
@@ -109,6 +121,11 @@ class Moe final : public Kernel {
     // Checked by check_moe.
     quant_attr(pc.node(), "quant", &routed_);
     quant_attr(pc.node(), "shared_quant", &shared_);
+    const plugin::SwigluParams act = plugin::swiglu_params(pc.node(), "swiglu_");
+    general_act_ = !act.plain();
+    act_.alpha = static_cast<float>(act.alpha);
+    if (act.limit > 0) act_.limit = static_cast<float>(act.limit);
+    act_.up_offset = static_cast<float>(act.up_offset);
   }
 
   void run(ExecContext& ctx) override {
@@ -153,6 +170,16 @@ class Moe final : public Kernel {
     up.n = inter;
     up.k = hidden;
     up.out = h.as<float>();
+    up.act = act_;
+    if (ctx.has(kGateBias)) {
+      up.gate_bias_t = ctx.in(kGateBias).dtype;
+      up.gate_bias = ctx.in(kGateBias).data;
+    }
+    if (ctx.has(kUpBias)) {
+      up.up_bias_t = ctx.in(kUpBias).dtype;
+      up.up_bias = ctx.in(kUpBias).data;
+    }
+    up.general = general_act_ || up.gate_bias || up.up_bias;
     launch::ExpertProjection down;
     down.gate_up = false;
     down.units = slots;
@@ -202,6 +229,8 @@ class Moe final : public Kernel {
       su.top_k = sd.top_k = 1;
       su.ids = sd.ids = nullptr;
       su.route = sd.route = nullptr;
+      su.gate_bias = su.up_bias = nullptr;  // biases are the routed experts'
+      su.general = general_act_;
       su.w1 = weights(ctx, kSharedGate, kSharedGateScale, shared_);
       su.w2 = weights(ctx, kSharedUp, kSharedUpScale, shared_);
       su.n = shared_inter;
@@ -233,6 +262,13 @@ class Moe final : public Kernel {
     c.x = x.data;
     c.out_t = ctx.out(0).dtype;
     c.out = ctx.out(0).data;
+    if (ctx.has(kDownBias)) {
+      c.down_bias_t = ctx.in(kDownBias).dtype;
+      c.down_bias = ctx.in(kDownBias).data;
+      c.ids_t = ids.dtype;
+      c.ids = ids.data;
+      c.experts = experts;
+    }
     launch::moe_combine(s, c);
   }
 
@@ -249,14 +285,19 @@ class Moe final : public Kernel {
   int slot_;
   int64_t b0_ = 128, b1_ = 128;
   Quant routed_ = Quant::none, shared_ = Quant::none;
+  // Version 3: the activation (general_act_: not plain SwiGLU).
+  launch::SwigluAct act_;
+  bool general_act_ = false;
 };
 
 std::unique_ptr<Kernel> create_moe(PrepareContext& pc) { return std::make_unique<Moe>(pc); }
 
-// Version 2: packed weights (attributes quant and shared_quant).
+// Version 2: packed weights (attributes quant and shared_quant); version 3:
+// routed biases and the clamped activation (swiglu_alpha, swiglu_limit,
+// swiglu_up_offset).
 KernelDef moe_def() {
   KernelDef d("moe", check_moe, create_moe);
-  d.version = 2;
+  d.version = 3;
   return d;
 }
 

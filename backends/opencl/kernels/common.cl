@@ -197,6 +197,16 @@ inline void store_f(global uchar* p, ulong i, int dt, float v) {
   }
 }
 
+// The clamped gated activation of ops/swiglu_params.h in f32:
+//   min(g, limit) sigmoid(alpha min(g, limit)) (clamp(u, -limit, limit) + up_offset)
+// with the comparisons of std::min / std::clamp (a NaN passes through; the
+// built-in min/fmin differ on NaN).  limit is +inf when there is no clamp.
+inline float swiglu_act(float g, float u, float alpha, float limit, float up_offset) {
+  g = limit < g ? limit : g;
+  u = u < -limit ? -limit : (limit < u ? limit : u);
+  return g / (1.0f + exp(-alpha * g)) * (u + up_offset);
+}
+
 // A wide value rounded to f32 toward zero with the lost bits folded into the
 // last bit ("round to odd"): rounding that to a narrower format then gives
 // the same result as rounding the wide value directly (no double rounding).

@@ -1,5 +1,6 @@
 // Elementwise kernels, one work-item per output element: add/mul with
-// one-way broadcasting, silu, sigmoid, swiglu, and cast between any dtypes.
+// one-way broadcasting, silu, sigmoid, swiglu (plain, or its clamped form:
+// the *_act kernels), and cast between any dtypes.
 // Float math is f32, rounded once on store.
 
 #define OP_ADD 0
@@ -65,6 +66,27 @@ kernel void swiglu_halves(global const uchar* x, ulong xo, global uchar* y, ulon
   const ulong r = i / hn, c = i % hn;
   const float v = load_f(x + xo, r * 2 * hn + c, dt);
   store_f(y + yo, i, dt, v * sigmoid_f(v) * load_f(x + xo, r * 2 * hn + hn + c, dt));
+}
+
+// The same with the clamped activation (swiglu_act of common.cl; limit is
+// +inf when the node has none).
+kernel void swiglu_pair_act(global const uchar* g, ulong go, global const uchar* u, ulong uo,
+                            global uchar* y, ulong yo, int dt, ulong n, float alpha, float limit,
+                            float up_offset) {
+  const ulong i = get_global_id(0);
+  if (i >= n) return;
+  store_f(y + yo, i, dt,
+          swiglu_act(load_f(g + go, i, dt), load_f(u + uo, i, dt), alpha, limit, up_offset));
+}
+
+kernel void swiglu_halves_act(global const uchar* x, ulong xo, global uchar* y, ulong yo, int dt,
+                              ulong n, ulong hn, float alpha, float limit, float up_offset) {
+  const ulong i = get_global_id(0);
+  if (i >= n) return;
+  const ulong r = i / hn, c = i % hn;
+  store_f(y + yo, i, dt,
+          swiglu_act(load_f(x + xo, r * 2 * hn + c, dt), load_f(x + xo, r * 2 * hn + hn + c, dt),
+                     alpha, limit, up_offset));
 }
 
 kernel void cast_any(global const uchar* x, ulong xo, int xdt, global uchar* y, ulong yo, int ydt,

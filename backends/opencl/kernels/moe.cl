@@ -2,9 +2,13 @@
 // prepended; a program is built per kind of weight, WT or WQ).  Per token
 // and chosen expert, the GEMV kernels read only the rows of the experts the
 // token chose, with the expert ids read on the device (no host round trip):
-//   moe_gate_up: h[t, j, :] = silu(gate_e x_t) * (up_e x_t), e = ids[t, j]
-//   moe_down:    out[t, :] = sum_j w[t, j] down_e h[t, j, :] (+ an f32
-//                addend, the routed part when the shared expert follows)
+//   moe_gate_up: h[t, j, :] = act(gate_e x_t + gb_e, up_e x_t + ub_e),
+//                e = ids[t, j]
+//   moe_down:    out[t, :] = sum_j w[t, j] (down_e h[t, j, :] + db_e) (+ an
+//                f32 addend, the routed part when the shared expert follows)
+// act is silu(g) * u, or with `general` the clamped form (swiglu_act of
+// common.cl; version 3 of moe).  The biases gb, ub, db (routed experts only)
+// are [E, n] of dtype `*dt`, or absent with dt < 0.
 // The shared expert runs through the same kernels as one fixed expert with
 // weight g_t (moe_shared_gate: sigmoid(x_t . gate), or 1).  Every work-item
 // computes four output rows.
@@ -30,6 +34,14 @@ inline float4 rows_dot4(global const wtype* w, global const stype* s, int r0, in
               scale_row(s, r3, b0, scols), x, cols, b1);
 }
 
+// Rows r0..r0+3 (clamped to `rows`) of expert e's bias [E, rows] of dtype dt.
+inline float4 bias4(global const uchar* b, int dt, long e, int r0, int rows) {
+  const ulong base = (ulong)e * rows;
+  return (float4)(load_f(b, base + r0, dt), load_f(b, base + min(r0 + 1, rows - 1), dt),
+                  load_f(b, base + min(r0 + 2, rows - 1), dt),
+                  load_f(b, base + min(r0 + 3, rows - 1), dt));
+}
+
 // e = ids[t, j] (or `fixed` >= 0).  An id outside [0, E) records t * k + j
 // in error slot `slot` and zeroes h[t, j, :].
 kernel void moe_gate_up(global const uchar* xb, ulong xo, global const uchar* ids, ulong io,
@@ -37,7 +49,9 @@ kernel void moe_gate_up(global const uchar* xb, ulong xo, global const uchar* id
                         global const uchar* u, ulong uo, global const uchar* gs, ulong gso,
                         global const uchar* us, ulong uso, global float* h, int tokens, int k,
                         int E, int rows, int cols, int b0, int b1, int srows, int scols,
-                        global int* errors, int slot) {
+                        global int* errors, int slot, global const uchar* gb, ulong gbo, int gbdt,
+                        global const uchar* ub, ulong ubo, int ubdt, int general, float alpha,
+                        float limit, float up_offset) {
   const int r0 = get_global_id(0) * 4;
   const int tj = get_global_id(1);
   if (r0 >= rows || tj >= tokens * k) return;
@@ -49,13 +63,21 @@ kernel void moe_gate_up(global const uchar* xb, ulong xo, global const uchar* id
     return;
   }
   global const float* x = CAT(float, xb, xo) + (ulong)(tj / k) * cols;
-  const float4 gv = rows_dot4(expert_matrix(g, go, e, rows, cols),
-                              expert_scales(gs, gso, e, srows, scols), r0, rows, cols, x, b0, b1,
-                              scols);
-  const float4 uv = rows_dot4(expert_matrix(u, uo, e, rows, cols),
-                              expert_scales(us, uso, e, srows, scols), r0, rows, cols, x, b0, b1,
-                              scols);
-  const float4 act = gv / (1.0f + exp(-gv)) * uv;
+  float4 gv = rows_dot4(expert_matrix(g, go, e, rows, cols),
+                        expert_scales(gs, gso, e, srows, scols), r0, rows, cols, x, b0, b1, scols);
+  float4 uv = rows_dot4(expert_matrix(u, uo, e, rows, cols),
+                        expert_scales(us, uso, e, srows, scols), r0, rows, cols, x, b0, b1, scols);
+  float4 act;
+  if (general) {
+    if (gbdt >= 0) gv += bias4(gb + gbo, gbdt, e, r0, rows);
+    if (ubdt >= 0) uv += bias4(ub + ubo, ubdt, e, r0, rows);
+    act = (float4)(swiglu_act(gv.s0, uv.s0, alpha, limit, up_offset),
+                   swiglu_act(gv.s1, uv.s1, alpha, limit, up_offset),
+                   swiglu_act(gv.s2, uv.s2, alpha, limit, up_offset),
+                   swiglu_act(gv.s3, uv.s3, alpha, limit, up_offset));
+  } else {
+    act = gv / (1.0f + exp(-gv)) * uv;
+  }
   hrow[r0] = act.s0;
   if (r0 + 1 < rows) hrow[r0 + 1] = act.s1;
   if (r0 + 2 < rows) hrow[r0 + 2] = act.s2;
@@ -71,7 +93,8 @@ kernel void moe_down(global const float* h, int slots, int fixed, global const u
                      global const float* gates, int has_gates, global const uchar* d, ulong dof,
                      global const uchar* ds, ulong dso, global const float* addend,
                      int has_addend, global uchar* out, ulong oo, int odt, int tokens, int E,
-                     int rows, int cols, int b0, int b1, int srows, int scols) {
+                     int rows, int cols, int b0, int b1, int srows, int scols,
+                     global const uchar* db, ulong dbo, int dbdt) {
   const int r0 = get_global_id(0) * 4;
   const int t = get_global_id(1);
   if (r0 >= rows || t >= tokens) return;
@@ -81,9 +104,10 @@ kernel void moe_down(global const float* h, int slots, int fixed, global const u
     const long e = fixed >= 0 ? fixed : load_id(ids + io, tj, ids64);
     if (e < 0 || e >= E) continue;
     const float w = fixed >= 0 ? (has_gates ? gates[t] : 1.0f) : load_f(wts + wto, tj, wdt);
-    const float4 v = rows_dot4(expert_matrix(d, dof, e, rows, cols),
-                               expert_scales(ds, dso, e, srows, scols), r0, rows, cols,
-                               h + tj * cols, b0, b1, scols);
+    float4 v = rows_dot4(expert_matrix(d, dof, e, rows, cols),
+                         expert_scales(ds, dso, e, srows, scols), r0, rows, cols, h + tj * cols, b0,
+                         b1, scols);
+    if (dbdt >= 0) v += bias4(db + dbo, dbdt, e, r0, rows);
     total = fma((float4)(w), v, total);
   }
   const ulong at = (ulong)t * rows + r0;
@@ -217,12 +241,35 @@ kernel void moe_swiglu(global float* g, global const float* u, ulong n) {
   g[i] = v / (1.0f + exp(-v)) * u[i];
 }
 
-// out[t, c] = sum_j w[t, j] yp[row of (t, j)][c] (+ g_t shared[t, c]),
-// rounded once to out's dtype; one work-item per (c, t).
+// g = act(g + gb_e, u + ub_e) with the clamped form, over the panels'
+// [P][N][32] layout (e: the panel's expert; unused panels take no bias).
+kernel void moe_swiglu_act(global float* g, global const float* u, ulong n,
+                           global const int* route, int E, int N, global const uchar* gb, ulong gbo,
+                           int gbdt, global const uchar* ub, ulong ubo, int ubdt, float alpha,
+                           float limit, float up_offset) {
+  const ulong i = get_global_id(0);
+  if (i >= n) return;
+  float gv = g[i], uv = u[i];
+  if (gbdt >= 0 || ubdt >= 0) {
+    const ulong pn = i / 32;
+    const int e = ROUTE_PANEL_EXPERT(route, E)[pn / N];
+    if (e >= 0) {
+      const ulong at = (ulong)e * N + pn % N;
+      if (gbdt >= 0) gv += load_f(gb + gbo, at, gbdt);
+      if (ubdt >= 0) uv += load_f(ub + ubo, at, ubdt);
+    }
+  }
+  g[i] = swiglu_act(gv, uv, alpha, limit, up_offset);
+}
+
+// out[t, c] = sum_j w[t, j] (yp[row of (t, j)][c] + db_e[c])
+// (+ g_t shared[t, c]), rounded once to out's dtype; one work-item per
+// (c, t).  db: the down bias of dtype dbdt, absent when dbdt < 0.
 kernel void moe_combine(global const float* yp, global const int* route, int E, int P, int k,
                         global const uchar* wts, ulong wto, int wdt, global const uchar* sb,
                         ulong so, int has_shared, global const float* gates, int has_gates,
-                        global uchar* out, ulong oo, int odt, int tokens, int cols) {
+                        global uchar* out, ulong oo, int odt, int tokens, int cols,
+                        global const uchar* db, ulong dbo, int dbdt) {
   const int c = get_global_id(0), t = get_global_id(1);
   if (c >= cols || t >= tokens) return;
   global const int* pair_row = ROUTE_PAIR_ROW(route, E, P);
@@ -230,7 +277,10 @@ kernel void moe_combine(global const float* yp, global const int* route, int E, 
   for (int j = 0; j < k; ++j) {
     const int q = t * k + j, row = pair_row[q];
     if (row < 0) continue;
-    acc = fma(load_f(wts + wto, q, wdt), yp[((ulong)(row / 32) * cols + c) * 32 + row % 32], acc);
+    float y = yp[((ulong)(row / 32) * cols + c) * 32 + row % 32];
+    if (dbdt >= 0)
+      y += load_f(db + dbo, (ulong)ROUTE_PANEL_EXPERT(route, E)[row / 32] * cols + c, dbdt);
+    acc = fma(load_f(wts + wto, q, wdt), y, acc);
   }
   if (has_shared)
     acc = fma(has_gates ? gates[t] : 1.0f, CAT(float, sb, so)[(ulong)t * cols + c], acc);

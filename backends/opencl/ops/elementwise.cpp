@@ -1,8 +1,11 @@
 // Elementwise ops (kernels/elementwise.cl): add and mul with b broadcast to
-// a's shape, silu, sigmoid and swiglu.
+// a's shape, silu, sigmoid and swiglu (version 2: its clamped form, by the
+// *_act kernels, chosen once per node at prepare).
+#include <cmath>
 #include <vector>
 
 #include "kernel.h"
+#include "op_params.h"
 
 namespace moert::ocl {
 namespace {
@@ -125,37 +128,52 @@ std::string check_swiglu(const NodeDesc& node, const Device&) {
   if (!is_activation(t)) return "swiglu of " + dtype_str(t);
   if (node.has_input(1) && node.input(1).dtype() != t)
     return "swiglu of " + dtype_str(t) + " and " + dtype_str(node.input(1).dtype());
+  plugin::swiglu_params(node, "");  // throws (a reason) when invalid
   return "";
 }
 
 class Swiglu final : public Kernel {
  public:
-  explicit Swiglu(PrepareContext& pc)
-      : pair_(pc.kernel(kFile, "swiglu_pair")), halves_(pc.kernel(kFile, "swiglu_halves")) {}
+  Swiglu(PrepareContext& pc, const plugin::SwigluParams& p)
+      : clamped_(!p.plain()),
+        alpha_(static_cast<float>(p.alpha)),
+        limit_(p.limit > 0 ? static_cast<float>(p.limit) : INFINITY),
+        up_offset_(static_cast<float>(p.up_offset)),
+        pair_(pc.kernel(kFile, clamped_ ? "swiglu_pair_act" : "swiglu_pair")),
+        halves_(pc.kernel(kFile, clamped_ ? "swiglu_halves_act" : "swiglu_halves")) {}
   void run(ExecContext& ctx) override {
     const Tensor &g = ctx.in(0), &y = ctx.out(0);
     const uint64_t n = static_cast<uint64_t>(y.numel());
     if (ctx.has(1)) {
-      ctx.args(pair_).tensor(g).tensor(ctx.in(1)).tensor(y).i32(g.dtype).u64(n);
+      Args a = ctx.args(pair_);
+      a.tensor(g).tensor(ctx.in(1)).tensor(y).i32(g.dtype).u64(n);
+      if (clamped_) a.f32(alpha_).f32(limit_).f32(up_offset_);
       ctx.launch(pair_, {n}, {ctx.device().elementwise_wg()});
     } else {
       const uint64_t half = static_cast<uint64_t>(y.dim(-1));
-      ctx.args(halves_).tensor(g).tensor(y).i32(g.dtype).u64(n).u64(half);
+      Args a = ctx.args(halves_);
+      a.tensor(g).tensor(y).i32(g.dtype).u64(n).u64(half);
+      if (clamped_) a.f32(alpha_).f32(limit_).f32(up_offset_);
       ctx.launch(halves_, {n}, {ctx.device().elementwise_wg()});
     }
   }
 
  private:
+  bool clamped_;
+  float alpha_, limit_, up_offset_;  // limit +inf: no clamp
   ClKernel pair_, halves_;
 };
 
-std::unique_ptr<Kernel> create_swiglu(PrepareContext& pc) { return std::make_unique<Swiglu>(pc); }
+std::unique_ptr<Kernel> create_swiglu(PrepareContext& pc) {
+  return std::make_unique<Swiglu>(pc, plugin::swiglu_params(pc.node(), ""));
+}
 
 const KernelRegistration add_reg({"add", check_binary, create_add});
 const KernelRegistration mul_reg({"mul", check_binary, create_mul});
 const KernelRegistration silu_reg({"silu", check_unary, create_silu});
 const KernelRegistration sigmoid_reg({"sigmoid", check_unary, create_sigmoid});
-const KernelRegistration swiglu_reg({"swiglu", check_swiglu, create_swiglu});
+// Version 2: the clamped form (attributes alpha, limit, up_offset).
+const KernelRegistration swiglu_reg(KernelDef("swiglu", check_swiglu, create_swiglu).at_version(2));
 
 }  // namespace
 }  // namespace moert::ocl

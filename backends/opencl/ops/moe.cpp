@@ -14,6 +14,12 @@
 // experts each in their dtype or packed as attributes quant and
 // shared_quant say (version 2 of moe), gate and up of one kind, down
 // possibly another (int4 zero points are per scale tensor).
+// Version 3: the routed experts' biases (f32, bf16 or f16, read in the
+// kernels: gate and up ones before the activation, the down one before the
+// routing weight) and the clamped activation (swiglu_alpha, swiglu_limit,
+// swiglu_up_offset, for the shared expert too).  Without either, every
+// kernel takes its plain path (one uniform branch per work-item in the
+// GEMVs, the plain swiglu kernels in the grouped path).
 #include <array>
 #include <optional>
 #include <utility>
@@ -22,6 +28,7 @@
 #include "gemm.h"
 #include "moe_inputs.h"
 #include "op_checks.h"
+#include "op_params.h"
 
 namespace moert::ocl {
 namespace {
@@ -72,6 +79,10 @@ std::string check_moe(const NodeDesc& node, const Device&) {
     return "moe shared_expert_gate of " + dtype_str(node.input(kSharedExpertGate).dtype());
   const std::vector<int64_t> block = node.attr_ints("block_size", {128, 128});
   if (block.size() != 2 || block[0] <= 0 || block[1] <= 0) return "bad block_size";
+  for (size_t b : {kGateBias, kUpBias, kDownBias})
+    if (node.has_input(b) && !is_activation(node.input(b).dtype()))
+      return "moe bias of " + dtype_str(node.input(b).dtype());
+  plugin::swiglu_params(node, "swiglu_");  // throws (a reason) when invalid
   return "";
 }
 
@@ -122,6 +133,12 @@ class Moe final : public Kernel {
     const std::vector<int64_t> block = node.attr_ints("block_size", {128, 128});
     block_ = {block[0], block[1]};
     shared_ = node.has_input(kSharedGate);
+    const plugin::SwigluParams act = plugin::swiglu_params(node, "swiglu_");
+    act_alpha_ = static_cast<float>(act.alpha);
+    act_limit_ = act.limit > 0 ? static_cast<float>(act.limit) : INFINITY;
+    act_up_offset_ = static_cast<float>(act.up_offset);
+    general_act_ = !act.plain();
+    biased_ = node.has_input(kGateBias) || node.has_input(kUpBias) || node.has_input(kDownBias);
     grouped_ = pc.device().style() == KernelStyle::cpu;
     if (grouped_) {
       count_ = pc.kernel(kFile, "moe_count", gu);
@@ -129,7 +146,7 @@ class Moe final : public Kernel {
       fill_ = pc.kernel(kFile, "moe_fill", gu);
       pack_ = pc.kernel(kFile, "moe_pack", gu);
       gemm_gu_ = pc.kernel(kFile, "moe_gemm", gu);
-      swiglu_ = pc.kernel(kFile, "moe_swiglu", gu);
+      swiglu_ = pc.kernel(kFile, general_act_ || biased_ ? "moe_swiglu_act" : "moe_swiglu", gu);
       gemm_down_ = pc.kernel(kFile, "moe_gemm", dn);
       combine_ = pc.kernel(kFile, "moe_combine", gu);
     }
@@ -145,7 +162,8 @@ class Moe final : public Kernel {
         shared_gemm_gate_.emplace(pc, kind_of(node, kSharedGate));
         shared_gemm_up_.emplace(pc, kind_of(node, kSharedUp));
         shared_gemm_down_.emplace(pc, kind_of(node, kSharedDown));
-        swiglu_pair_ = pc.kernel("elementwise.cl", "swiglu_pair");
+        swiglu_pair_ =
+            pc.kernel("elementwise.cl", general_act_ ? "swiglu_pair_act" : "swiglu_pair");
       }
     }
   }
@@ -185,6 +203,13 @@ class Moe final : public Kernel {
     return ctx.has(i) ? ctx.in(i) : none_;
   }
 
+  // Bias input b as the kernels take it: buffer, offset, dtype (-1: absent;
+  // always for the shared expert, `routed` false).
+  void bias_args(Args& a, const ExecContext& ctx, size_t b, bool routed = true) const {
+    const bool has = routed && ctx.has(b);
+    a.tensor(has ? ctx.in(b) : none_).i32(has ? static_cast<int32_t>(ctx.in(b).dtype) : -1);
+  }
+
   // Shared expert gates g_t, in scratch memory; an empty block (get() is
   // nullptr) without a shared_expert_gate.
   Device::ScratchBlock shared_gates(const ExecContext& ctx, const Tensor& xf) const {
@@ -220,7 +245,7 @@ class Moe final : public Kernel {
         ctx.scratch(slots * static_cast<uint64_t>(inter) * 4, "expert activations");
     cl_mem h = h_block.get();
     gate_up(ctx, gate_up_, xf, ids, -1, ctx.in(kGate), ctx.in(kUp), optional(ctx, kGateScale),
-            optional(ctx, kUpScale), h, tokens, k, experts, inter, hidden, gu_blocks_, wg);
+            optional(ctx, kUpScale), h, tokens, k, experts, inter, hidden, gu_blocks_, wg, true);
     Tensor acc = out;
     Device::ScratchBlock acc_block;
     if (shared_) {
@@ -228,7 +253,7 @@ class Moe final : public Kernel {
       acc = f32_view(acc_block.get(), 0, {tokens, hidden});
     }
     down(ctx, down_, h, k, -1, ids, w, nullptr, ctx.in(kDown), optional(ctx, kDownScale), nullptr,
-         acc, tokens, experts, hidden, inter, down_blocks_, wg);
+         acc, tokens, experts, hidden, inter, down_blocks_, wg, true);
     if (!shared_) return;
     // The shared expert: one fixed expert, weighted by its gate (or 1).
     const int64_t shared_inter = ctx.in(kSharedGate).dim(0);
@@ -237,10 +262,10 @@ class Moe final : public Kernel {
     cl_mem hs = hs_block.get();
     gate_up(ctx, shared_gate_up_, xf, none_, 0, ctx.in(kSharedGate), ctx.in(kSharedUp),
             optional(ctx, kSharedGateScale), optional(ctx, kSharedUpScale), hs, tokens, 1, 1,
-            shared_inter, hidden, shared_gu_blocks_, wg);
+            shared_inter, hidden, shared_gu_blocks_, wg, false);
     down(ctx, shared_down_, hs, 1, 0, none_, none_, shared_gates(ctx, xf).get(),
          ctx.in(kSharedDown), optional(ctx, kSharedDownScale), acc.mem, out, tokens, 1, hidden,
-         shared_inter, shared_down_blocks_, wg);
+         shared_inter, shared_down_blocks_, wg, false);
   }
 
   void run_grouped(const ExecContext& ctx, const Tensor& xf) const {
@@ -295,7 +320,15 @@ class Moe final : public Kernel {
     panel_gemm(ctx, gemm_gu_, xp, route, E, P, ctx.in(kUp), optional(ctx, kUpScale), u, inter,
                hidden, gu_blocks_);
     const uint64_t n = rows * static_cast<uint64_t>(inter);
-    ctx.args(swiglu_).mem(g).mem(u).u64(n);
+    if (general_act_ || biased_) {
+      Args a = ctx.args(swiglu_);
+      a.mem(g).mem(u).u64(n).mem(route).i32(E).i32(static_cast<int32_t>(inter));
+      bias_args(a, ctx, kGateBias);
+      bias_args(a, ctx, kUpBias);
+      a.f32(act_alpha_).f32(act_limit_).f32(act_up_offset_);
+    } else {
+      ctx.args(swiglu_).mem(g).mem(u).u64(n);
+    }
     ctx.launch(swiglu_, {n}, {ew});
     panel_gemm(ctx, gemm_down_, g, route, E, P, ctx.in(kDown), optional(ctx, kDownScale), y, hidden,
                inter, down_blocks_);
@@ -314,15 +347,17 @@ class Moe final : public Kernel {
       dense(ctx, *shared_gemm_gate_, xf, kSharedGate, kSharedGateScale, gs);
       dense(ctx, *shared_gemm_up_, xf, kSharedUp, kSharedUpScale, us);
       const uint64_t count = static_cast<uint64_t>(tokens * si);
-      ctx.args(swiglu_pair_).tensor(gs).tensor(us).tensor(gs).i32(MOERT_DTYPE_F32).u64(count);
+      Args act = ctx.args(swiglu_pair_);
+      act.tensor(gs).tensor(us).tensor(gs).i32(MOERT_DTYPE_F32).u64(count);
+      if (general_act_) act.f32(act_alpha_).f32(act_limit_).f32(act_up_offset_);
       ctx.launch(swiglu_pair_, {count}, {ew});
       dense(ctx, *shared_gemm_down_, gs, kSharedDown, kSharedDownScale,
             f32_view(shared, shared_offset, {tokens, hidden}));
       gates_block = shared_gates(ctx, xf);
       gates = gates_block.get();
     }
-    ctx.args(combine_)
-        .mem(y)
+    Args combine = ctx.args(combine_);
+    combine.mem(y)
         .mem(route)
         .i32(E)
         .i32(P)
@@ -338,6 +373,7 @@ class Moe final : public Kernel {
         .i32(out.dtype)
         .i32(static_cast<int32_t>(tokens))
         .i32(static_cast<int32_t>(hidden));
+    bias_args(combine, ctx, kDownBias);
     ctx.launch(combine_, {static_cast<size_t>(hidden), static_cast<size_t>(tokens)}, {ew, 1});
   }
 
@@ -386,9 +422,9 @@ class Moe final : public Kernel {
   void gate_up(const ExecContext& ctx, const ClKernel& kernel, const Tensor& xf, const Tensor& ids,
                int32_t fixed, const Tensor& g, const Tensor& u, const Tensor& gs, const Tensor& us,
                cl_mem h, int64_t tokens, int64_t k, int64_t experts, int64_t rows, int64_t cols,
-               const Blocks& b, size_t wg) const {
-    ctx.args(kernel)
-        .tensor(xf)
+               const Blocks& b, size_t wg, bool routed) const {
+    Args a = ctx.args(kernel);
+    a.tensor(xf)
         .tensor(ids)
         .i32(ids.dtype == MOERT_DTYPE_I64 ? 1 : 0)
         .i32(fixed)
@@ -408,6 +444,12 @@ class Moe final : public Kernel {
         .i32(b.scols)
         .mem(ctx.errors ? ctx.errors : ctx.placeholder)
         .i32(slot_);
+    bias_args(a, ctx, kGateBias, routed);
+    bias_args(a, ctx, kUpBias, routed);
+    a.i32(general_act_ || (routed && biased_) ? 1 : 0)
+        .f32(act_alpha_)
+        .f32(act_limit_)
+        .f32(act_up_offset_);
     ctx.launch(kernel, {static_cast<size_t>((rows + 3) / 4), static_cast<size_t>(tokens * k)},
                {wg, 1});
   }
@@ -415,9 +457,9 @@ class Moe final : public Kernel {
   void down(const ExecContext& ctx, const ClKernel& kernel, cl_mem h, int64_t slots, int32_t fixed,
             const Tensor& ids, const Tensor& w, cl_mem gates, const Tensor& dw, const Tensor& ds,
             cl_mem addend, const Tensor& out, int64_t tokens, int64_t experts, int64_t rows,
-            int64_t cols, const Blocks& b, size_t wg) const {
-    ctx.args(kernel)
-        .mem(h)
+            int64_t cols, const Blocks& b, size_t wg, bool routed) const {
+    Args a = ctx.args(kernel);
+    a.mem(h)
         .i32(static_cast<int32_t>(slots))
         .i32(fixed)
         .tensor(ids)
@@ -440,6 +482,7 @@ class Moe final : public Kernel {
         .i32(b.b1)
         .i32(b.srows)
         .i32(b.scols);
+    bias_args(a, ctx, kDownBias, routed);
     ctx.launch(kernel, {static_cast<size_t>((rows + 3) / 4), static_cast<size_t>(tokens)}, {wg, 1});
   }
 
@@ -450,15 +493,20 @@ class Moe final : public Kernel {
   Blocks gu_blocks_, down_blocks_, shared_gu_blocks_, shared_down_blocks_;
   std::array<int64_t, 2> block_{128, 128};
   bool shared_ = false, grouped_ = false;
+  // Version 3: the activation's parameters (limit +inf: none) and whether
+  // it is not plain SwiGLU; whether the node has any routed bias.
+  float act_alpha_ = 1.0f, act_limit_ = INFINITY, act_up_offset_ = 0.0f;
+  bool general_act_ = false, biased_ = false;
   int slot_ = 0;
 };
 
 std::unique_ptr<Kernel> create_moe(PrepareContext& pc) { return std::make_unique<Moe>(pc); }
 
-// Version 2: packed weights (attributes quant and shared_quant).
+// Version 2: packed weights (attributes quant and shared_quant); version 3:
+// routed biases and the clamped activation.
 KernelDef moe_def() {
   KernelDef def("moe", check_moe, create_moe);
-  def.version = 2;
+  def.version = 3;
   return def;
 }
 
