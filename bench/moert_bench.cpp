@@ -64,7 +64,8 @@ What to run:
   -t, --threads LIST    CPU threads (MOERT_CPU_THREADS and OMP_NUM_THREADS); a comma
                         list runs each value in its own child process (default:
                         $MOERT_CPU_THREADS, else every hardware thread)
-  --act-dtype D         activation and KV cache dtype: f32, bf16, f16 (default f32)
+  --act-dtype D         activation dtype: f32, bf16, f16 (default f32)
+  --kv-dtype D          KV cache dtype: f32, bf16, f16, fp8 (default: the activation dtype)
   --precision P         fast (default: bf16 products with narrow weights, as users run)
                         or exact (f32 products; LoadOptions::precision)
   -p N                  prompt tokens of the pp test (default 512; 0 skips it)
@@ -90,6 +91,7 @@ struct Options {
   std::vector<std::string> backends = {"cpu"};
   std::vector<int> threads;
   moert::DType act_dtype = moert::DType::f32;
+  std::string kv_dtype;  // "": the activation dtype
   std::string precision = "fast";
   int64_t p = 512, n = 32, d = 0, r = 3;
   bool strict = true;
@@ -175,6 +177,10 @@ Options parse(int argc, char** argv) {
       o.threads.clear();
       for (const std::string& t : split(next()))
         o.threads.push_back(static_cast<int>(parse_int(arg, t, 1)));
+    } else if (arg == "--kv-dtype") {
+      o.kv_dtype = next();
+      if (o.kv_dtype != "f32" && o.kv_dtype != "bf16" && o.kv_dtype != "f16" && o.kv_dtype != "fp8")
+        usage_error("--kv-dtype must be f32, bf16, f16 or fp8, got '" + o.kv_dtype + "'");
     } else if (arg == "--act-dtype") {
       const std::string d = next();
       if (d == "f32")
@@ -389,13 +395,15 @@ void note(const std::string& message) {
 
 json bench_backend(const Options& o, const ModelSpec& spec, const std::string& dtype,
                    const std::string& backend, int threads, const json& bandwidth) {
-  json row = {{"model", spec.name},
-              {"backend", backend},
-              {"threads", threads},
-              {"weights", spec.directory.empty() ? "random " + dtype : "checkpoint"},
-              {"activation_dtype", std::string(moert::dtype_name(o.act_dtype))},
-              {"precision", o.precision},
-              {"strict", o.strict}};
+  json row = {
+      {"model", spec.name},
+      {"backend", backend},
+      {"threads", threads},
+      {"weights", spec.directory.empty() ? "random " + dtype : "checkpoint"},
+      {"activation_dtype", std::string(moert::dtype_name(o.act_dtype))},
+      {"kv_dtype", o.kv_dtype.empty() ? std::string(moert::dtype_name(o.act_dtype)) : o.kv_dtype},
+      {"precision", o.precision},
+      {"strict", o.strict}};
   const std::string label =
       backend + " " + (dtype.empty() ? "" : dtype + " ") + "t=" + std::to_string(threads);
   try {
@@ -409,6 +417,7 @@ json bench_backend(const Options& o, const ModelSpec& spec, const std::string& d
     moert::LoadOptions lo;
     lo.device = backend;
     lo.dtype = o.act_dtype;
+    lo.kv_dtype = o.kv_dtype;
     lo.precision = o.precision;
     lo.strict = o.strict;
     // Room for the longest sequence: the pp prompt plus one decode step

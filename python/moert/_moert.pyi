@@ -99,6 +99,7 @@ def load(
     progress: Optional[_ProgressCallback] = None,
     quantize: str = "",
     precision: str = "fast",
+    kv_dtype: str = "",
 ) -> Model: ...
 def random_model(
     config_json: str,
@@ -113,6 +114,7 @@ def random_model(
     quantize: str = "",
     progress: Optional[_ProgressCallback] = None,
     precision: str = "fast",
+    kv_dtype: str = "",
 ) -> Model: ...
 def read_bandwidth() -> float: ...
 

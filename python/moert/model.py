@@ -20,7 +20,7 @@ Progress = Union[None, bool, Callable[[str, int, int], object]]
 
 def load(path: Union[str, os.PathLike], backend: str = "reference", dtype: str = "f32",
          max_context: int = 0, strict: bool = False, progress: Progress = None,
-         quantize: str = "", precision: str = "fast") -> Model:
+         quantize: str = "", precision: str = "fast", kv_dtype: str = "") -> Model:
     """Loads a Hugging Face checkpoint directory and returns a Model.
 
     Args:
@@ -61,6 +61,10 @@ def load(path: Union[str, os.PathLike], backend: str = "reference", dtype: str =
             attention and sums stay f32, routers' logits exact.  "exact": f32
             products of the weights as stored, the mode the tests check every
             backend against the reference in.
+        kv_dtype: the KV cache's element type: "" (the default: the
+            activation dtype), "f32", "bf16", "f16" or "fp8" (e4m3, no scale:
+            a quarter of f32's bytes per cached position).
+            summary()["kv_bytes_per_token"] shows what is allocated.
 
     Raises:
         moert.Error: naming the file, tensor or parameter at fault (an
@@ -71,7 +75,7 @@ def load(path: Union[str, os.PathLike], backend: str = "reference", dtype: str =
     callback = _progress.resolve(progress)
     try:
         loaded = _moert.load(os.fspath(path), backend, dtype, max_context, strict, callback,
-                             quantize, precision)
+                             quantize, precision, kv_dtype)
     finally:
         _progress.close(callback)
     return Model(loaded)
@@ -81,7 +85,7 @@ def random_model(config: Union[str, Mapping[str, Any]], weights: str = "bf16", s
                  std: float = 0.02, name: str = "config", backend: str = "reference",
                  dtype: str = "f32", max_context: int = 0, strict: bool = False,
                  quantize: str = "", progress: Progress = None,
-                 precision: str = "fast") -> Model:
+                 precision: str = "fast", kv_dtype: str = "") -> Model:
     """A Model with random weights built from a config.json body, no files.
 
     Args:
@@ -94,9 +98,9 @@ def random_model(config: Union[str, Mapping[str, Any]], weights: str = "bf16", s
         seed, std: every matrix N(0, std²) (a bounded draw), norms 1.0; the
             values depend only on the seed and each tensor's name.
         name: names the config in error messages (and is the model's path).
-        backend, dtype, max_context, strict, quantize, progress, precision:
-            as for load() (progress sees "build", the bytes generated, and
-            "prepare").
+        backend, dtype, max_context, strict, quantize, progress, precision,
+            kv_dtype: as for load() (progress sees "build", the bytes
+            generated, and "prepare").
 
     Raises:
         moert.Error: naming `name` and the config field at fault.
@@ -105,7 +109,7 @@ def random_model(config: Union[str, Mapping[str, Any]], weights: str = "bf16", s
     callback = _progress.resolve(progress)
     try:
         made = _moert.random_model(body, weights, seed, std, name, backend, dtype, max_context,
-                                   strict, quantize, callback, precision)
+                                   strict, quantize, callback, precision, kv_dtype)
     finally:
         _progress.close(callback)
     return Model(made)

@@ -22,8 +22,8 @@ const char* const kUsage =
     "       moert run MODEL_DIR [--backend NAME] [--prompt TEXT | --prompt-ids 1,2,3]\n"
     "                 [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S]\n"
     "                 [--stop IDS] [--dtype f32|bf16|f16] [--quantize int8|int4|mxfp4]\n"
-    "                 [--precision fast|exact] [--max-context N] [--strict]\n"
-    "                 [--logits-out FILE.npy] [--no-progress]\n";
+    "                 [--precision fast|exact] [--kv-dtype f32|bf16|f16|fp8] [--max-context N]\n"
+    "                 [--strict] [--logits-out FILE.npy] [--no-progress]\n";
 
 // A mistake in the command line: reported with the usage, exit status 2.
 struct UsageError : std::runtime_error {
@@ -175,6 +175,12 @@ int run(const std::vector<std::string>& args, std::ostream& out, const Hooks& ho
       if (load.precision != "fast" && load.precision != "exact")
         throw UsageError("argument --precision: must be fast or exact, got '" + load.precision +
                          "'");
+    } else if (flag == "--kv-dtype") {
+      load.kv_dtype = a.value(flag);
+      if (load.kv_dtype != "f32" && load.kv_dtype != "bf16" && load.kv_dtype != "f16" &&
+          load.kv_dtype != "fp8")
+        throw UsageError("argument --kv-dtype: must be f32, bf16, f16 or fp8, got '" +
+                         load.kv_dtype + "'");
     } else if (flag == "--dtype") {
       const std::string d = a.value(flag);
       const std::optional<DType> t = dtype_from_name(d);

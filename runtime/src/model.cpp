@@ -180,6 +180,17 @@ std::unique_ptr<Model> Model::build(const ArchSpec& arch, const std::string& nam
         "load option precision must be \"fast\" or \"exact\", got \"" + options.precision + "\"");
   BuildOptions build;
   build.activation_dtype = options.dtype;
+  build.kv_dtype = options.dtype;
+  if (!options.kv_dtype.empty()) {
+    const std::optional<DType> kv = options.kv_dtype == "fp8" ? std::optional<DType>(DType::f8_e4m3)
+                                                              : dtype_from_name(options.kv_dtype);
+    check(kv && (*kv == DType::f32 || *kv == DType::bf16 || *kv == DType::f16 ||
+                 *kv == DType::f8_e4m3),
+          "load option kv_dtype must be \"\" (the activation dtype), \"f32\", \"bf16\", "
+          "\"f16\" or \"fp8\", got \"" +
+              options.kv_dtype + "\"");
+    build.kv_dtype = *kv;
+  }
   build.bf16_products = options.precision == "fast";
   build.max_context = options.max_context > 0
                           ? options.max_context

@@ -57,6 +57,12 @@ struct LoadOptions {
   std::string precision = "fast";
   // KV cache positions; 0 = min(max_position_embeddings, 4096).
   int64_t max_context = 0;
+  // The KV cache's element type: "" (the activation dtype), "f32", "bf16",
+  // "f16" or "fp8" (f8_e4m3: keys and values rounded to e4m3, saturating at
+  // ±448, a quarter of f32's bytes; no scale).  Attention reads the cache in
+  // its dtype and computes in f32.  ModelSummary::kv_bytes_per_token shows
+  // what is allocated.
+  std::string kv_dtype;
   bool strict = false;  // a fallback to the reference backend is an error
   // Called while loading (see LoadProgress); with a callback the weights are
   // read up front, so that the disk reads show as the "read" stage.

@@ -216,8 +216,8 @@ ValueId Builder::gqa_attention(const std::string& p, ValueId h, int64_t layer) {
   }
   q = g_.add("rope", attn + "q_rope", {q, positions_}, rope_attrs());
   k = g_.add("rope", attn + "k_rope", {k, positions_}, rope_attrs());
-  ValueId kc = g_.add_state(attn + "k_cache", opt_.activation_dtype, {opt_.max_context, nkv, hd});
-  ValueId vc = g_.add_state(attn + "v_cache", opt_.activation_dtype, {opt_.max_context, nkv, hd});
+  ValueId kc = g_.add_state(attn + "k_cache", opt_.kv_dtype, {opt_.max_context, nkv, hd});
+  ValueId vc = g_.add_state(attn + "v_cache", opt_.kv_dtype, {opt_.max_context, nkv, hd});
   std::vector<ValueId> in = {q, k, v, kc, vc};
   if (a_.attention_sinks) in.push_back(constant(attn + "sinks", {nh}, WeightRole::bias));
   ValueId o = g_.add("attention", attn + "attention", in, attention_attrs(layer));
@@ -261,8 +261,8 @@ ValueId Builder::mla_attention(const std::string& p, ValueId h, int64_t layer) {
   ValueId v = slice(attn + "v", kv, 2, dn, dv);
   ValueId qq = g_.add("concat", attn + "q", {q_nope, q_pe}, {{"axis", int64_t{2}}});
   ValueId kk = g_.add("concat", attn + "k", {k_nope, k_pe}, {{"axis", int64_t{2}}});
-  ValueId kc = g_.add_state(attn + "k_cache", opt_.activation_dtype, {opt_.max_context, nh, dq});
-  ValueId vc = g_.add_state(attn + "v_cache", opt_.activation_dtype, {opt_.max_context, nh, dv});
+  ValueId kc = g_.add_state(attn + "k_cache", opt_.kv_dtype, {opt_.max_context, nh, dq});
+  ValueId vc = g_.add_state(attn + "v_cache", opt_.kv_dtype, {opt_.max_context, nh, dv});
   ValueId o = g_.add("attention", attn + "attention", {qq, kk, v, kc, vc}, attention_attrs(layer));
   o = reshape(attn + "merge_heads", o, {0, nh * dv});
   return apply(attn + "o_proj", o, linear(attn + "o_proj", a_.hidden, nh * dv, false));

@@ -13,7 +13,8 @@ namespace moert {
 
 struct BuildOptions {
   DType activation_dtype = DType::f32;
-  int64_t max_context = 0;  // KV cache positions
+  DType kv_dtype = DType::f32;  // the KV caches' element type
+  int64_t max_context = 0;      // KV cache positions
   // Products in the weights' precision (LoadOptions::precision "fast"): with
   // f32 activations, every linear and moe node whose weights are narrower
   // than f32 gets the attribute products = "bf16" (ops/linear.cpp), or

@@ -1,0 +1,107 @@
+"""The KV cache's element type (LoadOptions::kv_dtype, moert.load(kv_dtype=)).
+
+A tiny checkpoint of each attention kind (GQA, MLA) runs a long session -- a
+prompt, then many single-token steps -- with its cache in f32, bf16, f16 and
+fp8 (e4m3).  summary() must report the bytes each position takes, and the
+logits must stay within the error the cache's rounding explains: keys and
+values rounded to bf16 (2^-9 relative), f16 (2^-11) or e4m3 (2^-4) perturb
+each score and each attended value by about that much, and the logits
+inherit it through the layers.
+"""
+
+import os
+import pathlib
+import sys
+
+import numpy as np
+import pytest
+
+from moert_reference import make_checkpoint
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+_BUILD_PYTHON = os.environ.get("MOERT_PYTHON_DIR") or str(ROOT / "build" / "python")
+if os.path.isdir(_BUILD_PYTHON) and _BUILD_PYTHON not in sys.path:
+    sys.path.append(_BUILD_PYTHON)
+
+try:
+    import moert
+except ImportError as exc:
+    pytest.skip(f"the moert Python module is not importable ({exc})", allow_module_level=True)
+
+PROMPT = [3, 17, 101, 7, 42, 250, 9, 64, 11, 300, 5, 77]
+STEPS = 60
+BYTES = {"f32": 4, "bf16": 2, "f16": 2, "fp8": 1}
+# Per row, |logit error| over max |logit| against the f32 cache.  Measured on
+# the tiny models (reference backend, 73 rows): bf16 median 1.2e-3, max
+# 2.9e-3; f16 median 1.9e-4, max 5e-4; fp8 median 2-2.4e-2, max 0.04-0.62.
+# fp8's max is a routing flip: a rounding that moves a token's expert choice
+# changes its row by order 1 on these random models, so fp8 is held to its
+# median; bf16 and f16 are small enough that no route flips, and are held to
+# their max too.  A wrong cache (a row misplaced, a dtype misread) errs by
+# order 1 in the median.
+MEDIAN_BOUNDS = {"bf16": 5e-3, "f16": 1e-3, "fp8": 6e-2}
+MAX_BOUNDS = {"bf16": 1e-2, "f16": 2e-3}
+
+
+def devices():
+    cpu = [b for b in moert.backends() if b["name"] == "cpu" and b["available"]]
+    return ["reference"] + (["cpu"] if cpu else [])
+
+
+def session_logits(model):
+    s = model.session()
+    rows = [np.asarray(s.append(PROMPT))[-1]]
+    token = int(np.argmax(rows[-1]))
+    for i in range(STEPS):
+        rows.append(np.asarray(s.append([(token + 31 * i) % 512]))[-1])
+    return np.stack(rows).astype(np.float64)
+
+
+@pytest.fixture(scope="module", params=["qwen3_moe", "deepseek_v3"])
+def checkpoint(request, tmp_path_factory):
+    d = tmp_path_factory.mktemp(request.param)
+    config = make_checkpoint.make_checkpoint(request.param, str(d), dtype="bf16", seed=5)
+    return d, config
+
+
+def kv_elements_per_position(config):
+    layers = config["num_hidden_layers"]
+    if config["model_type"].startswith("deepseek"):
+        nh = config["num_attention_heads"]
+        dk = config["qk_nope_head_dim"] + config["qk_rope_head_dim"]
+        return layers * nh * (dk + config["v_head_dim"])  # expanded MLA
+    nkv = config["num_key_value_heads"]
+    hd = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+    return layers * 2 * nkv * hd
+
+
+@pytest.mark.parametrize("device", devices())
+def test_cache_dtypes(checkpoint, device):
+    directory, config = checkpoint
+    strict = device != "reference"
+    base = moert.load(str(directory), backend=device, strict=strict, precision="exact")
+    want = session_logits(base)
+    scale = np.abs(want).max(axis=1)
+    per_position = kv_elements_per_position(config)
+    assert base.summary(roofline=False)["kv_bytes_per_token"] == per_position * 4
+    for kv in ("bf16", "f16", "fp8"):
+        model = moert.load(str(directory), backend=device, strict=strict, precision="exact",
+                           kv_dtype=kv)
+        assert model.summary(roofline=False)["kv_bytes_per_token"] == per_position * BYTES[kv]
+        got = session_logits(model)
+        err = np.abs(got - want).max(axis=1) / scale
+        median = float(np.median(err))
+        assert 0 < median <= MEDIAN_BOUNDS[kv], f"{kv} cache on {device}: median row error " \
+                                                f"{median:.3g}"
+        if kv in MAX_BOUNDS:
+            assert err.max() <= MAX_BOUNDS[kv], f"{kv} cache on {device}: max row error " \
+                                                f"{err.max():.3g}"
+
+
+def test_cache_dtype_defaults_to_the_activations_and_is_checked(checkpoint):
+    directory, config = checkpoint
+    per_position = kv_elements_per_position(config)
+    bf16 = moert.load(str(directory), dtype="bf16")
+    assert bf16.summary(roofline=False)["kv_bytes_per_token"] == per_position * 2
+    with pytest.raises(moert.Error, match='load option kv_dtype must be .* got "int3"'):
+        moert.load(str(directory), kv_dtype="int3")
