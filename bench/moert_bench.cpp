@@ -66,6 +66,7 @@ What to run:
                         $MOERT_CPU_THREADS, else every hardware thread)
   --act-dtype D         activation dtype: f32, bf16, f16 (default f32)
   --kv-dtype D          KV cache dtype: f32, bf16, f16, fp8 (default: the activation dtype)
+  --mla-cache M         DeepSeek's MLA cache: latent (default) or expanded
   --precision P         fast (default: bf16 products with narrow weights, as users run)
                         or exact (f32 products; LoadOptions::precision)
   -p N                  prompt tokens of the pp test (default 512; 0 skips it)
@@ -92,6 +93,7 @@ struct Options {
   std::vector<int> threads;
   moert::DType act_dtype = moert::DType::f32;
   std::string kv_dtype;  // "": the activation dtype
+  std::string mla_cache = "latent";
   std::string precision = "fast";
   int64_t p = 512, n = 32, d = 0, r = 3;
   bool strict = true;
@@ -177,6 +179,10 @@ Options parse(int argc, char** argv) {
       o.threads.clear();
       for (const std::string& t : split(next()))
         o.threads.push_back(static_cast<int>(parse_int(arg, t, 1)));
+    } else if (arg == "--mla-cache") {
+      o.mla_cache = next();
+      if (o.mla_cache != "latent" && o.mla_cache != "expanded")
+        usage_error("--mla-cache must be latent or expanded, got '" + o.mla_cache + "'");
     } else if (arg == "--kv-dtype") {
       o.kv_dtype = next();
       if (o.kv_dtype != "f32" && o.kv_dtype != "bf16" && o.kv_dtype != "f16" && o.kv_dtype != "fp8")
@@ -403,6 +409,7 @@ json bench_backend(const Options& o, const ModelSpec& spec, const std::string& d
       {"activation_dtype", std::string(moert::dtype_name(o.act_dtype))},
       {"kv_dtype", o.kv_dtype.empty() ? std::string(moert::dtype_name(o.act_dtype)) : o.kv_dtype},
       {"precision", o.precision},
+      {"mla_cache", o.mla_cache},
       {"strict", o.strict}};
   const std::string label =
       backend + " " + (dtype.empty() ? "" : dtype + " ") + "t=" + std::to_string(threads);
@@ -418,6 +425,7 @@ json bench_backend(const Options& o, const ModelSpec& spec, const std::string& d
     lo.device = backend;
     lo.dtype = o.act_dtype;
     lo.kv_dtype = o.kv_dtype;
+    lo.mla_cache = o.mla_cache;
     lo.precision = o.precision;
     lo.strict = o.strict;
     // Room for the longest sequence: the pp prompt plus one decode step

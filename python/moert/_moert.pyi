@@ -100,6 +100,7 @@ def load(
     quantize: str = "",
     precision: str = "fast",
     kv_dtype: str = "",
+    mla_cache: str = "latent",
 ) -> Model: ...
 def random_model(
     config_json: str,
@@ -115,6 +116,7 @@ def random_model(
     progress: Optional[_ProgressCallback] = None,
     precision: str = "fast",
     kv_dtype: str = "",
+    mla_cache: str = "latent",
 ) -> Model: ...
 def read_bandwidth() -> float: ...
 

@@ -20,7 +20,8 @@ Progress = Union[None, bool, Callable[[str, int, int], object]]
 
 def load(path: Union[str, os.PathLike], backend: str = "reference", dtype: str = "f32",
          max_context: int = 0, strict: bool = False, progress: Progress = None,
-         quantize: str = "", precision: str = "fast", kv_dtype: str = "") -> Model:
+         quantize: str = "", precision: str = "fast", kv_dtype: str = "",
+         mla_cache: str = "latent") -> Model:
     """Loads a Hugging Face checkpoint directory and returns a Model.
 
     Args:
@@ -65,6 +66,12 @@ def load(path: Union[str, os.PathLike], backend: str = "reference", dtype: str =
             activation dtype), "f32", "bf16", "f16" or "fp8" (e4m3, no scale:
             a quarter of f32's bytes per cached position).
             summary()["kv_bytes_per_token"] shows what is allocated.
+        mla_cache: DeepSeek's latent attention: "latent" (the default) caches
+            one compressed vector per position (kv_lora_rank +
+            qk_rope_head_dim, and the kv_lora_rank values read as the value)
+            with kv_b_proj folded into the query and output; "expanded"
+            caches every head's key and value.  Same logits up to summation
+            order.
 
     Raises:
         moert.Error: naming the file, tensor or parameter at fault (an
@@ -75,7 +82,7 @@ def load(path: Union[str, os.PathLike], backend: str = "reference", dtype: str =
     callback = _progress.resolve(progress)
     try:
         loaded = _moert.load(os.fspath(path), backend, dtype, max_context, strict, callback,
-                             quantize, precision, kv_dtype)
+                             quantize, precision, kv_dtype, mla_cache)
     finally:
         _progress.close(callback)
     return Model(loaded)
@@ -85,7 +92,8 @@ def random_model(config: Union[str, Mapping[str, Any]], weights: str = "bf16", s
                  std: float = 0.02, name: str = "config", backend: str = "reference",
                  dtype: str = "f32", max_context: int = 0, strict: bool = False,
                  quantize: str = "", progress: Progress = None,
-                 precision: str = "fast", kv_dtype: str = "") -> Model:
+                 precision: str = "fast", kv_dtype: str = "",
+                 mla_cache: str = "latent") -> Model:
     """A Model with random weights built from a config.json body, no files.
 
     Args:
@@ -99,7 +107,7 @@ def random_model(config: Union[str, Mapping[str, Any]], weights: str = "bf16", s
             values depend only on the seed and each tensor's name.
         name: names the config in error messages (and is the model's path).
         backend, dtype, max_context, strict, quantize, progress, precision,
-            kv_dtype: as for load() (progress sees "build", the bytes
+            kv_dtype, mla_cache: as for load() (progress sees "build", the bytes
             generated, and "prepare").
 
     Raises:
@@ -109,7 +117,8 @@ def random_model(config: Union[str, Mapping[str, Any]], weights: str = "bf16", s
     callback = _progress.resolve(progress)
     try:
         made = _moert.random_model(body, weights, seed, std, name, backend, dtype, max_context,
-                                   strict, quantize, callback, precision, kv_dtype)
+                                   strict, quantize, callback, precision, kv_dtype,
+                                   mla_cache)
     finally:
         _progress.close(callback)
     return Model(made)

@@ -479,7 +479,7 @@ py::list plugin_failures() {
 moert::LoadOptions load_options(const std::string& what, const std::string& backend,
                                 const std::string& dtype, int64_t max_context, bool strict,
                                 const std::string& quantize, const std::string& precision,
-                                const std::string& kv_dtype) {
+                                const std::string& kv_dtype, const std::string& mla_cache) {
   moert::LoadOptions o;
   o.device = backend;
   std::optional<moert::DType> t = moert::dtype_from_name(dtype);
@@ -490,15 +490,16 @@ moert::LoadOptions load_options(const std::string& what, const std::string& back
   o.quantize = quantize;
   o.precision = precision;
   o.kv_dtype = kv_dtype;
+  o.mla_cache = mla_cache;
   return o;
 }
 
 PyModel load(const std::string& path, const std::string& backend, const std::string& dtype,
              int64_t max_context, bool strict, const py::object& progress,
-             const std::string& quantize, const std::string& precision,
-             const std::string& kv_dtype) {
-  moert::LoadOptions o =
-      load_options("load", backend, dtype, max_context, strict, quantize, precision, kv_dtype);
+             const std::string& quantize, const std::string& precision, const std::string& kv_dtype,
+             const std::string& mla_cache) {
+  moert::LoadOptions o = load_options("load", backend, dtype, max_context, strict, quantize,
+                                      precision, kv_dtype, mla_cache);
   ProgressCallback cb(progress);
   o.progress = cb.callback();
   std::unique_ptr<moert::Model> model;
@@ -511,9 +512,10 @@ PyModel random_model(const std::string& config_json, const std::string& weights,
                      double std_dev, const std::string& name, const std::string& backend,
                      const std::string& dtype, int64_t max_context, bool strict,
                      const std::string& quantize, const py::object& progress,
-                     const std::string& precision, const std::string& kv_dtype) {
+                     const std::string& precision, const std::string& kv_dtype,
+                     const std::string& mla_cache) {
   moert::LoadOptions o = load_options("random_model", backend, dtype, max_context, strict, quantize,
-                                      precision, kv_dtype);
+                                      precision, kv_dtype, mla_cache);
   moert::RandomWeights w;
   w.dtype = weights;
   w.seed = seed;
@@ -653,6 +655,7 @@ version, a duplicate name ...  The other plugins still load.)doc");
   m.def("load", &load, py::arg("path"), py::arg("backend") = "reference", py::arg("dtype") = "f32",
         py::arg("max_context") = 0, py::arg("strict") = false, py::arg("progress") = py::none(),
         py::arg("quantize") = "", py::arg("precision") = "fast", py::arg("kv_dtype") = "",
+        py::arg("mla_cache") = "latent",
         R"doc(Loads a Hugging Face checkpoint directory and returns a Model.
 
 The package's moert.load() wraps this one (progress bars on stderr, and the
@@ -684,6 +687,9 @@ Args:
     kv_dtype: the KV cache's element type: "" (the activation dtype),
         "f32", "bf16", "f16" or "fp8" (e4m3, a quarter of f32's bytes);
         summary()["kv_bytes_per_token"] shows what is allocated.
+    mla_cache: DeepSeek's latent attention: "latent" (the default) caches one
+        compressed vector per position, kv_b_proj folded into the query and
+        output; "expanded" caches every head's key and value.
 
 Raises:
     moert.Error: naming the file, tensor or parameter at fault (an unknown
@@ -694,15 +700,15 @@ Raises:
         py::arg("seed") = 0, py::arg("std") = 0.02, py::arg("name") = "config",
         py::arg("backend") = "reference", py::arg("dtype") = "f32", py::arg("max_context") = 0,
         py::arg("strict") = false, py::arg("quantize") = "", py::arg("progress") = py::none(),
-        py::arg("precision") = "fast", py::arg("kv_dtype") = "",
+        py::arg("precision") = "fast", py::arg("kv_dtype") = "", py::arg("mla_cache") = "latent",
         R"doc(A Model with random weights built from a config.json body (a JSON str).
 
 The package's moert.random_model() wraps this one.  weights: their storage,
 "f32", "bf16", "f16", "fp8", or "int8", "int4", "mxfp4" (the bf16 weights
 packed as quantize packs them); seed and std: the draw (N(0, std²), norms
 1.0); name: names the config in errors and is the model's path.  backend,
-dtype, max_context, strict, quantize, progress, precision, kv_dtype: as for
-load().)doc");
+dtype, max_context, strict, quantize, progress, precision, kv_dtype, mla_cache: as
+for load().)doc");
 
   m.def("read_bandwidth", &host_read_bandwidth,
         R"doc(The host's memory read bandwidth in bytes per second.

@@ -23,7 +23,8 @@ const char* const kUsage =
     "                 [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S]\n"
     "                 [--stop IDS] [--dtype f32|bf16|f16] [--quantize int8|int4|mxfp4]\n"
     "                 [--precision fast|exact] [--kv-dtype f32|bf16|f16|fp8] [--max-context N]\n"
-    "                 [--strict] [--logits-out FILE.npy] [--no-progress]\n";
+    "                 [--mla-cache latent|expanded] [--strict] [--logits-out FILE.npy]\n"
+    "                 [--no-progress]\n";
 
 // A mistake in the command line: reported with the usage, exit status 2.
 struct UsageError : std::runtime_error {
@@ -175,6 +176,11 @@ int run(const std::vector<std::string>& args, std::ostream& out, const Hooks& ho
       if (load.precision != "fast" && load.precision != "exact")
         throw UsageError("argument --precision: must be fast or exact, got '" + load.precision +
                          "'");
+    } else if (flag == "--mla-cache") {
+      load.mla_cache = a.value(flag);
+      if (load.mla_cache != "latent" && load.mla_cache != "expanded")
+        throw UsageError("argument --mla-cache: must be latent or expanded, got '" +
+                         load.mla_cache + "'");
     } else if (flag == "--kv-dtype") {
       load.kv_dtype = a.value(flag);
       if (load.kv_dtype != "f32" && load.kv_dtype != "bf16" && load.kv_dtype != "f16" &&

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <vector>
 
@@ -181,6 +182,12 @@ std::unique_ptr<Model> Model::build(const ArchSpec& arch, const std::string& nam
   BuildOptions build;
   build.activation_dtype = options.dtype;
   build.kv_dtype = options.dtype;
+  check(options.mla_cache == "latent" || options.mla_cache == "expanded",
+        "load option mla_cache must be \"latent\" or \"expanded\", got \"" + options.mla_cache +
+            "\"");
+  build.mla_cache = options.mla_cache;
+  std::vector<std::function<void()>> after_fill;
+  build.after_fill = &after_fill;
   if (!options.kv_dtype.empty()) {
     const std::optional<DType> kv = options.kv_dtype == "fp8" ? std::optional<DType>(DType::f8_e4m3)
                                                               : dtype_from_name(options.kv_dtype);
@@ -205,6 +212,7 @@ std::unique_ptr<Model> Model::build(const ArchSpec& arch, const std::string& nam
   weights.before_build(progress);
   m->graph_ = build_decoder(arch, weights, build);
   weights.after_build(progress);
+  for (const std::function<void()>& fill : after_fill) fill();
   ExecutorOptions eo;
   eo.device = options.device;
   eo.strict = options.strict;

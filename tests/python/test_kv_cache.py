@@ -64,12 +64,16 @@ def checkpoint(request, tmp_path_factory):
     return d, config
 
 
-def kv_elements_per_position(config):
+def kv_elements_per_position(config, mla_cache="latent"):
     layers = config["num_hidden_layers"]
     if config["model_type"].startswith("deepseek"):
+        r, dr = config["kv_lora_rank"], config["qk_rope_head_dim"]
+        if mla_cache == "latent":
+            # The key [c_kv, k_pe] and the value c_kv of one KV head.
+            return layers * (r + dr + r)
         nh = config["num_attention_heads"]
-        dk = config["qk_nope_head_dim"] + config["qk_rope_head_dim"]
-        return layers * nh * (dk + config["v_head_dim"])  # expanded MLA
+        dk = config["qk_nope_head_dim"] + dr
+        return layers * nh * (dk + config["v_head_dim"])
     nkv = config["num_key_value_heads"]
     hd = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
     return layers * 2 * nkv * hd
@@ -105,3 +109,30 @@ def test_cache_dtype_defaults_to_the_activations_and_is_checked(checkpoint):
     assert bf16.summary(roofline=False)["kv_bytes_per_token"] == per_position * 2
     with pytest.raises(moert.Error, match='load option kv_dtype must be .* got "int3"'):
         moert.load(str(directory), kv_dtype="int3")
+
+
+@pytest.mark.parametrize("device", devices())
+def test_mla_latent_cache_matches_the_expanded_one(device, tmp_path):
+    # DeepSeek-V3 (q LoRA, YaRN, fp8 weights: kv_b_proj dequantised for the
+    # absorbed products) and V2: the latent cache against the expanded one
+    # over a long session, f32 and bf16 caches: the same logits up to f32
+    # summation order (1e-4 of the scale); the cache a fraction of the size.
+    for arch, dtype in (("deepseek_v3", "fp8"), ("deepseek_v2", "bf16")):
+        d = tmp_path / arch
+        config = make_checkpoint.make_checkpoint(arch, str(d), dtype=dtype, seed=7)
+        strict = device != "reference"
+        for kv in ("f32", "bf16"):
+            models = {m: moert.load(str(d), backend=device, strict=strict, precision="exact",
+                                    kv_dtype=kv, mla_cache=m) for m in ("latent", "expanded")}
+            for m, model in models.items():
+                assert model.summary(roofline=False)["kv_bytes_per_token"] == \
+                    kv_elements_per_position(config, m) * BYTES[kv]
+            want = session_logits(models["expanded"])
+            got = session_logits(models["latent"])
+            # bf16 caches round different values (latents vs expanded keys):
+            # as the bf16 cache test bounds it.
+            bound = 1e-4 if kv == "f32" else MAX_BOUNDS["bf16"]
+            err = float((np.abs(got - want).max(axis=1) / np.abs(want).max(axis=1)).max())
+            assert err <= bound, f"{arch} {kv} cache on {device}: latent differs by {err:.3g}"
+    with pytest.raises(moert.Error, match='mla_cache must be "latent" or "expanded"'):
+        moert.load(str(d), mla_cache="compressed")

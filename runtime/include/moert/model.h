@@ -63,6 +63,13 @@ struct LoadOptions {
   // its dtype and computes in f32.  ModelSummary::kv_bytes_per_token shows
   // what is allocated.
   std::string kv_dtype;
+  // DeepSeek's multi-head latent attention (deepseek_v2, deepseek_v3):
+  // "latent" (default) caches per position one compressed vector of
+  // kv_lora_rank + qk_rope_head_dim values (and the kv_lora_rank values
+  // attention reads as its value) and folds kv_b_proj into the query and the
+  // output (the absorbed form); "expanded" caches every head's key and value,
+  // as the model's code computes them.  The same logits up to summation order.
+  std::string mla_cache = "latent";
   bool strict = false;  // a fallback to the reference backend is an error
   // Called while loading (see LoadProgress); with a callback the weights are
   // read up front, so that the disk reads show as the "read" stage.

@@ -1,6 +1,7 @@
 #include "decoder_builder.h"
 
 #include <algorithm>
+#include <cstring>
 
 #include "moert/error.h"
 #include "weight_format.h"
@@ -180,6 +181,8 @@ class Builder {
 
   ValueId gqa_attention(const std::string& p, ValueId h, int64_t layer);
   ValueId mla_attention(const std::string& p, ValueId h, int64_t layer);
+  ValueId mla_latent(const std::string& attn, ValueId q_nope, ValueId q_pe, ValueId c_kv,
+                     ValueId k_pe, int64_t layer);
   ValueId dense_mlp(const std::string& p, ValueId h, int64_t intermediate);
   ValueId moe(const std::string& layer, ValueId h);
   ops::WeightFormat one_format(const std::string& node,
@@ -251,9 +254,10 @@ ValueId Builder::mla_attention(const std::string& p, ValueId h, int64_t layer) {
   ValueId c_kv = slice(attn + "c_kv", c, 1, 0, r);
   ValueId k_pe = reshape(attn + "k_pe_head", slice(attn + "k_pe", c, 1, r, dr), {0, 1, dr});
   k_pe = g_.add("rope", attn + "k_rope", {k_pe, positions_}, rope_attrs());
-  k_pe = g_.add("repeat", attn + "k_pe_heads", {k_pe}, {{"axis", int64_t{1}}, {"times", nh}});
   c_kv = g_.add("rms_norm", attn + "kv_a_layernorm",
                 {c_kv, constant(attn + "kv_a_layernorm.weight", {r}, WeightRole::norm)}, eps(1e-6));
+  if (opt_.mla_cache == "latent") return mla_latent(attn, q_nope, q_pe, c_kv, k_pe, layer);
+  k_pe = g_.add("repeat", attn + "k_pe_heads", {k_pe}, {{"axis", int64_t{1}}, {"times", nh}});
   ValueId kv =
       apply(attn + "kv_b_proj", c_kv, linear(attn + "kv_b_proj", nh * (dn + dv), r, false));
   kv = reshape(attn + "kv_heads", kv, {0, nh, dn + dv});
@@ -264,6 +268,80 @@ ValueId Builder::mla_attention(const std::string& p, ValueId h, int64_t layer) {
   ValueId kc = g_.add_state(attn + "k_cache", opt_.kv_dtype, {opt_.max_context, nh, dq});
   ValueId vc = g_.add_state(attn + "v_cache", opt_.kv_dtype, {opt_.max_context, nh, dv});
   ValueId o = g_.add("attention", attn + "attention", {qq, kk, v, kc, vc}, attention_attrs(layer));
+  o = reshape(attn + "merge_heads", o, {0, nh * dv});
+  return apply(attn + "o_proj", o, linear(attn + "o_proj", a_.hidden, nh * dv, false));
+}
+
+// MLA with a latent cache (DeepSeek's absorbed form).  With W_UK[h] [dn, r]
+// and W_UV[h] [dv, r] head h's rows of kv_b_proj, the expanded form's score
+// q_nope·k_nope = q_nope·(W_UK c_kv) = (q_nope W_UK)·c_kv, and its output
+// P·v = W_UV (P·c_kv): so attention runs over one KV head whose key is
+// [c_kv, k_pe] (r + dr) and whose value is c_kv (r), with the query
+// [q_nope W_UK, q_pe] per head and the same softmax scale; each head's
+// output [r] then meets W_UV.  The same values as the expanded form up to
+// summation order.
+ValueId Builder::mla_latent(const std::string& attn, ValueId q_nope, ValueId q_pe, ValueId c_kv,
+                            ValueId k_pe, int64_t layer) {
+  const int64_t nh = a_.heads, dn = a_.qk_nope_dim, dr = a_.qk_rope_dim, dv = a_.v_head_dim;
+  const int64_t r = a_.kv_lora_rank;
+  const LinearTensor kv_b =
+      src_.linear(attn + "kv_b_proj.weight", nh * (dn + dv), r, WeightRole::linear);
+  // W_UK [nh, dn, r] and W_UV [nh, dv, r]: kv_b_proj's rows per head, in its
+  // dtype when plain, else dequantised to f32 (fp8 or packed: exactly, as
+  // every such value is an f32).
+  const Tensor stored = kv_b.weight, scale = kv_b.scale;
+  const ops::WeightFormat format = kv_b.format;
+  const std::vector<int64_t> block = kv_b.block;
+  const bool plain = !scale.defined(), pairs = kv_b.has_zeros();
+  const DType dtype = plain ? stored.dtype() : DType::f32;
+  Tensor uk = Tensor::empty(dtype, {nh, dn, r}), uv = Tensor::empty(dtype, {nh, dv, r});
+  auto split = [stored, scale, format, block, plain, pairs, uk, uv, nh, dn, dv, r]() {
+    const size_t es = dtype_size(uk.dtype());
+    for (int64_t row = 0; row < nh * (dn + dv); ++row) {
+      const int64_t h = row / (dn + dv), j = row % (dn + dv);
+      char* dst =
+          j < dn ? static_cast<char*>(uk.data()) + static_cast<size_t>((h * dn + j) * r) * es
+                 : static_cast<char*>(uv.data()) + static_cast<size_t>((h * dv + j - dn) * r) * es;
+      if (plain) {
+        std::memcpy(dst,
+                    static_cast<const char*>(stored.data()) + static_cast<size_t>(row * r) * es,
+                    static_cast<size_t>(r) * es);
+        continue;
+      }
+      float* out = reinterpret_cast<float*>(dst);
+      for (int64_t c = 0; c < r; ++c)
+        out[c] =
+            format != ops::WeightFormat::none
+                ? static_cast<float>(ops::packed_value(format, stored.data(), scale.data(), row, c,
+                                                       r, block[0], block[1], pairs))
+                : static_cast<float>(
+                      load_element(DType::f8_e4m3, stored.data(),
+                                   static_cast<size_t>(row * r + c)) *
+                      scale.data_as<float>()[(row / block[0]) * ((r + block[1] - 1) / block[1]) +
+                                             c / block[1]]);
+    }
+  };
+  if (src_.fills_later() && opt_.after_fill)
+    opt_.after_fill->push_back(split);
+  else
+    split();
+  const ValueId w_uk = g_.add_constant(attn + "kv_b_proj.absorbed_k", uk);
+  const ValueId w_uv = g_.add_constant(attn + "kv_b_proj.absorbed_v", uv);
+  // The query: [q_nope W_UK, q_pe] per head, [T, nh, r + dr].
+  ValueId q = g_.add("transpose", attn + "q_nope_by_head", {q_nope}, {{"perm", Ints{1, 0, 2}}});
+  q = g_.add("matmul", attn + "q_absorbed", {q, w_uk});
+  q = g_.add("transpose", attn + "q_latent", {q}, {{"perm", Ints{1, 0, 2}}});
+  q = g_.add("concat", attn + "q", {q, q_pe}, {{"axis", int64_t{2}}});
+  // One KV head: key [c_kv, k_pe], value c_kv.
+  const ValueId latent = reshape(attn + "c_kv_head", c_kv, {0, 1, r});
+  const ValueId k = g_.add("concat", attn + "k", {latent, k_pe}, {{"axis", int64_t{2}}});
+  const ValueId kc = g_.add_state(attn + "k_cache", opt_.kv_dtype, {opt_.max_context, 1, r + dr});
+  const ValueId vc = g_.add_state(attn + "v_cache", opt_.kv_dtype, {opt_.max_context, 1, r});
+  ValueId o = g_.add("attention", attn + "attention", {q, k, latent, kc, vc},
+                     attention_attrs(layer));  // [T, nh, r]
+  o = g_.add("transpose", attn + "o_latent_by_head", {o}, {{"perm", Ints{1, 0, 2}}});
+  o = g_.add("matmul", attn + "o_absorbed", {o, w_uv}, {{"transpose_b", int64_t{1}}});
+  o = g_.add("transpose", attn + "o_heads", {o}, {{"perm", Ints{1, 0, 2}}});
   o = reshape(attn + "merge_heads", o, {0, nh * dv});
   return apply(attn + "o_proj", o, linear(attn + "o_proj", a_.hidden, nh * dv, false));
 }

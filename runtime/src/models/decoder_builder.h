@@ -2,7 +2,9 @@
 // weights of a checkpoint, or of any other WeightSource, as constants.
 #pragma once
 
+#include <functional>
 #include <string>
+#include <vector>
 
 #include "architecture.h"
 #include "moert/graph.h"
@@ -22,6 +24,15 @@ struct BuildOptions {
   // meets Q4_0/Q8_0 weights), except the routers' linears, whose near-ties
   // between experts a rounding of the hidden state could flip.
   bool bf16_products = false;
+  // DeepSeek's MLA: "latent" caches the normalised c_kv and the roped k_pe
+  // of each position (one KV head of kv_lora_rank + qk_rope_head_dim) and
+  // attends with W_UK folded into the query and W_UV applied after;
+  // "expanded" caches every head's full key and value.
+  std::string mla_cache = "latent";
+  // Filled by the builder when the weight source fills its tensors only
+  // after the build (random weights): work to run once it has (constants
+  // derived from others).  Run by the caller after WeightSource::after_build.
+  std::vector<std::function<void()>>* after_fill = nullptr;
 };
 
 // Graph inputs: ids i32[T], positions i32[T]; output: logits f32[T, vocab].

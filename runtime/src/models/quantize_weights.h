@@ -73,6 +73,8 @@ class QuantizingWeights final : public WeightSource {
   // then (random weights).
   void after_build(const LoadProgress& progress) override;
   void release(const LinearTensor& w) override { inner_.release(w); }
+  // Filled (and packed) only after after_build when the source is.
+  bool fills_later() const override { return inner_.fills_later(); }
 
  private:
   // A weight of the source's, packed now, or allocated now and packed after
