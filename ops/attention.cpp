@@ -19,7 +19,12 @@
 //   P + T <= C, then writes k and v into cache rows P..P+T-1 (rounded to the
 //   cache dtypes), and K, V are cache rows 0..P+T-1; query i has position P+i.
 //   Attributes: scale (float, default 1/sqrt(dk)), causal (int 0/1, default
-//   1), window (int >= 0, default 0 = unlimited).  q, k, v are f32, bf16 or
+//   1), window (int >= 0, default 0 = unlimited), value_dim (int, since
+//   version 2, default 0): when > 0 (and <= dk), v and v_cache are absent and
+//   the values are the keys' first value_dim features, V[kv, g, :] =
+//   K[kv, g, :value_dim] (from the k cache when there is one: MLA's latent
+//   cache, whose one vector per position is both key and value), dv =
+//   value_dim.  q, k, v are f32, bf16 or
 //   f16; the caches any float dtype (f8_e4m3 too); sinks any float.  nh, nkv,
 //   dk, dv and C must be static; T may be symbolic.  dk != dv is allowed
 //   (MLA).  Computed in double; only the cache writes and the output are
@@ -127,16 +132,28 @@ void register_attention_op(OpRegistry& r) {
   OpDef d;
   d.name = "attention";
   d.summary = "scaled dot-product attention with GQA, KV cache, sliding window and sinks";
-  d.inputs = {{"q"},          {"k"}, {"v"}, {"k_cache", true, true}, {"v_cache", true, true},
+  d.inputs = {{"q"},          {"k"}, {"v", true}, {"k_cache", true, true}, {"v_cache", true, true},
               {"sinks", true}};
   d.outputs = {"out"};
   d.infer = [](const InferContext& ctx) {
     require_heads(ctx, 0, "input 'q' [T, nh, dk]");
     require_heads(ctx, 1, "input 'k' [T, nkv, dk]");
-    require_heads(ctx, 2, "input 'v' [T, nkv, dv]");
+    const int64_t value_dim = ctx.attrs().get_int("value_dim", 0);
     const Shape& q = ctx.in(0).shape;
     const Shape& k = ctx.in(1).shape;
-    const Shape& v = ctx.in(2).shape;
+    if (value_dim != 0) {
+      // Values from the keys: no v, no v_cache.
+      ctx.require(value_dim > 0 && value_dim <= k[2].fixed,
+                  "attribute 'value_dim' must be in [1, dk = " + std::to_string(k[2].fixed) +
+                      "] (or 0: values given), got " + std::to_string(value_dim));
+      ctx.require(!ctx.has(2) && !ctx.has(4),
+                  "inputs 'v' and 'v_cache' must be absent with attribute 'value_dim' (the "
+                  "values are the keys' first value_dim features)");
+    } else {
+      ctx.require(ctx.has(2), "input 'v' is required (unless attribute 'value_dim' is set)");
+      require_heads(ctx, 2, "input 'v' [T, nkv, dv]");
+    }
+    const Shape v = value_dim != 0 ? Shape{k[0], k[1], Dim(value_dim)} : ctx.in(2).shape;
     const int64_t nh = q[1].fixed, dk = q[2].fixed;
     const int64_t nkv = k[1].fixed, dv = v[2].fixed;
     ctx.require(k[0] == q[0] && v[0] == q[0], "inputs 'q' " + q.str() + ", 'k' " + k.str() +
@@ -152,18 +169,21 @@ void register_attention_op(OpRegistry& r) {
     ctx.require(nh % nkv == 0, "the query heads (" + std::to_string(nh) +
                                    ") must be a multiple of the KV heads (" + std::to_string(nkv) +
                                    ")");
-    ctx.require(ctx.has(3) == ctx.has(4),
+    ctx.require(value_dim != 0 || ctx.has(3) == ctx.has(4),
                 "inputs 'k_cache' and 'v_cache' must be given both or neither, got only " +
                     std::string(ctx.has(3) ? "'k_cache'" : "'v_cache'"));
     if (ctx.has(3)) {
       const ValueInfo& kc = ctx.in(3);
-      const ValueInfo& vc = ctx.in(4);
       require_float(ctx, 3, "input 'k_cache'");
-      require_float(ctx, 4, "input 'v_cache'");
       ctx.require(kc.shape.is_static() && kc.shape.rank() == 3 && kc.shape[1] == k[1] &&
                       kc.shape[2] == k[2],
                   "input 'k_cache' must be a static [C, nkv, dk] = [C, " + std::to_string(nkv) +
                       ", " + std::to_string(dk) + "], got " + kc.shape.str());
+    }
+    if (ctx.has(4)) {
+      const ValueInfo& kc = ctx.in(3);
+      const ValueInfo& vc = ctx.in(4);
+      require_float(ctx, 4, "input 'v_cache'");
       ctx.require(vc.shape.is_static() && vc.shape.rank() == 3 && vc.shape[1] == v[1] &&
                       vc.shape[2] == v[2],
                   "input 'v_cache' must be a static [C, nkv, dv] = [C, " + std::to_string(nkv) +
@@ -184,38 +204,47 @@ void register_attention_op(OpRegistry& r) {
   d.reference = [](KernelContext& ctx) {
     const TensorView& q = ctx.in(0);
     const TensorView& k = ctx.in(1);
-    const TensorView& v = ctx.in(2);
     const TensorView& out = ctx.out(0);
+    const int64_t value_dim = ctx.attrs().get_int("value_dim", 0);
+    const bool shared = value_dim > 0;  // values are the keys' first value_dim features
     const int64_t tokens = q.dim(0), nh = q.dim(1), dk = q.dim(2);
-    const int64_t nkv = k.dim(1), dv = v.dim(2);
-    if (k.dim(0) != tokens || v.dim(0) != tokens)
-      ctx.fail("inputs 'q', 'k' and 'v' have " + std::to_string(tokens) + ", " +
-               std::to_string(k.dim(0)) + " and " + std::to_string(v.dim(0)) + " tokens");
+    const int64_t nkv = k.dim(1), dv = shared ? value_dim : ctx.in(2).dim(2);
+    if (k.dim(0) != tokens || (!shared && ctx.in(2).dim(0) != tokens))
+      ctx.fail("inputs 'q', 'k' and 'v' have different token counts");
     const MaskParams m = mask_params(ctx, 1.0 / std::sqrt(static_cast<double>(dk)));
-    const bool cached = ctx.has(3) && ctx.has(4);
-    if (ctx.has(3) != ctx.has(4))
+    const bool cached = ctx.has(3);
+    if (!shared && ctx.has(3) != ctx.has(4))
       ctx.fail("inputs 'k_cache' and 'v_cache' must be given both or neither");
     const int64_t past = cached ? ctx.symbols.past() : 0;
     const int64_t len = past + tokens;
     std::vector<double> keys, values;
     if (cached) {
       const TensorView& kc = ctx.in(3);
-      const TensorView& vc = ctx.in(4);
-      if (kc.dim(0) != vc.dim(0))
+      if (!shared && kc.dim(0) != ctx.in(4).dim(0))
         ctx.fail("inputs 'k_cache' and 'v_cache' have capacities " + std::to_string(kc.dim(0)) +
-                 " and " + std::to_string(vc.dim(0)));
+                 " and " + std::to_string(ctx.in(4).dim(0)));
       check_capacity(ctx, past, tokens, kc.dim(0));
       for (int64_t i = 0; i < tokens * nkv * dk; ++i) kc.set(past * nkv * dk + i, k.get(i));
-      for (int64_t i = 0; i < tokens * nkv * dv; ++i) vc.set(past * nkv * dv + i, v.get(i));
       // Keys and values are read back from the caches so that a token attends
       // to the same (rounded) values now as in later calls.
       keys.resize(static_cast<size_t>(len * nkv * dk));
-      values.resize(static_cast<size_t>(len * nkv * dv));
       for (size_t i = 0; i < keys.size(); ++i) keys[i] = kc.get(static_cast<int64_t>(i));
-      for (size_t i = 0; i < values.size(); ++i) values[i] = vc.get(static_cast<int64_t>(i));
+      if (!shared) {
+        const TensorView& vc = ctx.in(4);
+        const TensorView& v = ctx.in(2);
+        for (int64_t i = 0; i < tokens * nkv * dv; ++i) vc.set(past * nkv * dv + i, v.get(i));
+        values.resize(static_cast<size_t>(len * nkv * dv));
+        for (size_t i = 0; i < values.size(); ++i) values[i] = vc.get(static_cast<int64_t>(i));
+      }
     } else {
       keys = load(k);
-      values = load(v);
+      if (!shared) values = load(ctx.in(2));
+    }
+    if (shared) {
+      values.resize(static_cast<size_t>(len * nkv * dv));
+      for (int64_t row = 0; row < len * nkv; ++row)
+        for (int64_t c = 0; c < dv; ++c)
+          values[static_cast<size_t>(row * dv + c)] = keys[static_cast<size_t>(row * dk + c)];
     }
     const std::vector<double> qs = load(q);
     std::vector<double> sinks;
@@ -260,12 +289,16 @@ void register_attention_op(OpRegistry& r) {
     const int64_t nh = g.value(q).shape[1].fixed;
     const int64_t dk = g.value(q).shape[2].fixed;
     const int64_t nkv = g.value(node.inputs.at(1)).shape[1].fixed;
+    const int64_t value_dim = node.attrs.get_int("value_dim", 0);
     ValueId k_all = node.inputs.at(1);
-    ValueId v_all = node.inputs.at(2);
+    ValueId v_all = input_or_none(node, 2);
     if (k_cache != kNoValue) {
       k_all = g.add("cache_update", name + ".k_all", {k_cache, k_all});
-      v_all = g.add("cache_update", name + ".v_all", {v_cache, v_all});
+      if (value_dim == 0) v_all = g.add("cache_update", name + ".v_all", {v_cache, v_all});
     }
+    if (value_dim > 0)
+      v_all = g.add("slice", name + ".v_all", {k_all},
+                    {{"axis", int64_t{2}}, {"start", int64_t{0}}, {"length", value_dim}});
     const std::vector<int64_t> swap01{1, 0, 2};
     // [L, nkv, d] -> [nh, L, d]: heads first, each KV head repeated for its
     // group of query heads (repeat_interleave matches h / (nh / nkv)).  matmul

@@ -38,6 +38,9 @@ struct AttnSpec {
   bool sinks_constant = true;
   DType sinks_dtype = DType::f32;
   double q_std = 1.0;
+  // Version 2: values are the keys' first value_dim features (no v, no
+  // v_cache; MLA's latent cache); 0: values given.
+  int64_t value_dim = 0;
 };
 
 Case attention_case(const AttnSpec& s, std::mt19937& rng) {
@@ -45,12 +48,15 @@ Case attention_case(const AttnSpec& s, std::mt19937& rng) {
   c.name = s.name;
   c.op = "attention";
   c.attrs = s.attrs;
+  const bool shared = s.value_dim > 0;
+  if (shared) c.attrs.set("value_dim", s.value_dim);
   c.slots.push_back(activation(s.act, Shape{Dim::tokens(), Dim(s.nh), Dim(s.dk)}));
   c.slots.push_back(activation(s.act, Shape{Dim::tokens(), Dim(s.nkv), Dim(s.dk)}));
-  c.slots.push_back(activation(s.act, Shape{Dim::tokens(), Dim(s.nkv), Dim(s.dv)}));
+  c.slots.push_back(shared ? absent()
+                           : activation(s.act, Shape{Dim::tokens(), Dim(s.nkv), Dim(s.dv)}));
   if (s.cached) {
     c.slots.push_back(state(s.k_cache, {s.capacity, s.nkv, s.dk}));
-    c.slots.push_back(state(s.v_cache, {s.capacity, s.nkv, s.dv}));
+    c.slots.push_back(shared ? absent() : state(s.v_cache, {s.capacity, s.nkv, s.dv}));
   } else if (s.sinks) {
     c.slots.push_back(absent());
     c.slots.push_back(absent());
@@ -68,7 +74,7 @@ Case attention_case(const AttnSpec& s, std::mt19937& rng) {
     step.tokens = tokens;
     step.inputs.push_back(random(s.act, {tokens, s.nh, s.dk}, rng, s.q_std));
     step.inputs.push_back(random(s.act, {tokens, s.nkv, s.dk}, rng));
-    step.inputs.push_back(random(s.act, {tokens, s.nkv, s.dv}, rng));
+    if (!shared) step.inputs.push_back(random(s.act, {tokens, s.nkv, s.dv}, rng));
     if (s.sinks && !s.sinks_constant) step.inputs.push_back(sinks);
     c.steps.push_back(std::move(step));
   }
@@ -99,6 +105,43 @@ std::vector<Case> attention_cases() {
       s.k_cache = s.v_cache = cache;
       add(s);
     }
+  // Version 2: values read from the keys (value_dim), MLA's latent layout:
+  // one KV head for 16 query heads, key [latent 64, rope 8], value the
+  // latent; every cache dtype; decode long enough to split between threads;
+  // no cache; GQA with two KV heads; a sliding window.
+  for (DType cache : {DType::f32, DType::bf16, DType::f8_e4m3}) {
+    AttnSpec s;
+    s.name = "shared_kv_mla_cache_" + std::string(dtype_name(cache));
+    s.k_cache = cache;
+    s.nh = 16;
+    s.nkv = 1;
+    s.dk = 72;
+    s.value_dim = 64;
+    s.dv = 64;
+    s.capacity = 700;
+    s.steps = {37, 1, 1, 3, 1, 600, 1};
+    add(s);
+  }
+  {
+    AttnSpec s;
+    s.name = "shared_kv_bf16_act_gqa";
+    s.act = DType::bf16;
+    s.k_cache = DType::bf16;
+    s.value_dim = 24;
+    s.dv = 24;
+    add(s);
+    s.name = "shared_kv_nocache";
+    s.act = DType::f32;
+    s.cached = false;
+    s.steps = {29};
+    add(s);
+    s.name = "shared_kv_window_sinks";
+    s.cached = true;
+    s.sinks = true;
+    s.steps = {37, 1, 2, 1};
+    s.attrs = attrs_of({{"window", int64_t{9}}});
+    add(s);
+  }
   {  // Keys and values cached in different dtypes.
     AttnSpec s;
     s.name = "bf16_kcache_f8_vcache_f16";

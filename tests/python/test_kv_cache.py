@@ -44,13 +44,17 @@ MAX_BOUNDS = {"bf16": 1e-2, "f16": 2e-3}
 
 
 def devices():
-    cpu = [b for b in moert.backends() if b["name"] == "cpu" and b["available"]]
-    return ["reference"] + (["cpu"] if cpu else [])
+    """reference, and cpu and opencl (strict) where available."""
+    names = {b["name"] for b in moert.backends() if b["available"] and b["devices"]}
+    return ["reference"] + [n for n in ("cpu", "opencl") if n in names]
 
 
 def session_logits(model):
+    """The last row of a prompt, every row of a 7-token chunk appended after
+    it (a chunked prefill, P > 0), then one row per decode step."""
     s = model.session()
     rows = [np.asarray(s.append(PROMPT))[-1]]
+    rows += list(np.asarray(s.append([5, 99, 250, 13, 480, 2, 77])))
     token = int(np.argmax(rows[-1]))
     for i in range(STEPS):
         rows.append(np.asarray(s.append([(token + 31 * i) % 512]))[-1])
@@ -69,8 +73,9 @@ def kv_elements_per_position(config, mla_cache="latent"):
     if config["model_type"].startswith("deepseek"):
         r, dr = config["kv_lora_rank"], config["qk_rope_head_dim"]
         if mla_cache == "latent":
-            # The key [c_kv, k_pe] and the value c_kv of one KV head.
-            return layers * (r + dr + r)
+            # One vector [c_kv, k_pe] per position: the key of one KV head,
+            # whose first r features are its value.
+            return layers * (r + dr)
         nh = config["num_attention_heads"]
         dk = config["qk_nope_head_dim"] + dr
         return layers * nh * (dk + config["v_head_dim"])

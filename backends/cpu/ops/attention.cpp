@@ -47,9 +47,17 @@ constexpr int64_t kPrefillRows = 64;
 constexpr int64_t kMinSplitKeys = 256;
 
 std::string check(const NodeDesc& node) {
-  if (node.num_inputs() < 3) return "attention needs inputs q, k and v";
+  // value_dim > 0 (version 2): no v and no v_cache; values are the keys'
+  // first value_dim features.
+  const int64_t value_dim = node.attr_int("value_dim", 0);
+  if (value_dim < 0) return "attribute 'value_dim' must be >= 0, got " + std::to_string(value_dim);
+  const bool shared = value_dim > 0;
+  if (node.num_inputs() < (shared ? 2u : 3u))
+    return shared ? "attention needs inputs q and k" : "attention needs inputs q, k and v";
+  if (shared && (node.has_input(2) || node.has_input(4)))
+    return "inputs 'v' and 'v_cache' must be absent when value_dim > 0";
   const char* names[] = {"q", "k", "v"};
-  for (size_t i = 0; i < 3; ++i) {
+  for (size_t i = 0; i < (shared ? 2u : 3u); ++i) {
     const TensorDesc t = node.input(i);
     if (!t.present()) return std::string("input '") + names[i] + "' is missing";
     if (!attn::is_activation(t.dtype()))
@@ -59,7 +67,10 @@ std::string check(const NodeDesc& node) {
   }
   const int64_t nh = node.input(0).static_dim(1), nkv = node.input(1).static_dim(1);
   if (nh % nkv != 0) return "query heads not a multiple of KV heads";
-  if (node.has_input(3) != node.has_input(4)) return "k_cache and v_cache must come together";
+  if (shared && value_dim > node.input(1).static_dim(2))
+    return "attribute 'value_dim' exceeds the key size";
+  if (!shared && node.has_input(3) != node.has_input(4))
+    return "k_cache and v_cache must come together";
   for (size_t i = 3; i < 5; ++i) {
     if (!node.has_input(i)) continue;
     const TensorDesc c = node.input(i);
@@ -78,7 +89,9 @@ struct Plan {
   int64_t tokens = 0, base = 0, len = 0;  // query t sits at position base + t
   moert_dtype kdtype = MOERT_DTYPE_F32, vdtype = MOERT_DTYPE_F32;
   const void* kdata = nullptr;  // rows (n * nkv + g) * dk
-  const void* vdata = nullptr;  // rows (n * nkv + g) * dv
+  // Rows (n * nkv + g) * vh (vh = dv, or dk when the values are the keys'
+  // first dv features: then vdata is kdata).
+  const void* vdata = nullptr;
   // Prefill: transposed key blocks [g][block - first_block][c][64] and, when
   // set, value rows [g][n - first_block * 64][dv] in f32.
   bool transposed = false;
@@ -94,7 +107,9 @@ class Attention final : public Kernel {
     nh_ = node.input(0).static_dim(1);
     dk_ = node.input(0).static_dim(2);
     nkv_ = node.input(1).static_dim(1);
-    dv_ = node.input(2).static_dim(2);
+    shared_ = node.attr_int("value_dim", 0) > 0;
+    dv_ = shared_ ? node.attr_int("value_dim", 0) : node.input(2).static_dim(2);
+    vh_ = shared_ ? dk_ : dv_;
     group_ = nh_ / nkv_;
     ldo_ = (dv_ + 15) / 16 * 16;
     cached_ = node.has_input(3);
@@ -104,7 +119,8 @@ class Attention final : public Kernel {
   void run(ExecContext& ctx) override {
     const Tensor& q = ctx.in(0);
     const Tensor& k = ctx.in(1);
-    const Tensor& v = ctx.in(2);
+    // With value_dim, the values are read from the keys (k, or the k cache).
+    const Tensor& v = shared_ ? k : ctx.in(2);
     const int64_t tokens = q.dim(0);
     require(k.dim(0) == tokens && v.dim(0) == tokens,
             "inputs 'q', 'k' and 'v' have " + std::to_string(tokens) + ", " +
@@ -118,14 +134,14 @@ class Attention final : public Kernel {
     plan.len = tokens;
     if (cached_) {
       const Tensor& kc = ctx.in(3);
-      const Tensor& vc = ctx.in(4);
+      const Tensor& vc = shared_ ? kc : ctx.in(4);
       require(kc.dim(0) == vc.dim(0), "inputs 'k_cache' and 'v_cache' have capacities " +
                                           std::to_string(kc.dim(0)) + " and " +
                                           std::to_string(vc.dim(0)));
       const int64_t past = ctx.symbols.past;
       attn::check_capacity(past, tokens, kc.dim(0));
       write_rows(k, kc, past * nkv_ * dk_, tokens * nkv_ * dk_);
-      write_rows(v, vc, past * nkv_ * dv_, tokens * nkv_ * dv_);
+      if (!shared_) write_rows(v, vc, past * nkv_ * dv_, tokens * nkv_ * dv_);
       plan.base = past;
       plan.len = past + tokens;
       plan.kdtype = kc.dtype;
@@ -157,7 +173,8 @@ class Attention final : public Kernel {
 
   // Per-thread scratch, in floats, for units of up to `rows` rows.
   int64_t scratch_floats(int64_t rows) const {
-    return rows * (dk_ + kKeyBlock + ldo_ + 2) + kKeyBlock * nkv_ * (dk_ + dv_) + 64 * 7;
+    return rows * (dk_ + kKeyBlock + ldo_ + 2) + kKeyBlock * nkv_ * (dk_ + (shared_ ? 0 : dv_)) +
+           64 * 7;
   }
 
   struct Scratch {
@@ -179,7 +196,8 @@ class Attention final : public Kernel {
     s.m = take(rows);
     s.l = take(rows);
     s.kb = take(kKeyBlock * nkv_ * dk_);
-    s.vb = take(kKeyBlock * nkv_ * dv_);
+    // Shared values are read from the widened keys kb.
+    s.vb = shared_ ? s.kb : take(kKeyBlock * nkv_ * dv_);
     s.range = ranges_.data() + static_cast<size_t>(thread) * static_cast<size_t>(2 * rows);
     return s;
   }
@@ -241,9 +259,11 @@ class Attention final : public Kernel {
       const int64_t nk = std::min(kKeyBlock, end - n0);
       // Keys and values of the block not read in place: rows n0 .. n0 + nk
       // - 1 of the unit's heads, widened to f32 (one span when the unit has
-      // every KV head: whole cache rows, read in order).
+      // every KV head: whole cache rows, read in order).  Shared values
+      // (value_dim) are the widened keys' first dv features: widened once.
       const bool k_rows = !plan.transposed && plan.kdtype != MOERT_DTYPE_F32;
       const bool v_rows = !plan.vrows && plan.vdtype != MOERT_DTYPE_F32;
+      const int64_t vb_head = shared_ ? dk_ : dv_;
       // The columns of the block each token may see.
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t p = plan.base + t;
@@ -253,7 +273,8 @@ class Attention final : public Kernel {
         sc.range[2 * (t - t0) + 1] = static_cast<int32_t>(std::clamp<int64_t>(b, 0, kKeyBlock));
       }
       if (k_rows) widen_block(plan.kdtype, plan.kdata, n0, nk, g0, g1, dk_, sc.kb);
-      if (v_rows) widen_block(plan.vdtype, plan.vdata, n0, nk, g0, g1, dv_, sc.vb);
+      if (v_rows && !(shared_ && k_rows))
+        widen_block(plan.vdtype, plan.vdata, n0, nk, g0, g1, vb_head, sc.vb);
       for (int64_t g = g0; g < g1; ++g) {
         const int64_t r0 = (g - g0) * per_group;
         float* q_g = sc.q + r0 * dk_;
@@ -282,11 +303,11 @@ class Attention final : public Kernel {
                (g * plan.blocks * kKeyBlock + (n0 - plan.first_block * kKeyBlock)) * dv_;
           ldv = dv_;
         } else if (!v_rows) {
-          vr = static_cast<const float*>(plan.vdata) + (n0 * nkv_ + g) * dv_;
-          ldv = nkv_ * dv_;
+          vr = static_cast<const float*>(plan.vdata) + (n0 * nkv_ + g) * vh_;
+          ldv = nkv_ * vh_;
         } else {
-          vr = sc.vb + (g - g0) * dv_;
-          ldv = heads * dv_;
+          vr = sc.vb + (g - g0) * vb_head;
+          ldv = heads * vb_head;
         }
         tiles.weighted_sum(s_g, per_group, vr, ldv, nk, dv_, o_g, ldo_);
       }
@@ -425,8 +446,10 @@ class Attention final : public Kernel {
         for (int64_t c = 0; c < dk_; ++c) dst[c * kKeyBlock + j] = row[c];
         if (convert_v) {
           float* vd = vrows + (u * kKeyBlock + j) * dv_;
-          if (n < plan.len)
-            vec::widen(plan.vdtype, plan.vdata, (n * nkv_ + g) * dv_, dv_, vd);
+          if (shared_)  // the values are the widened key's first dv features
+            std::copy(row, row + dv_, vd);
+          else if (n < plan.len)
+            vec::widen(plan.vdtype, plan.vdata, (n * nkv_ + g) * vh_, dv_, vd);
           else
             std::fill(vd, vd + dv_, 0.0f);
         }
@@ -449,8 +472,10 @@ class Attention final : public Kernel {
     });
   }
 
-  int64_t nh_ = 0, nkv_ = 0, dk_ = 0, dv_ = 0, group_ = 1, ldo_ = 16;
-  bool cached_ = false;
+  // vh_: the distance between the values of adjacent KV heads (dv_, or dk_
+  // when shared_: the values are the keys' first dv_ features, value_dim).
+  int64_t nh_ = 0, nkv_ = 0, dk_ = 0, dv_ = 0, vh_ = 0, group_ = 1, ldo_ = 16;
+  bool cached_ = false, shared_ = false;
   MaskParams mask_;
   float* scratch_base_ = nullptr;  // reserve_scratch()'s block, while a run lasts
   std::vector<int32_t> ranges_;
@@ -459,7 +484,9 @@ class Attention final : public Kernel {
 
 std::unique_ptr<Kernel> create(const NodeDesc& node) { return std::make_unique<Attention>(node); }
 
-const KernelRegistration registration({"attention", check, create});
+// Version 2: attribute value_dim (values read from the keys, MLA's latent
+// cache).
+const KernelRegistration registration(KernelDef("attention", check, create).at_version(2));
 
 }  // namespace
 }  // namespace moert::cpu

@@ -55,6 +55,7 @@ __global__ void attention_split_kernel(Attention a, int splits, float* scratch) 
   const int split = blockIdx.y;
   const int64_t i = row / a.heads, h = row % a.heads;
   const int64_t g = h / (a.heads / a.kv_heads);
+  const int64_t vh = a.vh > 0 ? a.vh : a.dv;  // the values' head stride
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
 
   for (int64_t c = threadIdx.x; c < a.dk; c += blockDim.x)
@@ -82,7 +83,7 @@ __global__ void attention_split_kernel(Attention a, int splits, float* scratch) 
     const float correction = m == -INFINITY ? 0.0f : expf(m - m_new);
     const float p = expf(score - m_new);
     l = l * correction + p;
-    const int64_t vrow = (j * a.kv_heads + g) * a.dv;
+    const int64_t vrow = (j * a.kv_heads + g) * vh;
 #pragma unroll
     for (int r = 0; r < kMaxPerLane; ++r) {
       const int64_t c = lane + 32 * r;
@@ -302,6 +303,7 @@ __global__ void __launch_bounds__(kTiledThreads, 1) attention_tiled_kernel(Atten
   const int64_t q0 = tile.q0, h = tile.h, g = tile.g;
   const int nq = tile.nq;
   const int dk = static_cast<int>(a.dk), dv = static_cast<int>(a.dv);
+  const int64_t vh = a.vh > 0 ? a.vh : a.dv;  // the values' head stride
   const int dk4 = (dk + 3) / 4 * 4;
 
   load_tile(a.q_t, a.q, (q0 * a.heads + h) * a.dk, a.heads * a.dk, nq, kTileQ, dk, dk4, qs, ks);
@@ -340,8 +342,7 @@ __global__ void __launch_bounds__(kTiledThreads, 1) attention_tiled_kernel(Atten
     // Rows past kv are zeros: their P is 0, and 0 * (stale V) could be NaN.
     load_tile(a.k_t, a.k, (j0 * a.kv_heads + g) * a.dk, a.kv_heads * a.dk, kv, kTileK, dk, dk4, kts,
               ks);
-    load_tile(a.v_t, a.v, (j0 * a.kv_heads + g) * a.dv, a.kv_heads * a.dv, kv, kTileK, dv, vs, vts,
-              vs);
+    load_tile(a.v_t, a.v, (j0 * a.kv_heads + g) * vh, a.kv_heads * vh, kv, kTileK, dv, vs, vts, vs);
     __syncthreads();  // Q (first pass), K and V tiles complete
 
     float s[4][4];
@@ -579,6 +580,7 @@ __global__ void __launch_bounds__(kTiledThreads, 2) attention_tiled_tc_kernel(At
   const int64_t q0 = tile.q0, h = tile.h, g = tile.g;
   const int nq = tile.nq;
   const int dk = static_cast<int>(a.dk), dv = static_cast<int>(a.dv);
+  const int64_t vh = a.vh > 0 ? a.vh : a.dv;  // the values' head stride
 
   load_tile(a.q_t, a.q, (q0 * a.heads + h) * a.dk, a.heads * a.dk, nq, kTileQ, dk, L.dkp, qs,
             L.ldk);
@@ -607,8 +609,8 @@ __global__ void __launch_bounds__(kTiledThreads, 2) attention_tiled_tc_kernel(At
     // Rows past kv are zeros: their P is 0, and 0 * (stale V) could be NaN.
     load_tile(a.k_t, a.k, (j0 * a.kv_heads + g) * a.dk, a.kv_heads * a.dk, kv, kTileK, dk, L.dkp,
               kts, L.ldk);
-    load_tile(a.v_t, a.v, (j0 * a.kv_heads + g) * a.dv, a.kv_heads * a.dv, kv, kTileK, dv, L.dvp,
-              vts, L.ldv);
+    load_tile(a.v_t, a.v, (j0 * a.kv_heads + g) * vh, a.kv_heads * vh, kv, kTileK, dv, L.dvp, vts,
+              L.ldv);
     __syncthreads();  // K and V complete
 
     // 2. S = Q K^T (K row-major [key][d] is K^T column-major).

@@ -121,10 +121,13 @@ struct Attention {
   moert_dtype out_t = MOERT_DTYPE_F32, sinks_t = MOERT_DTYPE_F32;
   const void* q = nullptr;      // [tokens, heads, dk]
   const void* k = nullptr;      // [len, kv_heads, dk]: the keys to attend to
-  const void* v = nullptr;      // [len, kv_heads, dv]
+  const void* v = nullptr;      // [len, kv_heads, vh]: features :dv are the values
   const void* sinks = nullptr;  // [heads] or null
   void* out = nullptr;          // [tokens, heads, dv]
   int64_t tokens = 0, heads = 0, kv_heads = 0, dk = 0, dv = 0;
+  // The values' head stride: dv, or dk when the values are the keys' first
+  // dv features (attribute value_dim: then v is k); 0 means dv.
+  int64_t vh = 0;
   int64_t len = 0, past = 0;  // query i is at position past + i
   // Set: past is *past_dev and len = past + tokens, read on the device, so
   // a replayed CUDA graph attends at each step's own position (split

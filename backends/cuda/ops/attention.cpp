@@ -34,9 +34,20 @@ void check_capacity(int64_t past, int64_t tokens, int64_t capacity) {
          " new tokens exceed the cache capacity " + std::to_string(capacity));
 }
 
+// value_dim > 0 (version 2): v and v_cache are absent and the values are
+// the keys' first value_dim features (MLA's latent cache).
+int64_t value_dim(const NodeDesc& node) { return node.attr_int("value_dim", 0); }
+
 std::string check_attention(const NodeDesc& node) {
-  if (node.num_inputs() < 3) return "attention needs inputs q, k and v";
-  for (size_t i = 0; i < 3; ++i) {
+  const int64_t vd = value_dim(node);
+  if (vd < 0) return "attribute 'value_dim' must be >= 0";
+  const bool shared = vd > 0;
+  if (node.num_inputs() < (shared ? 2u : 3u))
+    return shared ? "attention needs inputs q and k" : "attention needs inputs q, k and v";
+  if (shared && (node.has_input(2) || node.has_input(4)))
+    return "inputs 'v' and 'v_cache' must be absent when value_dim > 0";
+  for (size_t i = 0; i < (shared ? 2u : 3u); ++i) {
+    if (!node.has_input(i)) return "attention input " + std::to_string(i) + " is missing";
     const TensorDesc t = node.input(i);
     if (!is_activation(t.dtype())) return "attention input of " + dtype_str(t.dtype());
     if (t.rank() != 3 || t.static_dim(1) <= 0 || t.static_dim(2) <= 0)
@@ -44,9 +55,11 @@ std::string check_attention(const NodeDesc& node) {
   }
   const int64_t nh = node.input(0).static_dim(1), nkv = node.input(1).static_dim(1);
   if (nh % nkv != 0) return "query heads not a multiple of KV heads";
-  if (node.input(2).static_dim(2) > launch::kAttentionMaxDv)
+  if (shared && vd > node.input(1).static_dim(2)) return "attribute 'value_dim' exceeds dk";
+  if ((shared ? vd : node.input(2).static_dim(2)) > launch::kAttentionMaxDv)
     return "value head size above " + std::to_string(launch::kAttentionMaxDv);
-  if (node.has_input(3) != node.has_input(4)) return "k_cache and v_cache must come together";
+  if (!shared && node.has_input(3) != node.has_input(4))
+    return "k_cache and v_cache must come together";
   for (size_t i = 3; i < 5; ++i) {
     if (!node.has_input(i)) continue;
     const TensorDesc c = node.input(i);
@@ -67,7 +80,8 @@ class Attention final : public Kernel {
  public:
   explicit Attention(const NodeDesc& n)
       : mask_(mask_of(n, 1.0 / std::sqrt(static_cast<double>(n.input(0).static_dim(2))))),
-        capacity_(n.has_input(3) ? n.input(3).static_dim(0) : -1) {}
+        capacity_(n.has_input(3) ? n.input(3).static_dim(0) : -1),
+        value_dim_(value_dim(n)) {}
 
   // With caches, where the new rows go and how many keys there are depend
   // on P; read on the device (device_past) the launches do not.
@@ -81,8 +95,12 @@ class Attention final : public Kernel {
   void run(ExecContext& ctx) override {
     const Tensor& q = ctx.in(0);
     const Tensor& k = ctx.in(1);
-    const Tensor& v = ctx.in(2);
-    const int64_t tokens = q.dim(0), nkv = k.dim(1), dk = q.dim(2), dv = v.dim(2);
+    // With value_dim the values are the keys' first dv features: read from
+    // k (or the k cache) with the keys' head stride dk; no v cache written.
+    const bool shared = value_dim_ > 0;
+    const Tensor& v = shared ? k : ctx.in(2);
+    const int64_t tokens = q.dim(0), nkv = k.dim(1), dk = q.dim(2);
+    const int64_t dv = shared ? value_dim_ : v.dim(2);
     require(k.dim(0) == tokens && v.dim(0) == tokens,
             "inputs 'q', 'k' and 'v' have different token counts");
     launch::Attention a;
@@ -95,6 +113,7 @@ class Attention final : public Kernel {
     a.kv_heads = nkv;
     a.dk = dk;
     a.dv = dv;
+    a.vh = shared ? dk : dv;
     a.mask = mask_;
     if (ctx.has(5)) {
       a.sinks_t = ctx.in(5).dtype;
@@ -102,7 +121,7 @@ class Attention final : public Kernel {
     }
     if (ctx.has(3)) {
       const Tensor& kc = ctx.in(3);
-      const Tensor& vc = ctx.in(4);
+      const Tensor& vc = shared ? kc : ctx.in(4);
       require(kc.dim(0) == vc.dim(0), "inputs 'k_cache' and 'v_cache' have different capacities");
       const int64_t past = ctx.symbols.past;
       check_capacity(past, tokens, kc.dim(0));
@@ -111,14 +130,16 @@ class Attention final : public Kernel {
       if (ctx.device_past) {
         launch::cast_at_past(ctx.stream(), k.dtype, k.data, kc.dtype, kc.data, nkv * dk,
                              tokens * nkv * dk, ctx.device_past);
-        launch::cast_at_past(ctx.stream(), v.dtype, v.data, vc.dtype, vc.data, nkv * dv,
-                             tokens * nkv * dv, ctx.device_past);
+        if (!shared)
+          launch::cast_at_past(ctx.stream(), v.dtype, v.data, vc.dtype, vc.data, nkv * dv,
+                               tokens * nkv * dv, ctx.device_past);
         a.past_dev = ctx.device_past;
       } else {
         launch::cast(ctx.stream(), k.dtype, k.data, kc.dtype,
                      kc.bytes() + past * nkv * dk * kc.elem_size(), tokens * nkv * dk);
-        launch::cast(ctx.stream(), v.dtype, v.data, vc.dtype,
-                     vc.bytes() + past * nkv * dv * vc.elem_size(), tokens * nkv * dv);
+        if (!shared)
+          launch::cast(ctx.stream(), v.dtype, v.data, vc.dtype,
+                       vc.bytes() + past * nkv * dv * vc.elem_size(), tokens * nkv * dv);
       }
       a.k_t = kc.dtype;
       a.k = kc.data;
@@ -164,6 +185,7 @@ class Attention final : public Kernel {
  private:
   launch::Mask mask_;
   int64_t capacity_;         // the caches' rows; -1 without caches
+  int64_t value_dim_;        // > 0: values are the keys' first value_dim_ features
   int64_t last_tokens_ = 0;  // T of the last run, for check_past
 };
 
@@ -229,7 +251,9 @@ std::unique_ptr<Kernel> create_cache_update(PrepareContext&) {
   return std::make_unique<CacheUpdate>();
 }
 
-const KernelRegistration attention_reg({"attention", check_attention, create_attention});
+// Version 2: attribute value_dim.
+const KernelRegistration attention_reg(
+    KernelDef("attention", check_attention, create_attention).at_version(2));
 const KernelRegistration masked_softmax_reg({"masked_softmax", check_masked_softmax,
                                              create_masked_softmax});
 const KernelRegistration cache_update_reg({"cache_update", plugin::check_cache_update,

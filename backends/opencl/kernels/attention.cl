@@ -7,6 +7,9 @@
 //  - attention_cpu: one work-item per (head, query) walking its keys with
 //    vector dot products (CPU style), for K and V of the dtypes KT and VT
 //    given at build time (-DKT=, -DVT=, moert_dtype codes).
+// Value rows: V[j, g, c] is element (j * nkv + g) * vh + c of v, vh = dv,
+// or dk when the values are the keys' first dv features (attribute
+// value_dim: then v is the key buffer).
 
 // cache[past + r, :] = x[r, :] for the n = T * row elements of x, rounded
 // to the cache's dtype.
@@ -26,8 +29,8 @@ kernel void cache_write(global const uchar* x, ulong xo, int xdt, global uchar* 
 kernel void attention(global const uchar* q, ulong qo, int qdt, global const uchar* k, ulong ko,
                       int kdt, global const uchar* v, ulong vo, int vdt, global const uchar* sinks,
                       ulong so, int sdt, int has_sinks, global uchar* out, ulong oo, int odt,
-                      int nh, int nkv, int dk, int dv, long past, long len, float scale,
-                      int causal, long window, local float* qs) {
+                      int nh, int nkv, int dk, int dv, int vh, long past, long len,
+                      float scale, int causal, long window, local float* qs) {
   local float probs[MOERT_ROW_WG];
   local float scratch[MOERT_ROW_WG];
   const int lid = get_local_id(0), wg = get_local_size(0);
@@ -69,7 +72,7 @@ kernel void attention(global const uchar* q, ulong qo, int qdt, global const uch
       if (c >= dv) break;
       float a = acc[r] * corr;
       for (int jj = 0; jj < count; ++jj)
-        a = fma(probs[jj], load_f(vp, (ulong)(((j0 + jj) * nkv + g) * dv + c), vdt), a);
+        a = fma(probs[jj], load_f(vp, (ulong)(((j0 + jj) * nkv + g) * vh + c), vdt), a);
       acc[r] = a;
     }
     m = m_new;
@@ -88,58 +91,88 @@ kernel void attention(global const uchar* q, ulong qo, int qdt, global const uch
 #ifndef VT
 #define VT DT_F32
 #endif
+// The query heads one attention_cpu work-item serves (-DHPI=, a divisor of
+// nh / nkv chosen by the host): they share one KV head, so each key and
+// value row is read once for all of them.
+#ifndef HPI
+#define HPI 1
+#endif
 // The largest head size attention_cpu takes (the host checks).
 #define ATT_MAX_D 576
 
+// Work-item (x, i): query i, heads x * HPI .. x * HPI + HPI - 1.
 kernel void attention_cpu(global const uchar* q, ulong qo, int qdt, global const uchar* k,
                           ulong ko, global const uchar* v, ulong vo, global const uchar* sinks,
                           ulong so, int sdt, int has_sinks, global uchar* out, ulong oo, int odt,
-                          int nh, int nkv, int dk, int dv, long past, long len, float scale,
-                          int causal, long window) {
-  const int h = get_global_id(0);
+                          int nh, int nkv, int dk, int dv, int vh, long past, long len,
+                          float scale, int causal, long window) {
+  const int h0 = get_global_id(0) * HPI;
   const long i = get_global_id(1);
-  if (h >= nh) return;
-  const int g = h / (nh / nkv);
+  if (h0 >= nh) return;
+  const int g = h0 / (nh / nkv);
   const long p = past + i;
   const long hi = causal ? min(p, len - 1) : len - 1;
   const long lo = window > 0 ? max(p - window + 1, 0L) : 0L;
-  float qs[ATT_MAX_D], acc[ATT_MAX_D];
-  for (int c = 0; c < dk; ++c) qs[c] = scale * load_f(q + qo, (ulong)((i * nh + h) * dk + c), qdt);
-  for (int c = 0; c < dv; ++c) acc[c] = 0.0f;
-  float m = -INFINITY, l = 0.0f;
-  if (has_sinks) {
-    m = load_f(sinks + so, h, sdt);
-    l = 1.0f;  // exp(sink - m)
+  float qs[HPI][ATT_MAX_D], acc[HPI][ATT_MAX_D], m[HPI], l[HPI];
+  for (int e = 0; e < HPI; ++e) {
+    for (int c = 0; c < dk; ++c)
+      qs[e][c] = scale * load_f(q + qo, (ulong)((i * nh + h0 + e) * dk + c), qdt);
+    for (int c = 0; c < dv; ++c) acc[e][c] = 0.0f;
+    m[e] = -INFINITY;
+    l[e] = 0.0f;
+    if (has_sinks) {
+      m[e] = load_f(sinks + so, h0 + e, sdt);
+      l[e] = 1.0f;  // exp(sink - m)
+    }
   }
   global const STORAGE(KT)* kb = CAT(STORAGE(KT), k, ko) + (ulong)g * dk;
-  global const STORAGE(VT)* vb = CAT(STORAGE(VT), v, vo) + (ulong)g * dv;
+  global const STORAGE(VT)* vb = CAT(STORAGE(VT), v, vo) + (ulong)g * vh;
   for (long j = lo; j <= hi; ++j) {
     global const STORAGE(KT)* kr = kb + (ulong)j * nkv * dk;
-    global const STORAGE(VT)* vr = vb + (ulong)j * nkv * dv;
-    float16 d16 = 0.0f;
+    global const STORAGE(VT)* vr = vb + (ulong)j * nkv * vh;
+    float16 d16[HPI];
+    for (int e = 0; e < HPI; ++e) d16[e] = 0.0f;
     int c = 0;
-    for (; c + 16 <= dk; c += 16) d16 = fma(vload16(0, qs + c), LOAD16(KT, kr + c), d16);
-    float s = hsum16(d16);
-    for (; c < dk; ++c) s = fma(qs[c], LOAD1(KT, kr + c), s);
-    // Online softmax: a new maximum rescales what was accumulated.
-    float w = 1.0f;
-    if (s > m) {
-      const float corr = exp(m - s);
-      l *= corr;
-      c = 0;
-      for (; c + 16 <= dv; c += 16) vstore16(vload16(0, acc + c) * corr, 0, acc + c);
-      for (; c < dv; ++c) acc[c] *= corr;
-      m = s;
-    } else {
-      w = exp(s - m);
+    for (; c + 16 <= dk; c += 16) {
+      const float16 kk = LOAD16(KT, kr + c);
+      for (int e = 0; e < HPI; ++e) d16[e] = fma(vload16(0, qs[e] + c), kk, d16[e]);
     }
-    l += w;
+    float s[HPI];
+    for (int e = 0; e < HPI; ++e) s[e] = hsum16(d16[e]);
+    for (; c < dk; ++c) {
+      const float kk = LOAD1(KT, kr + c);
+      for (int e = 0; e < HPI; ++e) s[e] = fma(qs[e][c], kk, s[e]);
+    }
+    // Online softmax: a new maximum rescales what was accumulated.
+    float w[HPI];
+    for (int e = 0; e < HPI; ++e) {
+      w[e] = 1.0f;
+      if (s[e] > m[e]) {
+        const float corr = exp(m[e] - s[e]);
+        l[e] *= corr;
+        c = 0;
+        for (; c + 16 <= dv; c += 16) vstore16(vload16(0, acc[e] + c) * corr, 0, acc[e] + c);
+        for (; c < dv; ++c) acc[e][c] *= corr;
+        m[e] = s[e];
+      } else {
+        w[e] = exp(s[e] - m[e]);
+      }
+      l[e] += w[e];
+    }
     c = 0;
-    for (; c + 16 <= dv; c += 16)
-      vstore16(fma((float16)(w), LOAD16(VT, vr + c), vload16(0, acc + c)), 0, acc + c);
-    for (; c < dv; ++c) acc[c] = fma(w, LOAD1(VT, vr + c), acc[c]);
+    for (; c + 16 <= dv; c += 16) {
+      const float16 vv = LOAD16(VT, vr + c);
+      for (int e = 0; e < HPI; ++e)
+        vstore16(fma((float16)(w[e]), vv, vload16(0, acc[e] + c)), 0, acc[e] + c);
+    }
+    for (; c < dv; ++c) {
+      const float vv = LOAD1(VT, vr + c);
+      for (int e = 0; e < HPI; ++e) acc[e][c] = fma(w[e], vv, acc[e][c]);
+    }
   }
-  const float inv = l > 0.0f ? 1.0f / l : 0.0f;
-  for (int c = 0; c < dv; ++c)
-    store_f(out + oo, (ulong)((i * nh + h) * dv + c), odt, acc[c] * inv);
+  for (int e = 0; e < HPI; ++e) {
+    const float inv = l[e] > 0.0f ? 1.0f / l[e] : 0.0f;
+    for (int c = 0; c < dv; ++c)
+      store_f(out + oo, (ulong)((i * nh + h0 + e) * dv + c), odt, acc[e][c] * inv);
+  }
 }

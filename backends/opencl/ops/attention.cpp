@@ -3,6 +3,7 @@
 // before anything is written; new rows go into the caches first, and the
 // attention then reads every key and value back from the caches, so a token
 // sees the same rounded values now as in later calls.
+#include <algorithm>
 #include <cmath>
 
 #include "kernel.h"
@@ -11,8 +12,21 @@ namespace moert::ocl {
 namespace {
 
 constexpr const char* kFile = "attention.cl";
-constexpr int kAccPerItem = 8;        // ATT_ACC of attention.cl
-constexpr int64_t kCpuMaxHead = 576;  // ATT_MAX_D of attention.cl
+constexpr int kAccPerItem = 8;              // ATT_ACC of attention.cl
+constexpr int64_t kCpuMaxHead = 576;        // ATT_MAX_D of attention.cl
+constexpr int64_t kCpuMaxHeadsPerItem = 8;  // the most HPI of attention.cl
+
+// The query heads of one KV head that an attention_cpu work-item serves
+// (HPI), sharing every key and value read: the largest divisor of the
+// group (nh / nkv) up to kCpuMaxHeadsPerItem that still leaves a decode
+// step (one token) a work-item per compute unit.
+int64_t heads_per_item(int64_t nh, int64_t nkv, uint32_t compute_units) {
+  const int64_t group = nh / nkv;
+  int64_t best = 1;
+  for (int64_t n = 2; n <= std::min(group, kCpuMaxHeadsPerItem); ++n)
+    if (group % n == 0 && nh / n >= static_cast<int64_t>(compute_units)) best = n;
+  return best;
+}
 
 void check_capacity(int64_t past, int64_t tokens, int64_t capacity) {
   require(past >= 0, "the past token count P must be >= 0, got " + std::to_string(past));
@@ -36,8 +50,17 @@ void write_rows(const ExecContext& ctx, const ClKernel& k, const Tensor& x, cons
   ctx.launch(k, {n}, {ctx.device().elementwise_wg()});
 }
 
+// value_dim > 0 (version 2): v and v_cache are absent and the values are
+// the keys' first value_dim features (MLA's latent cache).
+int64_t value_dim(const NodeDesc& node) { return node.attr_int("value_dim", 0); }
+
 std::string check_attention(const NodeDesc& node, const Device& d) {
-  for (size_t i = 0; i < 3; ++i) {
+  const bool shared = value_dim(node) > 0;
+  if (value_dim(node) < 0) return "attention attribute 'value_dim' must be >= 0";
+  if (shared && (node.has_input(2) || node.has_input(4)))
+    return "attention inputs 'v' and 'v_cache' must be absent when value_dim > 0";
+  for (size_t i = 0; i < (shared ? 2u : 3u); ++i) {
+    if (!node.has_input(i)) return "attention without input " + std::to_string(i);
     const TensorDesc t = node.input(i);
     if (!is_activation(t.dtype())) return "attention input of " + dtype_str(t.dtype());
     if (t.rank() != 3 || t.static_dim(1) < 0 || t.static_dim(2) < 0)
@@ -46,8 +69,11 @@ std::string check_attention(const NodeDesc& node, const Device& d) {
   for (size_t i = 3; i < 6; ++i)
     if (node.has_input(i) && !is_float(node.input(i).dtype()))
       return "attention input of " + dtype_str(node.input(i).dtype());
-  if (node.has_input(3) != node.has_input(4)) return "attention with only one of the two caches";
-  const int64_t dv = node.input(2).static_dim(2);
+  if (!shared && node.has_input(3) != node.has_input(4))
+    return "attention with only one of the two caches";
+  if (shared && value_dim(node) > node.input(1).static_dim(2))
+    return "attention attribute 'value_dim' exceeds the key head size";
+  const int64_t dv = shared ? value_dim(node) : node.input(2).static_dim(2);
   const int64_t most = kAccPerItem * static_cast<int64_t>(d.row_wg());
   if (d.style() == KernelStyle::cpu && dv <= kCpuMaxHead &&
       node.input(0).static_dim(2) <= kCpuMaxHead)
@@ -65,15 +91,20 @@ class Attention final : public Kernel {
  public:
   explicit Attention(PrepareContext& pc) : write_(pc.kernel(kFile, "cache_write")) {
     const NodeDesc& node = pc.node();
-    const int64_t dk = node.input(0).static_dim(2), dv = node.input(2).static_dim(2);
+    shared_ = value_dim(node) > 0;
+    const int64_t dk = node.input(0).static_dim(2);
+    const int64_t dv = shared_ ? value_dim(node) : node.input(2).static_dim(2);
     cpu_ = pc.device().style() == KernelStyle::cpu && dk <= kCpuMaxHead && dv <= kCpuMaxHead;
     if (cpu_) {
       // K and V as read: the caches when given, else k and v.
       const moert_dtype kt = node.input(node.has_input(3) ? 3 : 1).dtype();
-      const moert_dtype vt = node.input(node.has_input(4) ? 4 : 2).dtype();
+      const moert_dtype vt = shared_ ? kt : node.input(node.has_input(4) ? 4 : 2).dtype();
+      hpi_ = heads_per_item(node.input(0).static_dim(1), node.input(1).static_dim(1),
+                            pc.device().caps().compute_units);
       attend_ = pc.kernel(kFile, "attention_cpu",
                           "-DKT=" + std::to_string(static_cast<int>(kt)) +
-                              " -DVT=" + std::to_string(static_cast<int>(vt)));
+                              " -DVT=" + std::to_string(static_cast<int>(vt)) +
+                              " -DHPI=" + std::to_string(hpi_));
     } else {
       attend_ = pc.kernel(kFile, "attention");
     }
@@ -83,20 +114,23 @@ class Attention final : public Kernel {
   }
 
   void run(ExecContext& ctx) override {
-    const Tensor &q = ctx.in(0), &k = ctx.in(1), &v = ctx.in(2), &out = ctx.out(0);
-    const int64_t tokens = q.dim(0), nh = q.dim(1), dk = q.dim(2), nkv = k.dim(1), dv = v.dim(2);
+    // With value_dim the values are the keys' first dv features: read from
+    // k (or the k cache) with the keys' head stride dk.
+    const Tensor &q = ctx.in(0), &k = ctx.in(1), &v = shared_ ? k : ctx.in(2), &out = ctx.out(0);
+    const int64_t tokens = q.dim(0), nh = q.dim(1), dk = q.dim(2), nkv = k.dim(1);
+    const int64_t dv = out.dim(2), vh = shared_ ? dk : dv;
     require(k.dim(0) == tokens && v.dim(0) == tokens,
             "inputs 'q', 'k' and 'v' have different token counts");
     const bool cached = ctx.has(3);
     int64_t past = 0;
     const Tensor *keys = &k, *values = &v;
     if (cached) {
-      const Tensor &kc = ctx.in(3), &vc = ctx.in(4);
+      const Tensor &kc = ctx.in(3), &vc = shared_ ? kc : ctx.in(4);
       require(kc.dim(0) == vc.dim(0), "inputs 'k_cache' and 'v_cache' have different capacities");
       past = ctx.symbols.past;
       check_capacity(past, tokens, kc.dim(0));
       write_rows(ctx, write_, k, kc, past);
-      write_rows(ctx, write_, v, vc, past);
+      if (!shared_) write_rows(ctx, write_, v, vc, past);
       keys = &kc;
       values = &vc;
     }
@@ -117,12 +151,13 @@ class Attention final : public Kernel {
           .i32(static_cast<int32_t>(nkv))
           .i32(static_cast<int32_t>(dk))
           .i32(static_cast<int32_t>(dv))
+          .i32(static_cast<int32_t>(vh))
           .i64(past)
           .i64(past + tokens)
           .f32(scale_)
           .i32(causal_)
           .i64(window_);
-      ctx.launch(attend_, {static_cast<size_t>(nh), static_cast<size_t>(tokens)}, {1, 1});
+      ctx.launch(attend_, {static_cast<size_t>(nh / hpi_), static_cast<size_t>(tokens)}, {1, 1});
       return;
     }
     const size_t wg = ctx.device().row_wg();
@@ -142,6 +177,7 @@ class Attention final : public Kernel {
         .i32(static_cast<int32_t>(nkv))
         .i32(static_cast<int32_t>(dk))
         .i32(static_cast<int32_t>(dv))
+        .i32(static_cast<int32_t>(vh))
         .i64(past)
         .i64(past + tokens)
         .f32(scale_)
@@ -153,7 +189,8 @@ class Attention final : public Kernel {
 
  private:
   ClKernel write_, attend_;
-  bool cpu_ = false;
+  bool cpu_ = false, shared_ = false;  // shared_: value_dim > 0
+  int64_t hpi_ = 1;                    // query heads per attention_cpu work-item
   float scale_ = 1.0f;
   int32_t causal_ = 1;
   int64_t window_ = 0;
@@ -193,7 +230,9 @@ std::unique_ptr<Kernel> create_cache_update(PrepareContext& pc) {
   return std::make_unique<CacheUpdate>(pc);
 }
 
-const KernelRegistration attention_reg({"attention", check_attention, create_attention});
+// Version 2: attribute value_dim.
+const KernelRegistration attention_reg(
+    KernelDef("attention", check_attention, create_attention).at_version(2));
 const KernelRegistration cache_update_reg({"cache_update", check_cache_update,
                                            create_cache_update});
 

@@ -279,7 +279,7 @@ ValueId Builder::mla_attention(const std::string& p, ValueId h, int64_t layer) {
 // [c_kv, k_pe] (r + dr) and whose value is c_kv (r), with the query
 // [q_nope W_UK, q_pe] per head and the same softmax scale; each head's
 // output [r] then meets W_UV.  The same values as the expanded form up to
-// summation order.
+// summation order.  The cache holds each position's [c_kv, k_pe] once.
 ValueId Builder::mla_latent(const std::string& attn, ValueId q_nope, ValueId q_pe, ValueId c_kv,
                             ValueId k_pe, int64_t layer) {
   const int64_t nh = a_.heads, dn = a_.qk_nope_dim, dr = a_.qk_rope_dim, dv = a_.v_head_dim;
@@ -332,13 +332,14 @@ ValueId Builder::mla_latent(const std::string& attn, ValueId q_nope, ValueId q_p
   q = g_.add("matmul", attn + "q_absorbed", {q, w_uk});
   q = g_.add("transpose", attn + "q_latent", {q}, {{"perm", Ints{1, 0, 2}}});
   q = g_.add("concat", attn + "q", {q, q_pe}, {{"axis", int64_t{2}}});
-  // One KV head: key [c_kv, k_pe], value c_kv.
+  // One KV head: key [c_kv, k_pe], value c_kv, its first r features (the
+  // attention op's value_dim): each position is cached once, r + dr values.
   const ValueId latent = reshape(attn + "c_kv_head", c_kv, {0, 1, r});
   const ValueId k = g_.add("concat", attn + "k", {latent, k_pe}, {{"axis", int64_t{2}}});
-  const ValueId kc = g_.add_state(attn + "k_cache", opt_.kv_dtype, {opt_.max_context, 1, r + dr});
-  const ValueId vc = g_.add_state(attn + "v_cache", opt_.kv_dtype, {opt_.max_context, 1, r});
-  ValueId o = g_.add("attention", attn + "attention", {q, k, latent, kc, vc},
-                     attention_attrs(layer));  // [T, nh, r]
+  const ValueId kc = g_.add_state(attn + "kv_cache", opt_.kv_dtype, {opt_.max_context, 1, r + dr});
+  Attributes at = attention_attrs(layer);
+  at.set("value_dim", r);
+  ValueId o = g_.add("attention", attn + "attention", {q, k, kNoValue, kc}, at);  // [T, nh, r]
   o = g_.add("transpose", attn + "o_latent_by_head", {o}, {{"perm", Ints{1, 0, 2}}});
   o = g_.add("matmul", attn + "o_absorbed", {o, w_uv}, {{"transpose_b", int64_t{1}}});
   o = g_.add("transpose", attn + "o_heads", {o}, {{"perm", Ints{1, 0, 2}}});
