@@ -29,7 +29,10 @@ for spec in mixtral:bf16 deepseek_v3:fp8; do
   echo
 done
 devices=$(python3 -c "import moert; print(','.join(b['name'] for b in moert.backends() if b['available'] and b['name'] != 'reference'))")
-if [ -n "$devices" ]; then
+models_json=../shared/bench/models.json
+if [ -n "$devices" ] && [ ! -f "$models_json" ]; then
+  echo "=== bench-moe-s skipped: $models_json (the benchmark shapes) is not beside the checkout ==="
+elif [ -n "$devices" ]; then
   echo "=== bench-moe-s (bf16 weights, random) on $devices ==="
   build/bin/moert-bench --config bench-moe-s --backend "$devices" --dtype bf16 -p 128 -n 16 -r 2 \
     2>/dev/null
