@@ -145,6 +145,17 @@ __global__ void __launch_bounds__(gemv_vec::kThreads, gemv_vec::packed_min_block
 
 // Whether the packed form takes p: both matrices (gate_up) of one format
 // and group shape, each readable in chunks, and x aligned (down: f32 only).
+// f(dtype_c<X>, bool_constant<gate_up>): the forms a projection's kernels
+// are instantiated for: gate/up with x of its activation dtype, or down,
+// which reads the f32 activations.
+template <class F>
+void with_projection(const ExpertProjection& p, F&& f) {
+  if (!p.gate_up)
+    f(gemv_vec::dtype_c<MOERT_DTYPE_F32>{}, std::false_type{});
+  else
+    gemv_vec::with_x_dtype(p.a_t, [&](auto xt) { f(xt, std::true_type{}); });
+}
+
 bool vec_fits_packed(const ExpertProjection& p) {
   if (!gemv_vec::packed_fits(p.w1, p.k) || !gemv_vec::x_fits(p.a_t, p.a)) return false;
   if (p.gate_up)
@@ -162,26 +173,10 @@ void expert_gemv_packed(cudaStream_t s, const ExpertProjection& p) {
   const dim3 grid(static_cast<unsigned>(col_blocks < kMaxBlocks ? col_blocks : kMaxBlocks),
                   static_cast<unsigned>(p.units));
   gemv_vec::with_packed_kind(p.w1, [&](auto pk) {
-    constexpr gemv_vec::Packed P = decltype(pk)::value;
-    if (!p.gate_up) {
-      expert_gemv_packed_kernel<P, MOERT_DTYPE_F32, false>
+    with_projection(p, [&](auto xt, auto gate_up) {
+      expert_gemv_packed_kernel<decltype(pk)::value, decltype(xt)::value, decltype(gate_up)::value>
           <<<grid, gemv_vec::kThreads, 0, s>>>(p, shape, col_blocks);
-      return;
-    }
-    switch (p.a_t) {
-      case MOERT_DTYPE_BF16:
-        expert_gemv_packed_kernel<P, MOERT_DTYPE_BF16, true>
-            <<<grid, gemv_vec::kThreads, 0, s>>>(p, shape, col_blocks);
-        break;
-      case MOERT_DTYPE_F16:
-        expert_gemv_packed_kernel<P, MOERT_DTYPE_F16, true>
-            <<<grid, gemv_vec::kThreads, 0, s>>>(p, shape, col_blocks);
-        break;
-      default:
-        expert_gemv_packed_kernel<P, MOERT_DTYPE_F32, true>
-            <<<grid, gemv_vec::kThreads, 0, s>>>(p, shape, col_blocks);
-        break;
-    }
+    });
   });
 }
 
@@ -207,26 +202,10 @@ void expert_gemv_vec(cudaStream_t s, const ExpertProjection& p) {
   const dim3 grid(static_cast<unsigned>(col_blocks < kMaxBlocks ? col_blocks : kMaxBlocks),
                   static_cast<unsigned>(p.units));
   gemv_vec::with_weight_dtype(p.w1.t, [&](auto wt) {
-    constexpr moert_dtype W = decltype(wt)::value;
-    if (!p.gate_up) {
-      expert_gemv_vec_kernel<W, MOERT_DTYPE_F32, false>
+    with_projection(p, [&](auto xt, auto gate_up) {
+      expert_gemv_vec_kernel<decltype(wt)::value, decltype(xt)::value, decltype(gate_up)::value>
           <<<grid, gemv_vec::kThreads, 0, s>>>(p, shape, col_blocks);
-      return;
-    }
-    switch (p.a_t) {
-      case MOERT_DTYPE_BF16:
-        expert_gemv_vec_kernel<W, MOERT_DTYPE_BF16, true>
-            <<<grid, gemv_vec::kThreads, 0, s>>>(p, shape, col_blocks);
-        break;
-      case MOERT_DTYPE_F16:
-        expert_gemv_vec_kernel<W, MOERT_DTYPE_F16, true>
-            <<<grid, gemv_vec::kThreads, 0, s>>>(p, shape, col_blocks);
-        break;
-      default:
-        expert_gemv_vec_kernel<W, MOERT_DTYPE_F32, true>
-            <<<grid, gemv_vec::kThreads, 0, s>>>(p, shape, col_blocks);
-        break;
-    }
+    });
   });
 }
 

@@ -113,22 +113,6 @@ __global__ void linear_fill_kernel(int64_t rows, int64_t n, moert_dtype bias_t, 
   }
 }
 
-// f(dtype_c<X>) for an activation dtype X (f32, bf16, f16).
-template <class F>
-void with_x_dtype(moert_dtype t, F&& f) {
-  switch (t) {
-    case MOERT_DTYPE_BF16:
-      f(gemv_vec::dtype_c<MOERT_DTYPE_BF16>{});
-      break;
-    case MOERT_DTYPE_F16:
-      f(gemv_vec::dtype_c<MOERT_DTYPE_F16>{});
-      break;
-    default:
-      f(gemv_vec::dtype_c<MOERT_DTYPE_F32>{});
-      break;
-  }
-}
-
 // Launches the vectorised form (preconditions checked by the caller).
 void linear_gemv_vec(cudaStream_t s, moert_dtype x_t, const void* x, int rows, int64_t k,
                      const Weights& w, int64_t n, moert_dtype bias_t, const void* bias,
@@ -139,22 +123,11 @@ void linear_gemv_vec(cudaStream_t s, moert_dtype x_t, const void* x, int rows, i
   const int64_t col_blocks = ceil_div(groups, gemv_vec::kWarps / shape.split);
   const unsigned grid = static_cast<unsigned>(col_blocks < (1 << 30) ? col_blocks : (1 << 30));
   gemv_vec::with_weight_dtype(w.t, [&](auto wt) {
-    with_x_dtype(x_t, [&](auto xt) {
-      constexpr moert_dtype W = decltype(wt)::value, X = decltype(xt)::value;
-      // Row counts round up to 1, 2, 4 or 8 (a kernel's extra rows repeat
-      // the last row of x and are not stored).
-      if (rows == 1)
-        linear_gemv_vec_kernel<W, X, 1>
+    gemv_vec::with_x_dtype(x_t, [&](auto xt) {
+      gemv_vec::with_row_count(rows, [&](auto r) {
+        linear_gemv_vec_kernel<decltype(wt)::value, decltype(xt)::value, decltype(r)::value>
             <<<grid, gemv_vec::kThreads, 0, s>>>(x, w, shape, col_blocks, bias_t, bias, out_t, y);
-      else if (rows == 2)
-        linear_gemv_vec_kernel<W, X, 2>
-            <<<grid, gemv_vec::kThreads, 0, s>>>(x, w, shape, col_blocks, bias_t, bias, out_t, y);
-      else if (rows <= 4)
-        linear_gemv_vec_kernel<W, X, 4>
-            <<<grid, gemv_vec::kThreads, 0, s>>>(x, w, shape, col_blocks, bias_t, bias, out_t, y);
-      else
-        linear_gemv_vec_kernel<W, X, 8>
-            <<<grid, gemv_vec::kThreads, 0, s>>>(x, w, shape, col_blocks, bias_t, bias, out_t, y);
+      });
     });
   });
 }
@@ -169,21 +142,11 @@ void linear_gemv_packed(cudaStream_t s, moert_dtype x_t, const void* x, int rows
   const int64_t col_blocks = ceil_div(groups, gemv_vec::kWarps / shape.split);
   const unsigned grid = static_cast<unsigned>(col_blocks < (1 << 30) ? col_blocks : (1 << 30));
   gemv_vec::with_packed_kind(w, [&](auto pk) {
-    with_x_dtype(x_t, [&](auto xt) {
-      constexpr gemv_vec::Packed P = decltype(pk)::value;
-      constexpr moert_dtype X = decltype(xt)::value;
-      if (rows == 1)
-        linear_gemv_packed_kernel<P, X, 1>
+    gemv_vec::with_x_dtype(x_t, [&](auto xt) {
+      gemv_vec::with_row_count(rows, [&](auto r) {
+        linear_gemv_packed_kernel<decltype(pk)::value, decltype(xt)::value, decltype(r)::value>
             <<<grid, gemv_vec::kThreads, 0, s>>>(x, w, shape, col_blocks, bias_t, bias, out_t, y);
-      else if (rows == 2)
-        linear_gemv_packed_kernel<P, X, 2>
-            <<<grid, gemv_vec::kThreads, 0, s>>>(x, w, shape, col_blocks, bias_t, bias, out_t, y);
-      else if (rows <= 4)
-        linear_gemv_packed_kernel<P, X, 4>
-            <<<grid, gemv_vec::kThreads, 0, s>>>(x, w, shape, col_blocks, bias_t, bias, out_t, y);
-      else
-        linear_gemv_packed_kernel<P, X, 8>
-            <<<grid, gemv_vec::kThreads, 0, s>>>(x, w, shape, col_blocks, bias_t, bias, out_t, y);
+      });
     });
   });
 }

@@ -171,6 +171,37 @@ inline void with_weight_dtype(moert_dtype t, F&& f) {
   }
 }
 
+// f(dtype_c<X>) for an activation dtype X (f32, bf16, f16).
+template <class F>
+inline void with_x_dtype(moert_dtype t, F&& f) {
+  switch (t) {
+    case MOERT_DTYPE_BF16:
+      f(dtype_c<MOERT_DTYPE_BF16>{});
+      break;
+    case MOERT_DTYPE_F16:
+      f(dtype_c<MOERT_DTYPE_F16>{});
+      break;
+    default:
+      f(dtype_c<MOERT_DTYPE_F32>{});
+      break;
+  }
+}
+
+// f(std::integral_constant<int, R>) with R = rows rounded up to 1, 2, 4 or 8:
+// the row counts the multi-row kernels are instantiated for (their extra
+// rows repeat the last row of x and are not stored).
+template <class F>
+inline void with_row_count(int rows, F&& f) {
+  if (rows == 1)
+    f(std::integral_constant<int, 1>{});
+  else if (rows == 2)
+    f(std::integral_constant<int, 2>{});
+  else if (rows <= 4)
+    f(std::integral_constant<int, 4>{});
+  else
+    f(std::integral_constant<int, 8>{});
+}
+
 // ---- device side ------------------------------------------------------------
 
 // A weight chunk: read once, so not kept in L1 (x stays there); the L2

@@ -46,6 +46,14 @@ uint32_t word_at(const uint8_t* bytes, int64_t i) {
   return w;
 }
 
+// The 16-bit word `i` (an f16's bits) of a tensor whose bytes need not be
+// aligned.
+uint16_t half_at(const uint8_t* bytes, int64_t i) {
+  uint16_t h;
+  std::memcpy(&h, bytes + 2 * i, 2);
+  return h;
+}
+
 static_assert(std::endian::native == std::endian::little,
               "GPTQ / AWQ repacking reads int32 words as little-endian nibbles");
 
@@ -433,12 +441,7 @@ LinearTensor CheckpointWeights::read_gptq(const std::string& base, int64_t out, 
   const uint8_t* qz = static_cast<const uint8_t*>(qzeros.data());
   const uint8_t* sc = static_cast<const uint8_t*>(scales.data());
   w.scale = int4_scale(
-      out, groups,
-      [&](int64_t gi, int64_t n) {
-        uint16_t bits;
-        std::memcpy(&bits, sc + 2 * (gi * out + n), 2);
-        return bits;
-      },
+      out, groups, [&](int64_t gi, int64_t n) { return half_at(sc, gi * out + n); },
       // v1 stores zero - 1; AutoGPTQ's dequantisation adds 1 to the nibble.
       [&](int64_t gi, int64_t n) {
         return static_cast<int>((word_at(qz, gi * (out / 8) + n / 8) >> (4 * (n % 8))) & 15u) + 1;
@@ -485,12 +488,7 @@ LinearTensor CheckpointWeights::read_awq(const std::string& base, int64_t out, i
   const uint8_t* qz = static_cast<const uint8_t*>(qzeros.data());
   const uint8_t* sc = static_cast<const uint8_t*>(scales.data());
   w.scale = int4_scale(
-      out, groups,
-      [&](int64_t gi, int64_t n) {
-        uint16_t bits;
-        std::memcpy(&bits, sc + 2 * (gi * out + n), 2);
-        return bits;
-      },
+      out, groups, [&](int64_t gi, int64_t n) { return half_at(sc, gi * out + n); },
       [&](int64_t gi, int64_t n) {
         return static_cast<int>((word_at(qz, gi * words + n / 8) >> (4 * kAwqReverse[n % 8])) &
                                 15u);
