@@ -30,6 +30,21 @@
 //   (MLA).  Computed in double; only the cache writes and the output are
 //   rounded.
 //
+//   Paged (since version 3): optional inputs positions i32 [T], sequences
+//   i32 [T] and block_table i32 [S, B] (static), given together with the
+//   caches and attribute block_size (bs > 0, dividing C).  They carry many
+//   sequences in one call: token t belongs to sequence s = sequences[t] at
+//   its position p = positions[t], and position p of sequence s lives in
+//   cache row block_table[s, p / bs] * bs + p % bs (the cache is a pool of
+//   C / bs blocks that the sequences share).  Every token's k and v are first
+//   written into its row; then token t attends to positions 0..p of its own
+//   sequence (masked as above: causal, window), read from the cache.  The
+//   caller keeps positions 0..p-1 of each sequence written (by this or
+//   earlier calls) and gives distinct rows to the tokens of one call.  P is
+//   not used.  Fails (writing nothing) when a sequence index is outside
+//   [0, S), a position is negative or needs a block column >= B, or a
+//   block id is outside [0, C / bs).  causal must be 1.
+//
 // masked_softmax(scores [nh, T, L], sinks optional [nh]) -> y [nh, T, L],
 //   scores' dtype (f32, bf16 or f16).  Row i of head h is the query at
 //   absolute position (L - T) + i (so L >= T); y = softmax over the allowed
@@ -124,6 +139,108 @@ void require_heads(const InferContext& ctx, size_t i, const std::string& what) {
               what + " must have static heads and head size, got " + s.str());
 }
 
+// The cache row of every token of a paged call (see the header), after
+// checking the positions, sequences and block table: fails naming the
+// first bad entry.
+template <typename Ctx>
+std::vector<int64_t> paged_rows(const Ctx& ctx, const TensorView& positions,
+                                const TensorView& sequences, const TensorView& table,
+                                int64_t block_size, int64_t capacity) {
+  const int64_t tokens = positions.numel(), seqs = table.dim(0), cols = table.dim(1);
+  const int32_t* pos = static_cast<const int32_t*>(positions.data);
+  const int32_t* seq = static_cast<const int32_t*>(sequences.data);
+  const int32_t* bt = static_cast<const int32_t*>(table.data);
+  const int64_t blocks = capacity / block_size;
+  std::vector<int64_t> rows(static_cast<size_t>(tokens));
+  for (int64_t t = 0; t < tokens; ++t) {
+    const int64_t s = seq[t], p = pos[t];
+    const std::string at = "token " + std::to_string(t) + ": ";
+    if (s < 0 || s >= seqs)
+      ctx.fail(at + "sequences[" + std::to_string(t) + "] = " + std::to_string(s) +
+               " is outside the block table's " + std::to_string(seqs) + " rows");
+    if (p < 0)
+      ctx.fail(at + "positions[" + std::to_string(t) + "] = " + std::to_string(p) + " < 0");
+    if (p / block_size >= cols)
+      ctx.fail(at + "context overflow: position " + std::to_string(p) + " needs block column " +
+               std::to_string(p / block_size) + " of a block table with " + std::to_string(cols));
+    // Every block a token reads (0..p / bs) must be a block of the pool.
+    for (int64_t c = 0; c <= p / block_size; ++c) {
+      const int64_t b = bt[s * cols + c];
+      if (b < 0 || b >= blocks)
+        ctx.fail(at + "block_table[" + std::to_string(s) + ", " + std::to_string(c) +
+                 "] = " + std::to_string(b) + " is outside the cache's " + std::to_string(blocks) +
+                 " blocks");
+    }
+    rows[static_cast<size_t>(t)] = bt[s * cols + p / block_size] * block_size + p % block_size;
+  }
+  return rows;
+}
+
+// attention's reference with positions, sequences and block_table (paged).
+template <typename Ctx>
+void paged_reference(Ctx& ctx, const MaskParams& m, bool shared, int64_t dv) {
+  const TensorView& q = ctx.in(0);
+  const TensorView& k = ctx.in(1);
+  const TensorView& kc = ctx.in(3);
+  const TensorView& out = ctx.out(0);
+  const int64_t tokens = q.dim(0), nh = q.dim(1), dk = q.dim(2), nkv = k.dim(1);
+  const int64_t bs = ctx.attrs().get_int("block_size", 0);
+  const TensorView& table = ctx.in(8);
+  const int64_t cols = table.dim(1);
+  const int32_t* bt = static_cast<const int32_t*>(table.data);
+  const int32_t* pos = static_cast<const int32_t*>(ctx.in(6).data);
+  const int32_t* seq = static_cast<const int32_t*>(ctx.in(7).data);
+  if (!shared && kc.dim(0) != ctx.in(4).dim(0))
+    ctx.fail("inputs 'k_cache' and 'v_cache' have capacities " + std::to_string(kc.dim(0)) +
+             " and " + std::to_string(ctx.in(4).dim(0)));
+  const std::vector<int64_t> rows = paged_rows(ctx, ctx.in(6), ctx.in(7), table, bs, kc.dim(0));
+  for (int64_t t = 0; t < tokens; ++t)
+    for (int64_t i = 0; i < nkv * dk; ++i)
+      kc.set(rows[static_cast<size_t>(t)] * nkv * dk + i, k.get(t * nkv * dk + i));
+  if (!shared) {
+    const TensorView& vc = ctx.in(4);
+    const TensorView& v = ctx.in(2);
+    for (int64_t t = 0; t < tokens; ++t)
+      for (int64_t i = 0; i < nkv * dv; ++i)
+        vc.set(rows[static_cast<size_t>(t)] * nkv * dv + i, v.get(t * nkv * dv + i));
+  }
+  const TensorView& vc = shared ? kc : ctx.in(4);
+  const int64_t vh = shared ? dk : dv;  // distance between value rows of adjacent heads
+  std::vector<double> sinks;
+  if (ctx.has(5)) sinks = load(ctx.in(5));
+  const int64_t group = nh / nkv;
+  std::vector<double> result(static_cast<size_t>(tokens * nh * dv));
+  for (int64_t t = 0; t < tokens; ++t) {
+    const int64_t s = seq[t], p = pos[t], len = p + 1;
+    std::vector<int64_t> key_rows(static_cast<size_t>(len));
+    for (int64_t j = 0; j < len; ++j)
+      key_rows[static_cast<size_t>(j)] = bt[s * cols + j / bs] * bs + j % bs;
+    std::vector<double> row(static_cast<size_t>(len));
+    for (int64_t h = 0; h < nh; ++h) {
+      const int64_t g = h / group;
+      for (int64_t j = 0; j < len; ++j) {
+        if (!allowed(m, j, p)) continue;
+        double dot = 0.0;
+        for (int64_t c = 0; c < dk; ++c)
+          dot += q.get((t * nh + h) * dk + c) *
+                 kc.get((key_rows[static_cast<size_t>(j)] * nkv + g) * dk + c);
+        row[static_cast<size_t>(j)] = m.scale * dot;
+      }
+      masked_softmax_row(m, p, row.data(), len,
+                         sinks.empty() ? nullptr : &sinks[static_cast<size_t>(h)]);
+      double* orow = &result[static_cast<size_t>((t * nh + h) * dv)];
+      for (int64_t c = 0; c < dv; ++c) orow[c] = 0.0;
+      for (int64_t j = 0; j < len; ++j) {
+        const double w = row[static_cast<size_t>(j)];
+        if (w == 0.0) continue;
+        const int64_t base = (key_rows[static_cast<size_t>(j)] * nkv + g) * vh;
+        for (int64_t c = 0; c < dv; ++c) orow[c] += w * vc.get(base + c);
+      }
+    }
+  }
+  store(out, result);
+}
+
 ValueId input_or_none(const Node& node, size_t i) {
   return i < node.inputs.size() ? node.inputs[i] : kNoValue;
 }
@@ -132,8 +249,15 @@ void register_attention_op(OpRegistry& r) {
   OpDef d;
   d.name = "attention";
   d.summary = "scaled dot-product attention with GQA, KV cache, sliding window and sinks";
-  d.inputs = {{"q"},          {"k"}, {"v", true}, {"k_cache", true, true}, {"v_cache", true, true},
-              {"sinks", true}};
+  d.inputs = {{"q"},
+              {"k"},
+              {"v", true},
+              {"k_cache", true, true},
+              {"v_cache", true, true},
+              {"sinks", true},
+              {"positions", true, false, 3},
+              {"sequences", true, false, 3},
+              {"block_table", true, false, 3}};
   d.outputs = {"out"};
   d.infer = [](const InferContext& ctx) {
     require_heads(ctx, 0, "input 'q' [T, nh, dk]");
@@ -198,7 +322,35 @@ void register_attention_op(OpRegistry& r) {
       ctx.require(s == Shape{Dim(nh)},
                   "input 'sinks' must be [nh] = [" + std::to_string(nh) + "], got " + s.str());
     }
-    mask_params(ctx, 1.0 / std::sqrt(static_cast<double>(dk)));
+    const MaskParams mp = mask_params(ctx, 1.0 / std::sqrt(static_cast<double>(dk)));
+    const int64_t block_size = ctx.attrs().get_int("block_size", 0);
+    const bool paged = ctx.has(6) || ctx.has(7) || ctx.has(8);
+    if (paged) {
+      ctx.require(ctx.has(6) && ctx.has(7) && ctx.has(8),
+                  "inputs 'positions', 'sequences' and 'block_table' must be given together");
+      ctx.require(ctx.has(3), "paged attention (input 'block_table') needs the caches");
+      ctx.require(mp.causal,
+                  "paged attention (input 'block_table') is causal: attribute "
+                  "'causal' must be 1");
+      for (size_t i : {size_t{6}, size_t{7}})
+        ctx.require(ctx.in(i).dtype == DType::i32 && ctx.in(i).shape == Shape{q[0]},
+                    std::string("input '") + (i == 6 ? "positions" : "sequences") +
+                        "' must be i32 [T] = [" + q[0].str() + "], got " +
+                        std::string(dtype_name(ctx.in(i).dtype)) + ctx.in(i).shape.str());
+      const ValueInfo& bt = ctx.in(8);
+      ctx.require(bt.dtype == DType::i32 && bt.shape.rank() == 2 && bt.shape.is_static(),
+                  "input 'block_table' must be a static i32 [S, B], got " +
+                      std::string(dtype_name(bt.dtype)) + bt.shape.str());
+      const int64_t capacity = ctx.in(3).shape[0].fixed;
+      ctx.require(block_size > 0 && capacity % block_size == 0,
+                  "attribute 'block_size' must be > 0 and divide the cache capacity " +
+                      std::to_string(capacity) + ", got " + std::to_string(block_size));
+    } else {
+      ctx.require(block_size == 0,
+                  "attribute 'block_size' is for paged attention (inputs 'positions', "
+                  "'sequences', 'block_table'), got " +
+                      std::to_string(block_size) + " without them");
+    }
     return std::vector<ValueInfo>{{ctx.in(0).dtype, Shape{q[0], q[1], v[2]}}};
   };
   d.reference = [](KernelContext& ctx) {
@@ -215,6 +367,7 @@ void register_attention_op(OpRegistry& r) {
     const bool cached = ctx.has(3);
     if (!shared && ctx.has(3) != ctx.has(4))
       ctx.fail("inputs 'k_cache' and 'v_cache' must be given both or neither");
+    if (ctx.has(8)) return paged_reference(ctx, m, shared, dv);
     const int64_t past = cached ? ctx.symbols.past() : 0;
     const int64_t len = past + tokens;
     std::vector<double> keys, values;
@@ -280,6 +433,9 @@ void register_attention_op(OpRegistry& r) {
   };
   d.decompose = [](Graph& g, const Node& node) {
     const std::string& name = node.name;
+    // Paged attention has no decomposition: a backend without it falls back
+    // to the reference kernel.
+    if (input_or_none(node, 8) != kNoValue) return std::vector<ValueId>{};
     const ValueId q = node.inputs.at(0);
     const ValueId k_cache = input_or_none(node, 3);
     const ValueId v_cache = input_or_none(node, 4);

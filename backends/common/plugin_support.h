@@ -126,16 +126,19 @@ inline size_t resolve_axis(int64_t axis, size_t rank) {
   return static_cast<size_t>(axis < 0 ? axis + static_cast<int64_t>(rank) : axis);
 }
 
-// Symbol values of one execution: T (tokens of the call) and P (cached).
+// Symbol values of one execution: T (tokens of the call), P (cached) and
+// R (output rows, ABI 1.4).
 struct Symbols {
   int64_t tokens = 0;
   int64_t past = 0;
+  int64_t rows = 0;
 };
 
 inline int64_t resolve_dim(const moert_dim& d, const Symbols& s) {
   int64_t v = d.fixed;
   if (d.symbols & (1u << MOERT_SYM_TOKENS)) v += s.tokens;
   if (d.symbols & (1u << MOERT_SYM_PAST)) v += s.past;
+  if (d.symbols & (1u << MOERT_SYM_ROWS)) v += s.rows;
   return v;
 }
 

@@ -39,6 +39,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
         "'pip install <moert checkout>'.") from exc
 
 from ._moert import (  # noqa: E402
+    Engine,
     Error,
     Session,
     TokenStream,
@@ -56,6 +57,7 @@ from .profiling import Profile  # noqa: E402
 __all__ = [
     "Report",
     "compare",
+    "Engine",
     "Error",
     "Model",
     "Profile",

@@ -6,7 +6,7 @@ under typing.TYPE_CHECKING).
 """
 
 from typing import (
-    Callable, Dict, Iterable, Iterator, List, Optional, Sequence, TypedDict, TypeVar, Union
+    Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, TypedDict, TypeVar, Union
 )
 
 import numpy as np
@@ -49,6 +49,8 @@ class _ModelInfoDict(TypedDict):
     num_experts: int
     experts_per_token: int
     max_context: int
+    max_sequences: int
+    kv_cache_tokens: int
     weight_dtype: str
     notes: list[str]
 
@@ -101,6 +103,9 @@ def load(
     precision: str = "fast",
     kv_dtype: str = "",
     mla_cache: str = "latent",
+    max_sequences: int = 16,
+    kv_cache_tokens: int = 0,
+    prefill_chunk: int = 512,
 ) -> Model: ...
 def random_model(
     config_json: str,
@@ -117,6 +122,9 @@ def random_model(
     precision: str = "fast",
     kv_dtype: str = "",
     mla_cache: str = "latent",
+    max_sequences: int = 16,
+    kv_cache_tokens: int = 0,
+    prefill_chunk: int = 512,
 ) -> Model: ...
 def read_bandwidth() -> float: ...
 
@@ -164,9 +172,29 @@ def command_line(
 def supported_model_types() -> List[str]: ...
 
 class Session:
-    def append(self, token_ids: _TokenIds) -> npt.NDArray[np.float32]: ...
+    def append(self, token_ids: _TokenIds, all_logits: bool = True) -> npt.NDArray[np.float32]: ...
     @property
     def position(self) -> int: ...
+
+class Engine:
+    def submit(
+        self,
+        prompt_ids: _TokenIds,
+        max_new_tokens: int = 16,
+        temperature: float = 0.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        seed: int = 0,
+        stop: _TokenIds = (),
+    ) -> int: ...
+    def step(self) -> List[Tuple[int, Optional[int], bool, str]]: ...
+    def cancel(self, request: int) -> None: ...
+    @property
+    def idle(self) -> bool: ...
+    @property
+    def running(self) -> int: ...
+    @property
+    def waiting(self) -> int: ...
 
 class TokenStream(Iterator[int]):
     def __iter__(self) -> TokenStream: ...
@@ -201,6 +229,18 @@ class Model:
         seed: int = 0,
         stop: _TokenIds = (),
     ) -> TokenStream: ...
+    def generate_batch(
+        self,
+        prompts: List[_TokenIds],
+        max_new_tokens: int = 16,
+        temperature: float = 0.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        seed: int = 0,
+        stop: _TokenIds = (),
+        step_tokens: int = 512,
+    ) -> List[List[int]]: ...
+    def engine(self, step_tokens: int = 512) -> Engine: ...
     @property
     def fallbacks(self) -> List[_FallbackDict]: ...
     def to(

@@ -21,7 +21,8 @@ Progress = Union[None, bool, Callable[[str, int, int], object]]
 def load(path: Union[str, os.PathLike], backend: str = "reference", dtype: str = "f32",
          max_context: int = 0, strict: bool = False, progress: Progress = None,
          quantize: str = "", precision: str = "fast", kv_dtype: str = "",
-         mla_cache: str = "latent") -> Model:
+         mla_cache: str = "latent", max_sequences: int = 16, kv_cache_tokens: int = 0,
+         prefill_chunk: int = 512) -> Model:
     """Loads a Hugging Face checkpoint directory and returns a Model.
 
     Args:
@@ -32,8 +33,8 @@ def load(path: Union[str, os.PathLike], backend: str = "reference", dtype: str =
             (see backends()).
         dtype: activation dtype, "f32", "bf16" or "f16"; weights stay as
             stored.
-        max_context: KV cache positions; 0 means min(max_position_embeddings,
-            4096).
+        max_context: positions of one sequence; 0 means
+            min(max_position_embeddings, 4096).
         strict: when True, an op the backend cannot run is an error instead
             of a fallback to the reference backend.
         progress: a bar on stderr while loading: None (the default) shows one
@@ -72,6 +73,14 @@ def load(path: Union[str, os.PathLike], backend: str = "reference", dtype: str =
             with kv_b_proj folded into the query and output; "expanded"
             caches every head's key and value.  Same logits up to summation
             order.
+        max_sequences: sequences open at once (sessions and batched
+            requests: generate_batch(), engine()).
+        kv_cache_tokens: positions of the KV cache pool that the sequences
+            share, handed out in blocks as they grow; 0 (the default) means
+            max_context.  Memory: kv_cache_tokens x
+            summary()["kv_bytes_per_token"].
+        prefill_chunk: prompts longer than this run in chunks of this many
+            tokens, bounding activation memory by the chunk.
 
     Raises:
         moert.Error: naming the file, tensor or parameter at fault (an
@@ -82,7 +91,8 @@ def load(path: Union[str, os.PathLike], backend: str = "reference", dtype: str =
     callback = _progress.resolve(progress)
     try:
         loaded = _moert.load(os.fspath(path), backend, dtype, max_context, strict, callback,
-                             quantize, precision, kv_dtype, mla_cache)
+                             quantize, precision, kv_dtype, mla_cache, max_sequences,
+                             kv_cache_tokens, prefill_chunk)
     finally:
         _progress.close(callback)
     return Model(loaded)
@@ -93,7 +103,8 @@ def random_model(config: Union[str, Mapping[str, Any]], weights: str = "bf16", s
                  dtype: str = "f32", max_context: int = 0, strict: bool = False,
                  quantize: str = "", progress: Progress = None,
                  precision: str = "fast", kv_dtype: str = "",
-                 mla_cache: str = "latent") -> Model:
+                 mla_cache: str = "latent", max_sequences: int = 16,
+                 kv_cache_tokens: int = 0, prefill_chunk: int = 512) -> Model:
     """A Model with random weights built from a config.json body, no files.
 
     Args:
@@ -107,8 +118,9 @@ def random_model(config: Union[str, Mapping[str, Any]], weights: str = "bf16", s
             values depend only on the seed and each tensor's name.
         name: names the config in error messages (and is the model's path).
         backend, dtype, max_context, strict, quantize, progress, precision,
-            kv_dtype, mla_cache: as for load() (progress sees "build", the bytes
-            generated, and "prepare").
+            kv_dtype, mla_cache, max_sequences, kv_cache_tokens, prefill_chunk:
+            as for load() (progress sees "build", the bytes generated, and
+            "prepare").
 
     Raises:
         moert.Error: naming `name` and the config field at fault.
@@ -118,7 +130,7 @@ def random_model(config: Union[str, Mapping[str, Any]], weights: str = "bf16", s
     try:
         made = _moert.random_model(body, weights, seed, std, name, backend, dtype, max_context,
                                    strict, quantize, callback, precision, kv_dtype,
-                                   mla_cache)
+                                   mla_cache, max_sequences, kv_cache_tokens, prefill_chunk)
     finally:
         _progress.close(callback)
     return Model(made)
@@ -127,8 +139,10 @@ def random_model(config: Union[str, Mapping[str, Any]], weights: str = "bf16", s
 class Model(_moert.Model):
     """A checkpoint loaded on a device, from moert.load().
 
-    Holds one KV-cached sequence: forward, session, generate and stream each
-    start a new one.  Prompts are token ids, or text when the checkpoint has
+    Sequences share one KV cache pool: forward, generate and stream each run
+    a sequence of their own, sessions live until garbage-collected, and
+    generate_batch() / engine() run many at once (continuous batching).
+    Prompts are token ids, or text when the checkpoint has
     a tokenizer.json and the `tokenizers` package is installed
     (encode/decode, generate(..., text=True), stream(..., text=True)).
     profile() times the runs inside a `with` block.
@@ -246,11 +260,37 @@ class Model(_moert.Model):
                                 top_p, seed, stop)
         return _text.text_pieces(tokens, self.decode) if text else tokens
 
+    def generate_batch(self, prompts: List[Union[str, TokenIds]], max_new_tokens: int = 16,
+                       temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
+                       seed: int = 0, stop: TokenIds = (), step_tokens: int = 512,
+                       text: bool = False) -> Union[List[List[int]], List[str]]:
+        """Generates after every prompt at once (continuous batching).
+
+        Each step runs the next token of every running prompt, and chunks of
+        the prompts joining, in one execution: the weights are read once per
+        step for all of them.  Greedy results equal generate() on each
+        prompt alone (up to ties within rounding).
+
+        Args:
+            prompts: a list of prompts, each token ids or a str.
+            max_new_tokens, temperature, top_k, top_p, stop, text: as for
+                generate(); prompt i is sampled with seed + i.
+            step_tokens: tokens one step runs at most.
+
+        Returns:
+            One list of new token ids per prompt (or str with text=True).
+        """
+        if text:
+            _ = self.tokenizer
+        out = super().generate_batch([self._prompt_ids(p) for p in prompts], max_new_tokens,
+                                     temperature, top_k, top_p, seed, stop, step_tokens)
+        return [self.decode(t) for t in out] if text else out
+
     # -- devices, profiling ------------------------------------------------
 
     def to(self, backend: str, strict: bool = False, progress: Progress = None) -> Model:
         """Moves the model to another backend without re-reading the
-        checkpoint and returns it.  The current sequence ends.  On error
+        checkpoint and returns it.  Every open sequence ends.  On error
         (moert.Error) the model stays where it was.  progress: as for
         moert.load() (only the "prepare" stage)."""
         callback = _progress.resolve(progress)

@@ -27,6 +27,7 @@
 #include "commands.h"
 #include "moert/backend_registry.h"
 #include "moert/bandwidth.h"
+#include "moert/batch.h"
 #include "moert/compare.h"
 #include "moert/dtype.h"
 #include "moert/error.h"
@@ -229,17 +230,97 @@ moert::GenerateOptions generate_options(int64_t max_new_tokens, double temperatu
 class PySession {
  public:
   PySession(std::shared_ptr<ModelHandle> handle, moert::Session session)
-      : handle_(std::move(handle)), session_(session) {}
-
-  py::array_t<float> append(const py::handle& tokens) {
-    std::vector<int32_t> ids = token_ids(tokens, handle_->vocab());
-    return logits_array(*handle_, ids.size(), [&] { return session_.append(ids); });
+      : handle_(std::move(handle)), session_(std::move(session)) {}
+  PySession(PySession&&) = default;
+  // Its cache positions go back to the pool under the model's lock.
+  ~PySession() {
+    if (!handle_ || !session_) return;
+    py::gil_scoped_release release;
+    std::lock_guard<std::mutex> lock(handle_->mutex);
+    session_.reset();
   }
-  int64_t position() const { return session_.position(); }
+
+  py::array_t<float> append(const py::handle& tokens, bool all_logits) {
+    std::vector<int32_t> ids = token_ids(tokens, handle_->vocab());
+    return logits_array(*handle_, all_logits ? ids.size() : 1,
+                        [&] { return session_->append(ids, all_logits); });
+  }
+  int64_t position() const {
+    std::lock_guard<std::mutex> lock(handle_->mutex);
+    return session_->position();
+  }
 
  private:
   std::shared_ptr<ModelHandle> handle_;
-  moert::Session session_;
+  std::optional<moert::Session> session_;
+};
+
+// moert.Engine: a BatchGenerator on a model (continuous batching), each
+// call under the model's lock; step() runs without the GIL.
+class PyEngine {
+ public:
+  PyEngine(std::shared_ptr<ModelHandle> handle, int64_t step_tokens) : handle_(std::move(handle)) {
+    moert::BatchOptions o;
+    o.step_tokens = step_tokens;
+    py::gil_scoped_release release;
+    std::lock_guard<std::mutex> lock(handle_->mutex);
+    generator_ = std::make_unique<moert::BatchGenerator>(*handle_->model, o);
+  }
+  PyEngine(PyEngine&&) = default;
+  ~PyEngine() {
+    if (!handle_ || !generator_) return;
+    py::gil_scoped_release release;
+    std::lock_guard<std::mutex> lock(handle_->mutex);
+    generator_.reset();
+  }
+
+  int64_t submit(const py::handle& prompt, int64_t max_new_tokens, double temperature,
+                 int64_t top_k, double top_p, uint64_t seed, const py::handle& stop) {
+    std::vector<int32_t> ids = token_ids(prompt, handle_->vocab());
+    moert::GenerateOptions o = generate_options(max_new_tokens, temperature, top_k, top_p, seed,
+                                                token_ids(stop, handle_->vocab()));
+    py::gil_scoped_release release;
+    std::lock_guard<std::mutex> lock(handle_->mutex);
+    return generator_->submit(std::move(ids), std::move(o));
+  }
+
+  void cancel(int64_t request) {
+    py::gil_scoped_release release;
+    std::lock_guard<std::mutex> lock(handle_->mutex);
+    generator_->cancel(request);
+  }
+
+  py::list step() {
+    std::vector<moert::BatchEvent> events;
+    {
+      py::gil_scoped_release release;
+      std::lock_guard<std::mutex> lock(handle_->mutex);
+      events = generator_->step();
+      handle_->record_run();
+    }
+    py::list out;
+    for (const moert::BatchEvent& e : events)
+      out.append(py::make_tuple(e.request, e.token ? py::object(py::int_(*e.token)) : py::none(),
+                                e.finished, e.finish_reason));
+    return out;
+  }
+
+  bool idle() {
+    std::lock_guard<std::mutex> lock(handle_->mutex);
+    return generator_->idle();
+  }
+  size_t running() {
+    std::lock_guard<std::mutex> lock(handle_->mutex);
+    return generator_->running();
+  }
+  size_t waiting() {
+    std::lock_guard<std::mutex> lock(handle_->mutex);
+    return generator_->waiting();
+  }
+
+ private:
+  std::shared_ptr<ModelHandle> handle_;
+  std::unique_ptr<moert::BatchGenerator> generator_;
 };
 
 // Model::generate one token at a time: the same sampler, the same stopping
@@ -292,6 +373,8 @@ class PyModel {
     d["num_experts"] = i.num_experts;
     d["experts_per_token"] = i.experts_per_token;
     d["max_context"] = i.max_context;
+    d["max_sequences"] = i.max_sequences;
+    d["kv_cache_tokens"] = i.kv_cache_tokens;
     d["weight_dtype"] = i.weight_dtype;
     d["notes"] = i.notes;
     return d;
@@ -344,6 +427,29 @@ class PyModel {
       return true;
     });
   }
+
+  // Model.generate_batch: prompt i sampled with seed + i.
+  std::vector<std::vector<int32_t>> generate_batch(const py::list& prompts, int64_t max_new_tokens,
+                                                   double temperature, int64_t top_k, double top_p,
+                                                   uint64_t seed, const py::handle& stop,
+                                                   int64_t step_tokens) {
+    std::vector<std::vector<int32_t>> ids;
+    std::vector<moert::GenerateOptions> options;
+    const std::vector<int32_t> stops = token_ids(stop, handle_->vocab());
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      ids.push_back(token_ids(prompts[i], handle_->vocab()));
+      options.push_back(
+          generate_options(max_new_tokens, temperature, top_k, top_p, seed + i, stops));
+    }
+    if (ids.empty()) return {};
+    moert::BatchOptions b;
+    b.step_tokens = step_tokens;
+    py::gil_scoped_release release;
+    std::lock_guard<std::mutex> lock(handle_->mutex);
+    return moert::generate_batch(*handle_->model, ids, options, b);
+  }
+
+  PyEngine engine(int64_t step_tokens) { return PyEngine(handle_, step_tokens); }
 
   TokenStream stream(const py::handle& prompt, int64_t max_new_tokens, double temperature,
                      int64_t top_k, double top_p, uint64_t seed, const py::handle& stop) {
@@ -479,8 +585,13 @@ py::list plugin_failures() {
 moert::LoadOptions load_options(const std::string& what, const std::string& backend,
                                 const std::string& dtype, int64_t max_context, bool strict,
                                 const std::string& quantize, const std::string& precision,
-                                const std::string& kv_dtype, const std::string& mla_cache) {
+                                const std::string& kv_dtype, const std::string& mla_cache,
+                                int64_t max_sequences, int64_t kv_cache_tokens,
+                                int64_t prefill_chunk) {
   moert::LoadOptions o;
+  o.max_sequences = max_sequences;
+  o.kv_cache_tokens = kv_cache_tokens;
+  o.prefill_chunk = prefill_chunk;
   o.device = backend;
   std::optional<moert::DType> t = moert::dtype_from_name(dtype);
   moert::check(t.has_value(), what + ": unknown dtype '" + dtype + "' (expected f32, bf16 or f16)");
@@ -497,9 +608,11 @@ moert::LoadOptions load_options(const std::string& what, const std::string& back
 PyModel load(const std::string& path, const std::string& backend, const std::string& dtype,
              int64_t max_context, bool strict, const py::object& progress,
              const std::string& quantize, const std::string& precision, const std::string& kv_dtype,
-             const std::string& mla_cache) {
-  moert::LoadOptions o = load_options("load", backend, dtype, max_context, strict, quantize,
-                                      precision, kv_dtype, mla_cache);
+             const std::string& mla_cache, int64_t max_sequences, int64_t kv_cache_tokens,
+             int64_t prefill_chunk) {
+  moert::LoadOptions o =
+      load_options("load", backend, dtype, max_context, strict, quantize, precision, kv_dtype,
+                   mla_cache, max_sequences, kv_cache_tokens, prefill_chunk);
   ProgressCallback cb(progress);
   o.progress = cb.callback();
   std::unique_ptr<moert::Model> model;
@@ -513,9 +626,11 @@ PyModel random_model(const std::string& config_json, const std::string& weights,
                      const std::string& dtype, int64_t max_context, bool strict,
                      const std::string& quantize, const py::object& progress,
                      const std::string& precision, const std::string& kv_dtype,
-                     const std::string& mla_cache) {
-  moert::LoadOptions o = load_options("random_model", backend, dtype, max_context, strict, quantize,
-                                      precision, kv_dtype, mla_cache);
+                     const std::string& mla_cache, int64_t max_sequences, int64_t kv_cache_tokens,
+                     int64_t prefill_chunk) {
+  moert::LoadOptions o =
+      load_options("random_model", backend, dtype, max_context, strict, quantize, precision,
+                   kv_dtype, mla_cache, max_sequences, kv_cache_tokens, prefill_chunk);
   moert::RandomWeights w;
   w.dtype = weights;
   w.seed = seed;
@@ -655,7 +770,8 @@ version, a duplicate name ...  The other plugins still load.)doc");
   m.def("load", &load, py::arg("path"), py::arg("backend") = "reference", py::arg("dtype") = "f32",
         py::arg("max_context") = 0, py::arg("strict") = false, py::arg("progress") = py::none(),
         py::arg("quantize") = "", py::arg("precision") = "fast", py::arg("kv_dtype") = "",
-        py::arg("mla_cache") = "latent",
+        py::arg("mla_cache") = "latent", py::arg("max_sequences") = 16,
+        py::arg("kv_cache_tokens") = 0, py::arg("prefill_chunk") = 512,
         R"doc(Loads a Hugging Face checkpoint directory and returns a Model.
 
 The package's moert.load() wraps this one (progress bars on stderr, and the
@@ -690,6 +806,10 @@ Args:
     mla_cache: DeepSeek's latent attention: "latent" (the default) caches one
         compressed vector per position, kv_b_proj folded into the query and
         output; "expanded" caches every head's key and value.
+    max_sequences: sequences open at once (sessions, batched requests).
+    kv_cache_tokens: positions of the KV cache pool the sequences share; 0
+        means max_context.
+    prefill_chunk: prompts longer than this run in chunks of this many tokens.
 
 Raises:
     moert.Error: naming the file, tensor or parameter at fault (an unknown
@@ -701,14 +821,16 @@ Raises:
         py::arg("backend") = "reference", py::arg("dtype") = "f32", py::arg("max_context") = 0,
         py::arg("strict") = false, py::arg("quantize") = "", py::arg("progress") = py::none(),
         py::arg("precision") = "fast", py::arg("kv_dtype") = "", py::arg("mla_cache") = "latent",
+        py::arg("max_sequences") = 16, py::arg("kv_cache_tokens") = 0,
+        py::arg("prefill_chunk") = 512,
         R"doc(A Model with random weights built from a config.json body (a JSON str).
 
 The package's moert.random_model() wraps this one.  weights: their storage,
 "f32", "bf16", "f16", "fp8", or "int8", "int4", "mxfp4" (the bf16 weights
 packed as quantize packs them); seed and std: the draw (N(0, std²), norms
 1.0); name: names the config in errors and is the model's path.  backend,
-dtype, max_context, strict, quantize, progress, precision, kv_dtype, mla_cache: as
-for load().)doc");
+dtype, max_context, strict, quantize, progress, precision, kv_dtype, mla_cache,
+max_sequences, kv_cache_tokens, prefill_chunk: as for load().)doc");
 
   m.def("read_bandwidth", &host_read_bandwidth,
         R"doc(The host's memory read bandwidth in bytes per second.
@@ -747,26 +869,61 @@ moert.Error.)doc");
 
   py::class_<PySession>(m, "Session", R"doc(One sequence with its KV cache, from Model.session().
 
-A model runs one sequence at a time: a newer session (or Model.forward,
-generate, stream) replaces this one, and appending to it then raises
-moert.Error.)doc")
-      .def("append", &PySession::append, py::arg("token_ids"),
+Sessions share the model's KV cache pool (kv_cache_tokens positions, up to
+max_sequences sequences); a session's positions return to the pool when it
+is garbage-collected.  When a new session needs room the pool lacks, the
+least recently used session gives up its positions, and appending to it
+then raises moert.Error ("replaced by a newer one").)doc")
+      .def("append", &PySession::append, py::arg("token_ids"), py::arg("all_logits") = true,
            R"doc(Appends tokens to the sequence and returns their logits.
 
 Args:
     token_ids: a list (or 1-D NumPy integer array) of token ids.
+    all_logits: False returns only the last token's row (what generation
+        needs; long inputs then never hold every row's logits).
 
 Returns:
-    numpy.ndarray of float32, shape [len(token_ids), vocab_size].
+    numpy.ndarray of float32, shape [len(token_ids), vocab_size] (or
+    [1, vocab_size] with all_logits=False).
 
 Raises:
-    moert.Error: a token id outside the vocabulary, or a context overflow
-        (position + len(token_ids) > max_context; the cache is untouched).)doc")
+    moert.Error: a token id outside the vocabulary, a context overflow
+        (position + len(token_ids) > max_context), or no room in the KV
+        cache pool; the sequence is unchanged.)doc")
       .def_property_readonly("position", &PySession::position,
                              "Number of tokens in the sequence so far (cached in the KV cache).")
       .def("__repr__", [](const PySession& s) {
         return "<moert.Session position " + std::to_string(s.position()) + ">";
       });
+
+  py::class_<PyEngine>(m, "Engine", R"doc(Continuous batching on one model, from Model.engine().
+
+submit() queues a request and returns its id; each step() runs one
+execution over every running request (their next tokens, and chunks of new
+prompts) and returns the events it produced; cancel() ends a request.  A
+request joins when a sequence and the KV cache positions for its prompt plus
+max_new_tokens are free, in the order submitted.)doc")
+      .def("submit", &PyEngine::submit, py::arg("prompt_ids"), py::arg("max_new_tokens") = 16,
+           py::arg("temperature") = 0.0, py::arg("top_k") = 0, py::arg("top_p") = 1.0,
+           py::arg("seed") = 0, py::arg("stop") = py::tuple(),
+           R"doc(Queues a request; returns its id (an int).
+
+Raises moert.Error, queuing nothing, for an empty prompt, token ids outside
+the vocabulary, max_new_tokens < 0, bad sampling options, a prompt with no
+room for a new token within max_context, or a request larger than the
+whole KV cache pool.)doc")
+      .def("step", &PyEngine::step,
+           R"doc(Runs one step; returns a list of (request, token, finished, reason) tuples.
+
+token is the new token id, or None for a request that ended without one
+(cancelled, or max_new_tokens=0); reason is "" while running, then "stop",
+"length" or "cancelled".)doc")
+      .def("cancel", &PyEngine::cancel, py::arg("request"),
+           "Ends a request; its (request, None, True, \"cancelled\") event comes with the next "
+           "step.")
+      .def_property_readonly("idle", &PyEngine::idle, "No request running, waiting or to report.")
+      .def_property_readonly("running", &PyEngine::running, "Requests in the batch.")
+      .def_property_readonly("waiting", &PyEngine::waiting, "Requests queued for room.");
 
   py::class_<TokenStream>(m, "TokenStream", R"doc(Iterator over the tokens of Model.stream().
 
@@ -841,6 +998,20 @@ Returns:
       .def("stream", &PyModel::stream, py::arg("prompt_ids"), py::arg("max_new_tokens") = 16,
            py::arg("temperature") = 0.0, py::arg("top_k") = 0, py::arg("top_p") = 1.0,
            py::arg("seed") = 0, py::arg("stop") = py::tuple(), stream_doc.c_str())
+      .def("generate_batch", &PyModel::generate_batch, py::arg("prompts"),
+           py::arg("max_new_tokens") = 16, py::arg("temperature") = 0.0, py::arg("top_k") = 0,
+           py::arg("top_p") = 1.0, py::arg("seed") = 0, py::arg("stop") = py::tuple(),
+           py::arg("step_tokens") = 512,
+           R"doc(Generates after every prompt at once (continuous batching); returns a list of
+token-id lists, one per prompt.
+
+Each step runs the next token of every running prompt (and prompt chunks) in
+one execution, so the weights are read once per step for all of them.
+Prompts join as the KV cache pool has room for their prompt plus
+max_new_tokens.  Sampling options as for generate(); prompt i is sampled
+with seed + i.  step_tokens bounds the tokens of one step.)doc")
+      .def("engine", &PyModel::engine, py::arg("step_tokens") = 512,
+           R"doc(A batching Engine on this model: submit requests, step, cancel.)doc")
       .def_property_readonly("fallbacks", &PyModel::fallbacks,
                              R"doc(Nodes that run on the reference backend instead of the chosen
 device: a list of dicts {node, op, reason}.)doc")

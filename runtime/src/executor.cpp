@@ -6,6 +6,7 @@
 #include <map>
 #include <set>
 #include <sstream>
+#include <tuple>
 
 #include "abi_graph.h"
 #include "moert/error.h"
@@ -79,7 +80,7 @@ struct Executor::Impl {
   std::vector<Instance> instances;
   std::map<std::pair<ValueId, int>, size_t> instance_of;
   std::map<ValueId, StateBuffer> states;
-  std::map<std::pair<int64_t, int64_t>, Plan> plans;
+  std::map<std::tuple<int64_t, int64_t, int64_t>, Plan> plans;  // by (T, P bucket, R)
   const Plan* last_plan = nullptr;
   int64_t capacity = 0;
   bool profiling = false;
@@ -109,7 +110,26 @@ struct Executor::Impl {
     AbiGraph abi(g, all);
     std::vector<bool> ok(all.size());
     if (reasons) reasons->assign(all.size(), "");
+    // Symbol R (output rows) is ABI 1.4: an older plugin would size such a
+    // tensor without it.
+    const bool knows_rows = ref.backend->abi_minor() >= 4;
+    auto uses_rows = [&g](const Node& n) {
+      for (const std::vector<ValueId>* list : {&n.inputs, &n.outputs})
+        for (ValueId v : *list)
+          if (v != kNoValue)
+            for (const Dim& d : g.value(v).shape.dims())
+              if (d.symbols & (1u << MOERT_SYM_ROWS)) return true;
+      return false;
+    };
     for (size_t i = 0; i < all.size(); ++i) {
+      if (!knows_rows && uses_rows(g.node(i))) {
+        ok[i] = false;
+        if (reasons)
+          (*reasons)[i] = "a shape uses symbol R (output rows), which needs plugin ABI 1.4; '" +
+                          ref.backend->name() + "' has 1." +
+                          std::to_string(ref.backend->abi_minor());
+        continue;
+      }
       moert_error err = new_error();
       int32_t supported = 0;
       moert_status s =
@@ -145,13 +165,14 @@ struct Executor::Impl {
         if (in != kNoValue) in = remap[static_cast<size_t>(in)];
       const OpDef& def = OpRegistry::global().get(node.op);
       std::vector<ValueId> outs;
+      // A decomposition may decline a node (no outputs, nothing added): it
+      // then stays as it is and falls back.
       if (!ok[n] && options.decompose && def.decompose) {
         outs = def.decompose(g, copy);
-        check(outs.size() == node.outputs.size(),
+        check(outs.empty() || outs.size() == node.outputs.size(),
               "decomposition of node '" + node.name + "' gave the wrong number of outputs");
-      } else {
-        outs = g.add_node(copy.op, copy.name, copy.inputs, copy.attrs);
       }
+      if (outs.empty()) outs = g.add_node(copy.op, copy.name, copy.inputs, copy.attrs);
       for (size_t i = 0; i < outs.size(); ++i)
         remap[static_cast<size_t>(node.outputs[i])] = outs[i];
     }
@@ -328,8 +349,8 @@ struct Executor::Impl {
   }
 
   const Plan& plan_for(const SymbolValues& s) {
-    SymbolValues bucket = SymbolValues::of(s.tokens(), past_bucket(s.past()));
-    auto key = std::make_pair(bucket.tokens(), bucket.past());
+    SymbolValues bucket = SymbolValues::of(s.tokens(), past_bucket(s.past()), s.rows());
+    auto key = std::make_tuple(bucket.tokens(), bucket.past(), bucket.rows());
     auto it = plans.find(key);
     if (it != plans.end()) return it->second;
     Plan plan;
@@ -381,7 +402,7 @@ struct Executor::Impl {
   }
 
   std::vector<Tensor> run(const std::vector<Tensor>& inputs, SymbolValues symbols) {
-    check(symbols.tokens() >= 0 && symbols.past() >= 0,
+    check(symbols.tokens() >= 0 && symbols.past() >= 0 && symbols.rows() >= 0,
           "negative token count or past length (T=" + std::to_string(symbols.tokens()) +
               ", P=" + std::to_string(symbols.past()) + ")");
     const std::vector<ValueId>& input_ids = graph_inputs;
@@ -395,7 +416,8 @@ struct Executor::Impl {
       check(inputs[i].dtype() == v.dtype && inputs[i].shape() == want,
             "input '" + v.name + "' must be " + std::string(dtype_name(v.dtype)) + dims_str(want) +
                 " (T=" + std::to_string(symbols.tokens()) +
-                ", P=" + std::to_string(symbols.past()) + "), got " + inputs[i].describe());
+                ", P=" + std::to_string(symbols.past()) + ", R=" + std::to_string(symbols.rows()) +
+                "), got " + inputs[i].describe());
     }
     if (capacity > 0 && symbols.past() + symbols.tokens() > capacity)
       throw Error("context overflow: " + std::to_string(symbols.past()) + " cached + " +

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <set>
 #include <vector>
 
 #include "models/architecture.h"
@@ -124,6 +125,93 @@ std::unique_ptr<WeightSource> quantizing(WeightSource& inner, const std::string&
 
 }  // namespace
 
+// The KV pool's bookkeeping: the free blocks, and each open sequence's
+// blocks (its block-table row) and position.  Ids are never reused, so a
+// closed sequence's id stays invalid.
+//
+// Sessions (Model::session) may be ended to make room: when a row or blocks
+// are wanted and none are free, the least recently used session gives up
+// its own, and its next use says why.  So one-sequence-at-a-time code keeps
+// working at the default pool size (a newer session replaces an older one
+// when both do not fit), while batched sequences (open_sequence) are never
+// taken from.
+struct Model::Sequences {
+  struct Entry {
+    int32_t row = 0;              // of the block table
+    std::vector<int32_t> blocks;  // logical block b holds positions b * bs ..
+    int64_t position = 0;         // positions written
+    bool session = false;         // may be ended to make room
+    uint64_t used = 0;            // when last stepped or opened
+  };
+  int64_t block_size = 64, columns = 0, rows = 0, blocks = 0, max_context = 0;
+  std::vector<int32_t> free;  // free block ids, taken from the back
+  std::vector<bool> row_used;
+  std::map<int64_t, Entry> open;
+  std::set<int64_t> replaced;  // sessions ended to make room
+  int64_t next_id = 1;
+  uint64_t clock = 0;
+
+  void reset() {
+    open.clear();
+    replaced.clear();
+    row_used.assign(static_cast<size_t>(rows), false);
+    free.resize(static_cast<size_t>(blocks));
+    // Taken from the back: block 0 first, so that one sequence's blocks
+    // are the pool's first ones in order.
+    for (int64_t b = 0; b < blocks; ++b)
+      free[static_cast<size_t>(b)] = static_cast<int32_t>(blocks - 1 - b);
+  }
+  Entry& get(int64_t id) {
+    auto it = open.find(id);
+    if (it == open.end() && replaced.count(id))
+      throw Error(
+          "this session was replaced by a newer one: its KV cache positions were given "
+          "to it (the pool holds " +
+          std::to_string(blocks * block_size) +
+          " positions, load option kv_cache_tokens; raise it to keep both)");
+    check(it != open.end(), "sequence " + std::to_string(id) +
+                                " is not open (it was closed, or ended when the model moved to "
+                                "another device)");
+    return it->second;
+  }
+  void close(std::map<int64_t, Entry>::iterator it) {
+    free.insert(free.end(), it->second.blocks.rbegin(), it->second.blocks.rend());
+    row_used[static_cast<size_t>(it->second.row)] = false;
+    open.erase(it);
+  }
+  // Ends the least recently used sessions, other than those in `keep`, until
+  // `blocks_wanted` blocks and `rows_wanted` rows are free (or none is left).
+  void make_room(int64_t blocks_wanted, int64_t rows_wanted, const std::set<int64_t>& keep) {
+    auto free_rows = [&] {
+      return static_cast<int64_t>(std::count(row_used.begin(), row_used.end(), false));
+    };
+    while (static_cast<int64_t>(free.size()) < blocks_wanted || free_rows() < rows_wanted) {
+      auto victim = open.end();
+      for (auto it = open.begin(); it != open.end(); ++it)
+        if (it->second.session && !keep.count(it->first) &&
+            (victim == open.end() || it->second.used < victim->second.used))
+          victim = it;
+      if (victim == open.end()) return;
+      replaced.insert(victim->first);
+      close(victim);
+    }
+  }
+  int64_t blocks_for(int64_t positions) const { return (positions + block_size - 1) / block_size; }
+  // Blocks `e` must still take to hold `positions`.
+  int64_t missing(const Entry& e, int64_t positions) const {
+    return std::max<int64_t>(0, blocks_for(positions) - static_cast<int64_t>(e.blocks.size()));
+  }
+  void grow(Entry& e, int64_t positions) {
+    for (int64_t n = missing(e, positions); n > 0; --n) {
+      e.blocks.push_back(free.back());
+      free.pop_back();
+    }
+  }
+};
+
+Model::Model() : sequences_(std::make_unique<Sequences>()) {}
+Model::~Model() = default;
+
 std::unique_ptr<Model> Model::load(const std::string& directory, const LoadOptions& options) {
   namespace fs = std::filesystem;
   check(fs::is_directory(directory), directory + ": not a directory");
@@ -206,6 +294,20 @@ std::unique_ptr<Model> Model::build(const ArchSpec& arch, const std::string& nam
             arch.rope.scaling != "none",
         "max_context " + std::to_string(options.max_context) + " exceeds max_position_embeddings " +
             std::to_string(arch.max_position_embeddings) + " of " + name);
+  check(options.max_sequences >= 1,
+        "load option max_sequences must be >= 1, got " + std::to_string(options.max_sequences));
+  check(options.kv_block_size >= 1,
+        "load option kv_block_size must be >= 1, got " + std::to_string(options.kv_block_size));
+  check(options.kv_cache_tokens >= 0,
+        "load option kv_cache_tokens must be >= 0 (0: max_context), got " +
+            std::to_string(options.kv_cache_tokens));
+  check(options.prefill_chunk >= 1,
+        "load option prefill_chunk must be >= 1, got " + std::to_string(options.prefill_chunk));
+  // Blocks no longer than a (short) sequence.
+  build.kv_block_size = std::min(options.kv_block_size, build.max_context);
+  build.max_sequences = options.max_sequences;
+  const int64_t pool = options.kv_cache_tokens > 0 ? options.kv_cache_tokens : build.max_context;
+  build.kv_blocks = (pool + build.kv_block_size - 1) / build.kv_block_size;
 
   const LoadProgress& progress = options.progress;
   std::unique_ptr<Model> m(new Model());
@@ -230,6 +332,16 @@ std::unique_ptr<Model> Model::build(const ArchSpec& arch, const std::string& nam
   info.num_experts = arch.experts;
   info.experts_per_token = arch.experts > 0 ? arch.router.top_k : 0;
   info.max_context = build.max_context;
+  info.max_sequences = build.max_sequences;
+  info.kv_cache_tokens = build.kv_blocks * build.kv_block_size;
+  m->prefill_chunk_ = options.prefill_chunk;
+  Sequences& sq = *m->sequences_;
+  sq.block_size = build.kv_block_size;
+  sq.columns = (build.max_context + build.kv_block_size - 1) / build.kv_block_size;
+  sq.rows = build.max_sequences;
+  sq.blocks = build.kv_blocks;
+  sq.max_context = build.max_context;
+  sq.reset();
   info.weight_dtype = weight_dtype_of(m->graph_);
   info.notes = arch.notes;
   return m;
@@ -245,39 +357,213 @@ void Model::to(const std::string& device, bool strict, const LoadProgress& progr
   if (progress) progress("prepare", weights, weights);
   executor_ = std::move(next);
   device_ = device;
-  ++generation_;  // sessions on the old executor end
+  sequences_->reset();  // the new executor's caches are empty: every sequence ends
+}
+
+int64_t Model::open_sequence() {
+  Sequences& sq = *sequences_;
+  auto row = std::find(sq.row_used.begin(), sq.row_used.end(), false);
+  check(row != sq.row_used.end(),
+        "all " + std::to_string(sq.rows) +
+            " sequences of the model are open (load option max_sequences); close a session first");
+  *row = true;
+  const int64_t id = sq.next_id++;
+  Sequences::Entry& e = sq.open[id];
+  e.row = static_cast<int32_t>(row - sq.row_used.begin());
+  e.used = ++sq.clock;
+  return id;
+}
+
+void Model::close_sequence(int64_t sequence) {
+  Sequences& sq = *sequences_;
+  sq.replaced.erase(sequence);
+  auto it = sq.open.find(sequence);
+  if (it != sq.open.end()) sq.close(it);
+}
+
+int64_t Model::sequence_position(int64_t sequence) const {
+  return sequences_->get(sequence).position;
+}
+
+int64_t Model::free_kv_positions() const {
+  return static_cast<int64_t>(sequences_->free.size()) * sequences_->block_size;
+}
+
+int64_t Model::sequence_capacity(int64_t sequence) const {
+  const Sequences& sq = *sequences_;
+  const Sequences::Entry& e = sequences_->get(sequence);
+  const int64_t held = static_cast<int64_t>(e.blocks.size() + sq.free.size()) * sq.block_size;
+  return std::min(held, sq.max_context);
+}
+
+bool Model::reserve(int64_t sequence, int64_t positions) {
+  Sequences& sq = *sequences_;
+  Sequences::Entry& e = sq.get(sequence);
+  if (positions > sq.max_context) return false;
+  sq.make_room(sq.missing(e, positions), 0, {sequence});
+  if (sq.missing(e, positions) > static_cast<int64_t>(sq.free.size())) return false;
+  sq.grow(e, positions);
+  return true;
+}
+
+std::vector<Tensor> Model::step(const std::vector<SequenceInput>& inputs) {
+  Sequences& sq = *sequences_;
+  check(!inputs.empty(), "step: no sequences given");
+  const int64_t vocab = info_.vocab_size;
+  int64_t tokens = 0, rows = 0, needed = 0;
+  std::set<int64_t> seen;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const SequenceInput& in = inputs[i];
+    const std::string which = "sequence " + std::to_string(in.sequence);
+    Sequences::Entry& e = sq.get(in.sequence);
+    check(seen.insert(in.sequence).second, "step: " + which + " is given twice");
+    check(!in.tokens.empty(), "step: " + which + " has no tokens");
+    for (size_t j = 0; j < in.tokens.size(); ++j)
+      check(in.tokens[j] >= 0 && in.tokens[j] < vocab,
+            which + ": token id " + std::to_string(in.tokens[j]) + " at position " +
+                std::to_string(j) + " is outside the vocabulary [0, " + std::to_string(vocab) +
+                ")");
+    const int64_t n = static_cast<int64_t>(in.tokens.size());
+    check(e.position + n <= sq.max_context,
+          which + ": context overflow: " + std::to_string(e.position) + " cached + " +
+              std::to_string(n) + " new tokens exceed max_context " +
+              std::to_string(sq.max_context));
+    needed += sq.missing(e, e.position + n);
+    tokens += n;
+    rows += in.all_logits ? n : 1;
+  }
+  sq.make_room(needed, 0, seen);
+  check(needed <= static_cast<int64_t>(sq.free.size()),
+        "KV cache full: the step needs " + std::to_string(needed) + " more blocks of " +
+            std::to_string(sq.block_size) + " positions, " + std::to_string(sq.free.size()) +
+            " are free (load option kv_cache_tokens = " +
+            std::to_string(sq.blocks * sq.block_size) + ")");
+  for (const SequenceInput& in : inputs) {
+    Sequences::Entry& e = sq.get(in.sequence);
+    sq.grow(e, e.position + static_cast<int64_t>(in.tokens.size()));
+    e.used = ++sq.clock;
+  }
+  std::vector<int32_t> ids, positions, seqs, logit_rows;
+  ids.reserve(static_cast<size_t>(tokens));
+  for (const SequenceInput& in : inputs) {
+    const Sequences::Entry& e = sq.get(in.sequence);
+    const int64_t first = static_cast<int64_t>(ids.size()),
+                  n = static_cast<int64_t>(in.tokens.size());
+    for (int64_t j = 0; j < n; ++j) {
+      ids.push_back(in.tokens[static_cast<size_t>(j)]);
+      positions.push_back(static_cast<int32_t>(e.position + j));
+      seqs.push_back(e.row);
+      if (in.all_logits || j == n - 1) logit_rows.push_back(static_cast<int32_t>(first + j));
+    }
+  }
+  Tensor table = Tensor::empty(DType::i32, {sq.rows, sq.columns});
+  int32_t* bt = table.data_as<int32_t>();
+  std::fill(bt, bt + sq.rows * sq.columns, -1);
+  for (const auto& [id, e] : sq.open)
+    std::copy(e.blocks.begin(), e.blocks.end(), bt + e.row * sq.columns);
+  const Tensor logits =
+      executor_->run({ints(ids), ints(positions), ints(seqs), table, ints(logit_rows)},
+                     SymbolValues::of(tokens, 0, rows))[0];
+  std::vector<Tensor> out;
+  int64_t row = 0;
+  for (const SequenceInput& in : inputs) {
+    sq.get(in.sequence).position += static_cast<int64_t>(in.tokens.size());
+    const int64_t n = in.all_logits ? static_cast<int64_t>(in.tokens.size()) : 1;
+    Tensor t = Tensor::empty(DType::f32, {n, vocab});
+    std::memcpy(t.data(), logits.data_as<float>() + row * vocab,
+                static_cast<size_t>(n * vocab) * sizeof(float));
+    row += n;
+    out.push_back(std::move(t));
+  }
+  return out;
 }
 
 Session Model::session() {
-  executor_->reset_state();
-  Session s(this);
-  s.generation_ = ++generation_;
-  return s;
+  // A row for it, ending the least recently used session when none is free.
+  sequences_->make_room(0, 1, {});
+  const int64_t id = open_sequence();
+  sequences_->open[id].session = true;
+  return Session(this, id);
 }
 
-Tensor Session::append(const std::vector<int32_t>& tokens) {
-  check(generation_ == model_->generation_,
-        "this session was replaced by a newer one (a model runs one sequence at a time)");
+Session::Session(Session&& other) noexcept
+    : model_(std::exchange(other.model_, nullptr)), sequence_(other.sequence_) {}
+
+Session& Session::operator=(Session&& other) noexcept {
+  if (this != &other) {
+    if (model_) model_->close_sequence(sequence_);
+    model_ = std::exchange(other.model_, nullptr);
+    sequence_ = other.sequence_;
+  }
+  return *this;
+}
+
+Session::~Session() {
+  if (model_) model_->close_sequence(sequence_);
+}
+
+int64_t Session::position() const {
+  check(model_ != nullptr, "this session was moved from");
+  return model_->sequence_position(sequence_);
+}
+
+Tensor Session::append(const std::vector<int32_t>& tokens, bool all_logits) {
+  check(model_ != nullptr, "this session was moved from");
   check(!tokens.empty(), "append: no tokens");
-  const int64_t t = static_cast<int64_t>(tokens.size());
+  const int64_t n = static_cast<int64_t>(tokens.size()), vocab = model_->info_.vocab_size;
+  const int64_t position = model_->sequence_position(sequence_);
   for (size_t i = 0; i < tokens.size(); ++i)
-    check(tokens[i] >= 0 && tokens[i] < model_->info_.vocab_size,
+    check(tokens[i] >= 0 && tokens[i] < vocab,
           "token id " + std::to_string(tokens[i]) + " at position " + std::to_string(i) +
-              " is outside the vocabulary [0, " + std::to_string(model_->info_.vocab_size) + ")");
-  check(position_ + t <= model_->info_.max_context,
-        "context overflow: " + std::to_string(position_) + " cached + " + std::to_string(t) +
+              " is outside the vocabulary [0, " + std::to_string(vocab) + ")");
+  check(position + n <= model_->info_.max_context,
+        "context overflow: " + std::to_string(position) + " cached + " + std::to_string(n) +
             " new tokens exceed max_context " + std::to_string(model_->info_.max_context));
-  Tensor logits = run_decoder(*model_->executor_, tokens, position_);
-  position_ += t;
-  return logits;
+  // The whole input's blocks first, so that a later chunk cannot find the
+  // pool full after earlier ones ran.
+  check(model_->reserve(sequence_, position + n),
+        "KV cache full: " + std::to_string(position + n) + " positions do not fit beside the " +
+            "other open sequences (" + std::to_string(model_->free_kv_positions()) +
+            " positions free; load option kv_cache_tokens = " +
+            std::to_string(model_->info_.kv_cache_tokens) + ")");
+  const int64_t chunk = model_->prefill_chunk_;
+  if (n <= chunk) return model_->step({{sequence_, tokens, all_logits}})[0];
+  Tensor out = Tensor::empty(DType::f32, {all_logits ? n : 1, vocab});
+  for (int64_t at = 0; at < n; at += chunk) {
+    const int64_t len = std::min(chunk, n - at);
+    const bool last = at + len == n;
+    if (!all_logits && !last) {
+      // Only the cache matters here; one row of logits is the least a step gives.
+      model_->step({{sequence_, {tokens.begin() + at, tokens.begin() + at + len}, false}});
+      continue;
+    }
+    Tensor part = model_->step(
+        {{sequence_, {tokens.begin() + at, tokens.begin() + at + len}, all_logits}})[0];
+    std::memcpy(out.data_as<float>() + (all_logits ? at * vocab : 0), part.data(), part.nbytes());
+  }
+  return out;
 }
 
 Tensor run_decoder(Executor& executor, const std::vector<int32_t>& tokens, int64_t past) {
-  std::vector<int32_t> positions(tokens.size());
-  for (size_t i = 0; i < positions.size(); ++i)
-    positions[i] = static_cast<int32_t>(past + static_cast<int64_t>(i));
   const int64_t t = static_cast<int64_t>(tokens.size());
-  return executor.run({ints(tokens), ints(positions)}, SymbolValues::of(t, past))[0];
+  std::vector<int32_t> positions(tokens.size()), rows(tokens.size());
+  for (size_t i = 0; i < positions.size(); ++i) {
+    positions[i] = static_cast<int32_t>(past + static_cast<int64_t>(i));
+    rows[i] = static_cast<int32_t>(i);
+  }
+  const Graph& g = executor.placed_graph();
+  // A graph of ids and positions only (caches indexed by P).
+  if (g.inputs().size() == 2)
+    return executor.run({ints(tokens), ints(positions)}, SymbolValues::of(t, past))[0];
+  const Shape table_shape = g.value(g.inputs().at(3)).shape;
+  const std::vector<int64_t> dims = table_shape.static_dims();
+  Tensor table = Tensor::empty(DType::i32, dims);
+  int32_t* bt = table.data_as<int32_t>();
+  std::fill(bt, bt + table.numel(), -1);
+  for (int64_t b = 0; b < dims[1]; ++b) bt[b] = static_cast<int32_t>(b);
+  return executor.run({ints(tokens), ints(positions), ints(std::vector<int32_t>(tokens.size(), 0)),
+                       table, ints(rows)},
+                      SymbolValues::of(t, past, t))[0];
 }
 
 Tensor Model::forward(const std::vector<int32_t>& tokens) { return session().append(tokens); }

@@ -47,6 +47,7 @@ class ReferenceKernel final : public kit::Kernel<Reference> {
     SymbolValues symbols;
     symbols.values[MOERT_SYM_TOKENS] = ctx.symbols.tokens;
     symbols.values[MOERT_SYM_PAST] = ctx.symbols.past;
+    symbols.values[MOERT_SYM_ROWS] = ctx.symbols.rows;
     KernelContext kc{node_, {}, {}, symbols};
     for (const kit::HostTensor& t : ctx.inputs) kc.inputs.push_back(view(t));
     for (const kit::HostTensor& t : ctx.outputs) kc.outputs.push_back(view(t));

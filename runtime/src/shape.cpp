@@ -17,6 +17,7 @@ std::string Dim::str() const {
   std::string out;
   if (symbols & (1u << MOERT_SYM_PAST)) out.append("P");
   if (symbols & (1u << MOERT_SYM_TOKENS)) out.append(out.empty() ? "T" : "+T");
+  if (symbols & (1u << MOERT_SYM_ROWS)) out.append(out.empty() ? "R" : "+R");
   if (out.empty()) return std::to_string(fixed);
   if (fixed > 0) out.append("+").append(std::to_string(fixed));
   if (fixed < 0) out.append(std::to_string(fixed));

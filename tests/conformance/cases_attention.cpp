@@ -12,6 +12,7 @@
 // (dot products of up to 128 terms, sums over up to ~600 keys) is ~1e-6
 // relative.  The caches hold the same rounded values on both sides (the
 // reference reads back what it wrote), so only the output rounding differs.
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -84,6 +85,84 @@ Case attention_case(const AttnSpec& s, std::mt19937& rng) {
   return c;
 }
 
+// Version 3, paged: several sequences share one cache pool of `blocks`
+// blocks of `block_size` rows.  Each step lists (sequence, tokens) pieces,
+// run in that order in one call (prompt chunks and single decode tokens
+// mixed, sequences interleaved); each sequence's blocks are a random
+// scattering of the pool, and the block table's unused entries are -1, so a
+// kernel that reads beyond what a token may see fails.
+struct PagedSpec {
+  std::string name;
+  DType act = DType::f32, cache = DType::f32;
+  int64_t nh = 6, nkv = 2, dk = 40, dv = 40, value_dim = 0;
+  int64_t block_size = 16, blocks = 24, table_columns = 8;
+  std::vector<std::vector<std::pair<int32_t, int64_t>>> steps;
+  Attributes attrs;
+  bool sinks = false;
+};
+
+Case paged_case(const PagedSpec& s, std::mt19937& rng) {
+  Case c;
+  c.name = s.name;
+  c.op = "attention";
+  c.attrs = s.attrs;
+  c.attrs.set("block_size", s.block_size);
+  const bool shared = s.value_dim > 0;
+  if (shared) c.attrs.set("value_dim", s.value_dim);
+  int32_t sequences = 0;
+  for (const auto& step : s.steps)
+    for (const auto& [seq, n] : step) sequences = std::max(sequences, seq + 1);
+  const int64_t capacity = s.blocks * s.block_size;
+  c.slots.push_back(activation(s.act, Shape{Dim::tokens(), Dim(s.nh), Dim(s.dk)}));
+  c.slots.push_back(activation(s.act, Shape{Dim::tokens(), Dim(s.nkv), Dim(s.dk)}));
+  c.slots.push_back(shared ? absent()
+                           : activation(s.act, Shape{Dim::tokens(), Dim(s.nkv), Dim(s.dv)}));
+  c.slots.push_back(state(s.cache, {capacity, s.nkv, s.dk}));
+  c.slots.push_back(shared ? absent() : state(s.cache, {capacity, s.nkv, s.dv}));
+  c.slots.push_back(s.sinks ? constant(random(DType::f32, {s.nh}, rng, 2.0)) : absent());
+  c.slots.push_back(activation(DType::i32, Shape{Dim::tokens()}));
+  c.slots.push_back(activation(DType::i32, Shape{Dim::tokens()}));
+  c.slots.push_back(activation(DType::i32, Shape{Dim(sequences), Dim(s.table_columns)}));
+  // The pool's blocks dealt out in a random order.
+  std::vector<int32_t> pool(static_cast<size_t>(s.blocks));
+  for (size_t i = 0; i < pool.size(); ++i) pool[i] = static_cast<int32_t>(i);
+  std::shuffle(pool.begin(), pool.end(), rng);
+  Tensor table = Tensor::empty(DType::i32, {sequences, s.table_columns});
+  int32_t* bt = table.data_as<int32_t>();
+  std::fill(bt, bt + sequences * s.table_columns, -1);
+  std::vector<int64_t> position(static_cast<size_t>(sequences), 0);
+  size_t dealt = 0;
+  for (const auto& pieces : s.steps) {
+    int64_t tokens = 0;
+    for (const auto& piece : pieces) tokens += piece.second;
+    Tensor pos = Tensor::empty(DType::i32, {tokens}), seq = Tensor::empty(DType::i32, {tokens});
+    int64_t t = 0;
+    for (const auto& [sq, n] : pieces)
+      for (int64_t i = 0; i < n; ++i, ++t) {
+        int64_t& p = position[static_cast<size_t>(sq)];
+        int32_t& entry = bt[sq * s.table_columns + p / s.block_size];
+        if (entry < 0) entry = pool.at(dealt++);
+        pos.data_as<int32_t>()[t] = static_cast<int32_t>(p++);
+        seq.data_as<int32_t>()[t] = sq;
+      }
+    Step step;
+    step.tokens = tokens;
+    step.inputs.push_back(random(s.act, {tokens, s.nh, s.dk}, rng));
+    step.inputs.push_back(random(s.act, {tokens, s.nkv, s.dk}, rng));
+    if (!shared) step.inputs.push_back(random(s.act, {tokens, s.nkv, s.dv}, rng));
+    step.inputs.push_back(pos);
+    step.inputs.push_back(seq);
+    Tensor snapshot = Tensor::empty(DType::i32, {sequences, s.table_columns});
+    std::copy(bt, bt + sequences * s.table_columns, snapshot.data_as<int32_t>());
+    step.inputs.push_back(snapshot);
+    c.steps.push_back(std::move(step));
+  }
+  c.tolerance = tolerance_for(s.act);
+  c.floor = kFloor;
+  c.why = why_for(s.act) + kFloorWhy;
+  return c;
+}
+
 Attributes attrs_of(std::initializer_list<std::pair<const char*, AttrValue>> list) {
   Attributes a;
   for (const auto& [k, v] : list) a.set(k, v);
@@ -141,6 +220,57 @@ std::vector<Case> attention_cases() {
     s.steps = {37, 1, 2, 1};
     s.attrs = attrs_of({{"window", int64_t{9}}});
     add(s);
+  }
+  // Version 3, paged: sequences joining and leaving between calls, prompt
+  // chunks mixed with decode tokens, interleaved pieces of one sequence's
+  // neighbours, every cache dtype; MLA's latent layout; a window and sinks;
+  // a long decode that the kernel splits between threads.
+  const std::vector<std::vector<std::pair<int32_t, int64_t>>> mixed = {
+      {{0, 37}, {1, 20}},       {{0, 1}, {1, 1}, {2, 50}},
+      {{2, 1}, {0, 1}, {1, 1}}, {{1, 5}, {3, 1}, {0, 1}, {2, 1}},
+      {{3, 30}, {1, 1}},        {{0, 1}, {1, 1}, {2, 1}, {3, 1}}};
+  for (DType act : {DType::f32, DType::bf16})
+    for (DType cache : {DType::f32, DType::bf16, DType::f16, DType::f8_e4m3}) {
+      PagedSpec s;
+      s.name = "paged_" + std::string(dtype_name(act)) + "_cache_" + std::string(dtype_name(cache));
+      s.act = act;
+      s.cache = cache;
+      s.steps = mixed;
+      out.push_back(paged_case(s, rng));
+    }
+  {
+    PagedSpec s;
+    s.name = "paged_mla_latent_block64";
+    s.nh = 16;
+    s.nkv = 1;
+    s.dk = 72;
+    s.value_dim = s.dv = 64;
+    s.cache = DType::bf16;
+    s.block_size = 64;
+    s.blocks = 24;
+    s.table_columns = 12;
+    s.steps = {{{0, 100}, {1, 3}}, {{1, 600}}, {{0, 1}, {1, 1}}, {{1, 1}, {0, 2}}};
+    out.push_back(paged_case(s, rng));
+    s.name = "paged_window9_sinks";
+    s.nh = 4;
+    s.nkv = 2;
+    s.dk = s.dv = 32;
+    s.value_dim = 0;
+    s.block_size = 8;
+    s.blocks = 40;
+    s.table_columns = 16;
+    s.sinks = true;
+    s.attrs = attrs_of({{"window", int64_t{9}}});
+    s.steps = mixed;
+    out.push_back(paged_case(s, rng));
+    s.name = "paged_one_sequence_decode_split";
+    s.sinks = false;
+    s.attrs = {};
+    s.block_size = 32;
+    s.blocks = 40;
+    s.table_columns = 40;
+    s.steps = {{{0, 700}}, {{0, 1}}, {{0, 1}}, {{0, 3}}};
+    out.push_back(paged_case(s, rng));
   }
   {  // Keys and values cached in different dtypes.
     AttnSpec s;

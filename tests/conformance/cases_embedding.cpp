@@ -69,6 +69,27 @@ std::vector<Case> cases() {
     out.push_back(std::move(c));
   }
 
+  // The rows of an activation [T, H] picked by ids [R] (a decoder's last
+  // hidden states of the tokens whose logits are wanted): symbolic T and R.
+  for (DType table : kActivations) {
+    Case c;
+    c.name = std::string(dtype_name(table)) + "_activation_rows_symbolic";
+    c.op = "embedding";
+    c.slots = {activation(table, Shape{Dim::tokens(), Dim(96)}),
+               activation(DType::i32, Shape{Dim::rows()})};
+    for (auto [tokens, rows] : {std::pair<int64_t, int64_t>{40, 3}, {5, 5}, {1, 1}, {17, 0}}) {
+      Step s;
+      s.tokens = tokens;
+      s.rows = rows;
+      s.inputs = {random(table, {tokens, 96}, rng),
+                  random_ints(DType::i32, {rows}, 0, tokens - 1, rng)};
+      c.steps.push_back(std::move(s));
+    }
+    c.tolerance = 0.0;
+    c.why = kExact;
+    out.push_back(std::move(c));
+  }
+
   // Wide rows, shared between threads within and across rows.
   out.push_back(simple_case(
       "bf16_wide", "embedding",

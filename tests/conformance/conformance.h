@@ -35,6 +35,7 @@ struct Slot {
 
 struct Step {
   int64_t tokens = 0;          // T of this execution
+  int64_t rows = 0;            // R of this execution (output rows)
   std::vector<Tensor> inputs;  // one per activation slot, in slot order
 };
 

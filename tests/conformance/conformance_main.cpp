@@ -217,7 +217,7 @@ void run_case(const std::string& device, const Case& c) {
   int64_t past = 0;
   for (size_t s = 0; s < c.steps.size(); ++s) {
     const Step& step = c.steps[s];
-    const SymbolValues symbols = SymbolValues::of(step.tokens, past);
+    const SymbolValues symbols = SymbolValues::of(step.tokens, past, step.rows);
     const std::vector<Tensor> want = ref.run(step.inputs, symbols);
     const std::vector<Tensor> got = dev.run(step.inputs, symbols);
     ASSERT_EQ(got.size(), want.size());

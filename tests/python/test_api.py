@@ -243,11 +243,25 @@ def test_context_overflow(checkpoint):
     assert list(small.stream(PROMPT[:6], max_new_tokens=10)) == tokens
 
 
-def test_replaced_session_is_refused(model):
-    old = model.session()
-    model.session()
+def test_sessions_share_the_pool_and_the_oldest_gives_way(checkpoint):
+    # Room for two sequences of 8: both live, each with its own positions.
+    roomy = moert.load(str(checkpoint), max_context=8, kv_cache_tokens=16)
+    a, b = roomy.session(), roomy.session()
+    a.append(PROMPT[:5])
+    b.append(PROMPT[2:6])
+    got_a, got_b = a.append([7]), b.append([9])
+    np.testing.assert_allclose(got_a[0], roomy.forward(PROMPT[:5] + [7])[-1], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got_b[0], roomy.forward(PROMPT[2:6] + [9])[-1], rtol=1e-4, atol=1e-5)
+    # Room for one: a newer session takes the older one's positions, and the
+    # older one says so when used.
+    small = moert.load(str(checkpoint), max_context=8)
+    old = small.session()
+    old.append(PROMPT[:6])
+    new = small.session()
+    new.append(PROMPT[:4])
     with pytest.raises(moert.Error, match="replaced by a newer one"):
         old.append([1])
+    assert new.append([1]).shape == (1, VOCAB)
 
 
 def test_docstrings():

@@ -178,6 +178,7 @@ TEST_F(ModelTest, SamplingIsSeeded) {
 TEST_F(ModelTest, ContextOverflowAndBadTokensLeaveTheSessionUsable) {
   moert::LoadOptions lo;
   lo.max_context = 8;
+  lo.kv_cache_tokens = 16;  // room for forward() beside the session
   auto m = Model::load(dir_.string(), lo);
   moert::Session s = m->session();
   Tensor first = s.append({1, 2, 3, 4, 5, 6});

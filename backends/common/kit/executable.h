@@ -122,6 +122,7 @@ class Executable : public moert_executable_impl {
     Symbols symbols;
     if (args.num_symbols > MOERT_SYM_TOKENS) symbols.tokens = args.symbol_values[MOERT_SYM_TOKENS];
     if (args.num_symbols > MOERT_SYM_PAST) symbols.past = args.symbol_values[MOERT_SYM_PAST];
+    if (args.num_symbols > MOERT_SYM_ROWS) symbols.rows = args.symbol_values[MOERT_SYM_ROWS];
     double* times = nullptr;
     if (MOERT_ABI_HAS_MEMBER(&args, moert_execute_args, num_node_seconds) && args.node_seconds &&
         args.num_node_seconds >= steps.size())

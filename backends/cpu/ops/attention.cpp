@@ -15,6 +15,12 @@
 //   blocks (and values into f32 rows unless already f32), then units of one
 //   KV head and ~64 rows run register-blocked score and value tiles,
 //   costliest first.
+// Paged (version 3: positions, sequences, block_table): the call's tokens
+// are cut into segments, runs of one sequence at consecutive positions, and
+// each segment runs as above with its keys read through the sequence's
+// block table (a key block never crosses a cache block).  Many single-token
+// segments (a batch of decoding sequences) run as one parallel loop over the
+// segments instead.
 #include <omp.h>
 
 #include <algorithm>
@@ -69,6 +75,13 @@ std::string check(const NodeDesc& node) {
   if (nh % nkv != 0) return "query heads not a multiple of KV heads";
   if (shared && value_dim > node.input(1).static_dim(2))
     return "attribute 'value_dim' exceeds the key size";
+  if (node.has_input(8)) {
+    if (!node.has_input(3) || !node.has_input(6) || !node.has_input(7))
+      return "paged attention needs the caches, positions and sequences";
+    for (size_t i = 6; i < 9; ++i)
+      if (node.input(i).dtype() != MOERT_DTYPE_I32) return "positions, sequences, block_table: i32";
+    if (node.attr_int("block_size", 0) <= 0) return "attribute 'block_size' must be > 0";
+  }
   if (!shared && node.has_input(3) != node.has_input(4))
     return "k_cache and v_cache must come together";
   for (size_t i = 3; i < 5; ++i) {
@@ -99,6 +112,15 @@ struct Plan {
   const float* vrows = nullptr;
   int64_t first_block = 0, blocks = 0;
   const float* sinks = nullptr;  // [nh] or null
+  // Paged: logical key n is cache row pages[n / page] * page + n % page.
+  const int32_t* pages = nullptr;
+  int64_t page = 0;
+  int64_t row(int64_t n) const { return pages ? pages[n / page] * page + n % page : n; }
+  // How many of the keys from n on (at most limit) are contiguous in the
+  // cache: up to the end of n's block when paged.
+  int64_t contiguous(int64_t n, int64_t limit) const {
+    return pages ? std::min(limit, page - n % page) : limit;
+  }
 };
 
 class Attention final : public Kernel {
@@ -113,6 +135,8 @@ class Attention final : public Kernel {
     group_ = nh_ / nkv_;
     ldo_ = (dv_ + 15) / 16 * 16;
     cached_ = node.has_input(3);
+    paged_ = node.has_input(8);
+    block_size_ = node.attr_int("block_size", 0);
     mask_ = attn::mask_params(node, 1.0 / std::sqrt(static_cast<double>(dk_)));
   }
 
@@ -125,6 +149,7 @@ class Attention final : public Kernel {
     require(k.dim(0) == tokens && v.dim(0) == tokens,
             "inputs 'q', 'k' and 'v' have " + std::to_string(tokens) + ", " +
                 std::to_string(k.dim(0)) + " and " + std::to_string(v.dim(0)) + " tokens");
+    if (paged_) return run_paged(ctx, q, k, v);
     Plan plan;
     plan.tokens = tokens;
     plan.kdtype = k.dtype;
@@ -255,8 +280,10 @@ class Attention final : public Kernel {
     const int64_t first = std::max(k0, mask_.lo(plan.base + t0));
     const int64_t end = std::min(k1, mask_.hi(plan.base + t1 - 1, plan.len));
     int64_t n0 = plan.transposed ? first / kKeyBlock * kKeyBlock : first;
-    for (; n0 < end; n0 += kKeyBlock) {
-      const int64_t nk = std::min(kKeyBlock, end - n0);
+    for (int64_t nk = 0; n0 < end; n0 += nk) {
+      // Keys read in place stay within one cache block.
+      nk = plan.transposed ? std::min(kKeyBlock, end - n0)
+                           : plan.contiguous(n0, std::min(kKeyBlock, end - n0));
       // Keys and values of the block not read in place: rows n0 .. n0 + nk
       // - 1 of the unit's heads, widened to f32 (one span when the unit has
       // every KV head: whole cache rows, read in order).  Shared values
@@ -272,9 +299,9 @@ class Attention final : public Kernel {
         sc.range[2 * (t - t0)] = static_cast<int32_t>(std::clamp<int64_t>(a, 0, kKeyBlock));
         sc.range[2 * (t - t0) + 1] = static_cast<int32_t>(std::clamp<int64_t>(b, 0, kKeyBlock));
       }
-      if (k_rows) widen_block(plan.kdtype, plan.kdata, n0, nk, g0, g1, dk_, sc.kb);
+      if (k_rows) widen_block(plan.kdtype, plan.kdata, plan.row(n0), nk, g0, g1, dk_, sc.kb);
       if (v_rows && !(shared_ && k_rows))
-        widen_block(plan.vdtype, plan.vdata, n0, nk, g0, g1, vb_head, sc.vb);
+        widen_block(plan.vdtype, plan.vdata, plan.row(n0), nk, g0, g1, vb_head, sc.vb);
       for (int64_t g = g0; g < g1; ++g) {
         const int64_t r0 = (g - g0) * per_group;
         float* q_g = sc.q + r0 * dk_;
@@ -286,7 +313,7 @@ class Attention final : public Kernel {
               plan.kt + ((g * plan.blocks) + (n0 / kKeyBlock - plan.first_block)) * dk_ * kKeyBlock;
           tiles.scores_transposed(q_g, dk_, per_group, kt, dk_, s_g);
         } else if (!k_rows) {
-          const float* kr = static_cast<const float*>(plan.kdata) + (n0 * nkv_ + g) * dk_;
+          const float* kr = static_cast<const float*>(plan.kdata) + (plan.row(n0) * nkv_ + g) * dk_;
           tiles.scores_rows(q_g, dk_, per_group, kr, nkv_ * dk_, nk, dk_, s_g);
         } else {
           tiles.scores_rows(q_g, dk_, per_group, sc.kb + (g - g0) * dk_, heads * dk_, nk, dk_, s_g);
@@ -303,7 +330,7 @@ class Attention final : public Kernel {
                (g * plan.blocks * kKeyBlock + (n0 - plan.first_block * kKeyBlock)) * dv_;
           ldv = dv_;
         } else if (!v_rows) {
-          vr = static_cast<const float*>(plan.vdata) + (n0 * nkv_ + g) * vh_;
+          vr = static_cast<const float*>(plan.vdata) + (plan.row(n0) * nkv_ + g) * vh_;
           ldv = nkv_ * vh_;
         } else {
           vr = sc.vb + (g - g0) * vb_head;
@@ -417,7 +444,9 @@ class Attention final : public Kernel {
     const Block kt_block = ctx.scratch(
         static_cast<uint64_t>(nblocks * dk_ * kKeyBlock) * sizeof(float), "keys transposed as f32");
     float* kt = kit::floats(kt_block);
-    const bool convert_v = plan.vdtype != MOERT_DTYPE_F32;
+    // Paged values are gathered into rows too: blocks of 64 keys may span
+    // cache blocks.
+    const bool convert_v = plan.vdtype != MOERT_DTYPE_F32 || plan.pages;
     const Block v_block = ctx.scratch(
         convert_v ? static_cast<uint64_t>(nblocks * kKeyBlock * dv_) * sizeof(float) : 0,
         "values as f32");
@@ -440,7 +469,7 @@ class Attention final : public Kernel {
       for (int64_t j = 0; j < kKeyBlock; ++j) {
         const int64_t n = n0 + j;
         if (n < plan.len)
-          vec::widen(plan.kdtype, plan.kdata, (n * nkv_ + g) * dk_, dk_, row);
+          vec::widen(plan.kdtype, plan.kdata, (plan.row(n) * nkv_ + g) * dk_, dk_, row);
         else
           std::fill(row, row + dk_, 0.0f);
         for (int64_t c = 0; c < dk_; ++c) dst[c * kKeyBlock + j] = row[c];
@@ -449,7 +478,7 @@ class Attention final : public Kernel {
           if (shared_)  // the values are the widened key's first dv features
             std::copy(row, row + dv_, vd);
           else if (n < plan.len)
-            vec::widen(plan.vdtype, plan.vdata, (n * nkv_ + g) * vh_, dv_, vd);
+            vec::widen(plan.vdtype, plan.vdata, (plan.row(n) * nkv_ + g) * vh_, dv_, vd);
           else
             std::fill(vd, vd + dv_, 0.0f);
         }
@@ -472,10 +501,123 @@ class Attention final : public Kernel {
     });
   }
 
+  // A run of one sequence's tokens at consecutive positions.
+  struct Segment {
+    int64_t t0, t1, base;
+    const int32_t* pages;
+  };
+
+  // Version 3: the tokens' k and v into their cache rows, then attention per
+  // segment through the block table (see the header).
+  void run_paged(ExecContext& ctx, const Tensor& q, const Tensor& k, const Tensor& v) {
+    const Tensor& kc = ctx.in(3);
+    const Tensor& vc = shared_ ? kc : ctx.in(4);
+    const Tensor& table = ctx.in(8);
+    const int64_t tokens = q.dim(0), seqs = table.dim(0), cols = table.dim(1);
+    const int64_t bs = block_size_, blocks = kc.dim(0) / bs;
+    require(shared_ || kc.dim(0) == vc.dim(0), "inputs 'k_cache' and 'v_cache' have capacities " +
+                                                   std::to_string(kc.dim(0)) + " and " +
+                                                   std::to_string(vc.dim(0)));
+    const int32_t* pos = ctx.in(6).as<int32_t>();
+    const int32_t* seq = ctx.in(7).as<int32_t>();
+    const int32_t* bt = table.as<int32_t>();
+    // Every entry is checked before anything is written.
+    for (int64_t t = 0; t < tokens; ++t) {
+      const int64_t s = seq[t], p = pos[t];
+      const std::string at = "token " + std::to_string(t) + ": ";
+      require(s >= 0 && s < seqs,
+              at + "sequences[" + std::to_string(t) + "] = " + std::to_string(s) +
+                  " is outside the block table's " + std::to_string(seqs) + " rows");
+      require(p >= 0, at + "positions[" + std::to_string(t) + "] = " + std::to_string(p) + " < 0");
+      require(p / bs < cols, at + "context overflow: position " + std::to_string(p) +
+                                 " needs block column " + std::to_string(p / bs) +
+                                 " of a block table with " + std::to_string(cols));
+      for (int64_t c = 0; c <= p / bs; ++c) {
+        const int64_t b = bt[s * cols + c];
+        require(b >= 0 && b < blocks, at + "block_table[" + std::to_string(s) + ", " +
+                                          std::to_string(c) + "] = " + std::to_string(b) +
+                                          " is outside the cache's " + std::to_string(blocks) +
+                                          " blocks");
+      }
+    }
+    const int64_t krow = nkv_ * dk_, vrow = nkv_ * dv_;
+    parallel_for(tokens, 64, [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t) {
+        const int64_t p = pos[t];
+        const int64_t r = bt[seq[t] * cols + p / bs] * bs + p % bs;
+        vec::convert(k.dtype, k.data, t * krow, kc.dtype, kc.data, r * krow, krow);
+        if (!shared_) vec::convert(v.dtype, v.data, t * vrow, vc.dtype, vc.data, r * vrow, vrow);
+      }
+    });
+    const auto sinks = ctx.scratch(ctx.has(5) ? nh_ * sizeof(float) : 0, "the sinks as f32");
+    const float* sink = nullptr;
+    if (ctx.has(5)) {
+      float* f = kit::floats(sinks);
+      vec::widen(ctx.in(5).dtype, ctx.in(5).data, 0, nh_, f);
+      sink = f;
+    }
+    std::vector<Segment> segments;
+    for (int64_t t = 0; t < tokens;) {
+      int64_t e = t + 1;
+      while (e < tokens && seq[e] == seq[t] && pos[e] == pos[e - 1] + 1) ++e;
+      segments.push_back({t, e, pos[t], bt + seq[t] * cols});
+      t = e;
+    }
+    auto plan_of = [&](const Segment& sg) {
+      Plan plan;
+      plan.tokens = sg.t1 - sg.t0;
+      plan.base = sg.base;
+      plan.len = sg.base + plan.tokens;
+      plan.kdtype = kc.dtype;
+      plan.kdata = kc.data;
+      plan.vdtype = vc.dtype;
+      plan.vdata = vc.data;
+      plan.sinks = sink;
+      plan.pages = sg.pages;
+      plan.page = bs;
+      return plan;
+    };
+    // The segment's rows of q or the output.
+    auto part = [](const Tensor& x, const Segment& sg) {
+      Tensor view = x;
+      const int64_t row = x.dim(0) > 0 ? x.numel() / x.dim(0) : 0;
+      view.data = static_cast<char*>(x.data) +
+                  static_cast<size_t>(sg.t0 * row) * static_cast<size_t>(x.elem_size());
+      view.shape[0] = sg.t1 - sg.t0;
+      return view;
+    };
+    const Tensor& out = ctx.out(0);
+    // Single tokens of many sequences: one unit per segment, every KV head.
+    const bool batch = segments.size() >= static_cast<size_t>(num_threads()) &&
+                       std::all_of(segments.begin(), segments.end(),
+                                   [](const Segment& sg) { return sg.t1 - sg.t0 == 1; });
+    if (batch) {
+      const Block tiles = reserve_scratch(ctx, nh_);
+      for_units(static_cast<int64_t>(segments.size()), [&](int64_t u, int thread) {
+        const Segment& sg = segments[static_cast<size_t>(u)];
+        const Plan plan = plan_of(sg);
+        const Tensor qs = part(q, sg), os = part(out, sg);
+        const Scratch sc = carve(thread, nh_);
+        process(plan, qs, 0, nkv_, 0, 1, mask_.lo(plan.base), mask_.hi(plan.base, plan.len), sc);
+        finish_unit(plan, os, 0, nkv_, 0, 1, sc);
+      });
+      return;
+    }
+    for (const Segment& sg : segments) {
+      Plan plan = plan_of(sg);
+      const Tensor qs = part(q, sg), os = part(out, sg);
+      if (plan.tokens <= kDecodeTokens || plan.tokens * group_ <= kDecodeRows)
+        decode(ctx, qs, os, plan);
+      else
+        prefill(ctx, qs, os, plan);
+    }
+  }
+
   // vh_: the distance between the values of adjacent KV heads (dv_, or dk_
   // when shared_: the values are the keys' first dv_ features, value_dim).
   int64_t nh_ = 0, nkv_ = 0, dk_ = 0, dv_ = 0, vh_ = 0, group_ = 1, ldo_ = 16;
-  bool cached_ = false, shared_ = false;
+  bool cached_ = false, shared_ = false, paged_ = false;
+  int64_t block_size_ = 0;
   MaskParams mask_;
   float* scratch_base_ = nullptr;  // reserve_scratch()'s block, while a run lasts
   std::vector<int32_t> ranges_;
@@ -485,8 +627,8 @@ class Attention final : public Kernel {
 std::unique_ptr<Kernel> create(const NodeDesc& node) { return std::make_unique<Attention>(node); }
 
 // Version 2: attribute value_dim (values read from the keys, MLA's latent
-// cache).
-const KernelRegistration registration(KernelDef("attention", check, create).at_version(2));
+// cache); version 3: paged caches shared by many sequences.
+const KernelRegistration registration(KernelDef("attention", check, create).at_version(3));
 
 }  // namespace
 }  // namespace moert::cpu

@@ -7,7 +7,9 @@
 // queries) a tiled kernel instead reuses each key/value tile across 64
 // queries held in shared memory (see "tiled prefill" below), and for
 // bf16 / f16 queries a form of it runs the two products on the tensor cores
-// ("tiled prefill on the tensor cores").  Scores, softmax and accumulation
+// ("tiled prefill on the tensor cores").  Paged attention (a block table
+// mapping each sequence's positions to cache rows) takes the split kernel
+// only (see "paged attention" below).  Scores, softmax and accumulation
 // are f32.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -41,7 +43,70 @@ __device__ __forceinline__ void key_range(const Attention& a, int64_t i, int64_t
   *last = hi;
 }
 
-// scratch per (query, head, split): [max, sum, acc[dv]].
+// ---- paged attention -------------------------------------------------------
+//
+// paged_check validates every token's entries (one thread per token) before
+// anything is written; paged_write copies each token's k or v row into its
+// cache row; the split kernel below then maps each key position j of a
+// query's sequence to its cache row through the block table.  The three
+// launches are ordered on the stream, so every write precedes every read.
+
+// The value of an error slot that recorded nothing (kNoError of kernel.h).
+constexpr unsigned long long kSlotClear = ~0ull;
+
+__device__ __forceinline__ bool paged_failed(const PagedKv& p) { return *p.error != kSlotClear; }
+
+// The cache row of position j of the sequence whose block-table row is
+// `blocks` (validated by paged_check for every j the caller passes).
+__device__ __forceinline__ int64_t paged_row(const PagedKv& p, const int32_t* blocks, int64_t j) {
+  return static_cast<int64_t>(blocks[j / p.block_size]) * p.block_size + j % p.block_size;
+}
+
+__global__ void paged_check_kernel(PagedKv p, int64_t tokens) {
+  for (int64_t t = global_index(); t < tokens; t += global_stride()) {
+    const int64_t s = p.sequences[t], pos = p.positions[t];
+    bool ok = s >= 0 && s < p.seqs && pos >= 0 && pos / p.block_size < p.cols;
+    // Only the columns this token reads: later ones may be unused (-1).
+    for (int64_t c = 0; ok && c <= pos / p.block_size; ++c) {
+      const int64_t b = p.table[s * p.cols + c];
+      ok = b >= 0 && b < p.blocks;
+    }
+    if (!ok) record_error(p.error, t);
+  }
+}
+
+__global__ void paged_write_kernel(moert_dtype from, const void* x, moert_dtype to, void* cache,
+                                   int64_t row, int64_t n, PagedKv p) {
+  if (paged_failed(p)) return;  // the call fails: nothing is written
+  for (int64_t i = global_index(); i < n; i += global_stride()) {
+    const int64_t t = i / row, c = i % row;
+    const int32_t* blocks = p.table + static_cast<int64_t>(p.sequences[t]) * p.cols;
+    cast_element(from, x, i, to, cache, paged_row(p, blocks, p.positions[t]) * row + c);
+  }
+}
+
+// The keys query i of a paged call sees: positions first .. last of its own
+// sequence (causal, so up to its own position; the window may cut the
+// start), and that sequence's row of the block table.  Empty (first >
+// last) when paged_check recorded an error in this call, whose entries may
+// then be out of range.
+__device__ __forceinline__ void paged_key_range(const Attention& a, int64_t i, int64_t* first,
+                                                int64_t* last, const int32_t** blocks) {
+  *first = 1;
+  *last = 0;
+  *blocks = nullptr;
+  if (paged_failed(a.paged)) return;
+  const int64_t p = a.paged.positions[i];
+  int64_t lo = 0;
+  if (a.mask.window > 0 && p - a.mask.window + 1 > lo) lo = p - a.mask.window + 1;
+  *first = lo;
+  *last = p;
+  *blocks = a.paged.table + static_cast<int64_t>(a.paged.sequences[i]) * a.paged.cols;
+}
+
+// scratch per (query, head, split): [max, sum, acc[dv]].  Paged
+// (a.paged.table set): key j of the query's range is its sequence's
+// position j, read from cache row paged_row(j); otherwise key j is row j.
 __global__ void attention_split_kernel(Attention a, int splits, float* scratch) {
   if (a.past_dev) {  // a replayed graph: this step's position
     a.past = *a.past_dev;
@@ -63,7 +128,11 @@ __global__ void attention_split_kernel(Attention a, int splits, float* scratch) 
   __syncthreads();
 
   int64_t first, last;
-  key_range(a, i, &first, &last);
+  const int32_t* blocks = nullptr;  // paged: the sequence's row of the block table
+  if (a.paged.table)
+    paged_key_range(a, i, &first, &last, &blocks);
+  else
+    key_range(a, i, &first, &last);
   const int64_t count = last >= first ? last - first + 1 : 0;
   const int64_t per = (count + splits - 1) / splits;
   const int64_t begin = first + split * per;
@@ -75,7 +144,8 @@ __global__ void attention_split_kernel(Attention a, int splits, float* scratch) 
   for (int r = 0; r < kMaxPerLane; ++r) acc[r] = 0.0f;
 
   for (int64_t j = begin + warp; j < end; j += kWarps) {
-    const int64_t krow = (j * a.kv_heads + g) * a.dk;
+    const int64_t kv = blocks ? paged_row(a.paged, blocks, j) : j;  // the cache row
+    const int64_t krow = (kv * a.kv_heads + g) * a.dk;
     float dot = 0.0f;
     for (int64_t c = lane; c < a.dk; c += 32) dot += q[c] * load_float(a.k_t, a.k, krow + c);
     const float score = a.mask.scale * warp_sum(dot);
@@ -83,7 +153,7 @@ __global__ void attention_split_kernel(Attention a, int splits, float* scratch) 
     const float correction = m == -INFINITY ? 0.0f : expf(m - m_new);
     const float p = expf(score - m_new);
     l = l * correction + p;
-    const int64_t vrow = (j * a.kv_heads + g) * vh;
+    const int64_t vrow = (kv * a.kv_heads + g) * vh;
 #pragma unroll
     for (int r = 0; r < kMaxPerLane; ++r) {
       const int64_t c = lane + 32 * r;
@@ -708,6 +778,20 @@ void launch_tiled_tc(cudaStream_t s, const Attention& a, size_t max_shared) {
 }
 
 }  // namespace
+
+void paged_check(cudaStream_t s, const PagedKv& p, int64_t tokens) {
+  if (tokens == 0) return;
+  paged_check_kernel<<<grid_for(tokens), kThreads, 0, s>>>(p, tokens);
+  check_launch("paged_check");
+}
+
+void paged_write(cudaStream_t s, moert_dtype from, const void* x, moert_dtype to, void* cache,
+                 int64_t row, int64_t tokens, const PagedKv& p) {
+  const int64_t n = tokens * row;
+  if (n == 0) return;
+  paged_write_kernel<<<grid_for(n), kThreads, 0, s>>>(from, x, to, cache, row, n, p);
+  check_launch("paged_write");
+}
 
 int attention_splits(const Attention& a, int multiprocessors) {
   const int64_t rows = a.tokens * a.heads;

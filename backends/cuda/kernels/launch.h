@@ -116,6 +116,32 @@ void rope(cudaStream_t s, moert_dtype t, const void* x, moert_dtype pos_t, const
 
 // ---- attention.cu -----------------------------------------------------------
 
+// Paged attention (attention version 3): the tokens of one call belong to
+// several sequences that share the cache as a pool of `blocks` blocks of
+// `block_size` rows.  Token t is sequence sequences[t] at position
+// positions[t]; position p of sequence s is cache row
+// table[s * cols + p / block_size] * block_size + p % block_size.  All
+// three arrays are device memory read when the kernels run, so a captured
+// graph sees each call's values.  `error` is the node's error slot: the
+// first token with an invalid entry is recorded there by paged_check, and
+// then paged_write writes nothing and attention() attends to no key.
+struct PagedKv {
+  const int32_t* positions = nullptr;  // [tokens]
+  const int32_t* sequences = nullptr;  // [tokens]
+  const int32_t* table = nullptr;      // [seqs, cols]
+  int64_t seqs = 0, cols = 0, block_size = 0, blocks = 0;
+  unsigned long long* error = nullptr;
+};
+// Records in *p.error the first token t whose sequence is outside
+// [0, seqs), whose position is negative or needs a block column >= cols,
+// or one of whose table entries for columns 0 .. positions[t] / block_size
+// (the blocks it reads) is outside [0, blocks).  No other column is read.
+void paged_check(cudaStream_t s, const PagedKv& p, int64_t tokens);
+// Unless paged_check recorded an error: row t of x [tokens, row] goes to
+// cache row (of `row` elements) of token t, converted as cast does.
+void paged_write(cudaStream_t s, moert_dtype from, const void* x, moert_dtype to, void* cache,
+                 int64_t row, int64_t tokens, const PagedKv& p);
+
 struct Attention {
   moert_dtype q_t = MOERT_DTYPE_F32, k_t = MOERT_DTYPE_F32, v_t = MOERT_DTYPE_F32;
   moert_dtype out_t = MOERT_DTYPE_F32, sinks_t = MOERT_DTYPE_F32;
@@ -133,6 +159,12 @@ struct Attention {
   // a replayed CUDA graph attends at each step's own position (split
   // kernel only; `splits` must then not depend on len).
   const int64_t* past_dev = nullptr;
+  // Set (paged.table not null): paged attention, split kernel only.  k and
+  // v are the caches; query i (sequence s, position p) attends to the keys
+  // of positions 0 .. p of s (masked: window; causal always) found through
+  // the block table; past and len are not used by the kernels (len only
+  // plans the split count: the most keys a query may see).
+  PagedKv paged;
   Mask mask;
 };
 // The largest dv the kernel holds in registers (dk is limited only by

@@ -1,9 +1,10 @@
-// attention (GQA, KV cache, MLA head sizes, sliding window, sinks),
-// masked_softmax and cache_update.  q, k, v and scores are f32, bf16 or
-// f16; caches of any float dtype (f8_e4m3 too) are written in place,
-// rounded to their dtype, and read back so a token sees the same rounded
-// keys now as in later calls.
+// attention (GQA, KV cache, MLA head sizes, sliding window, sinks, paged
+// caches), masked_softmax and cache_update.  q, k, v and scores are f32,
+// bf16 or f16; caches of any float dtype (f8_e4m3 too) are written in
+// place, rounded to their dtype, and read back so a token sees the same
+// rounded keys now as in later calls.
 #include <cmath>
+#include <vector>
 
 #include "kernel.h"
 #include "kernels/launch.h"
@@ -37,6 +38,36 @@ void check_capacity(int64_t past, int64_t tokens, int64_t capacity) {
 // value_dim > 0 (version 2): v and v_cache are absent and the values are
 // the keys' first value_dim features (MLA's latent cache).
 int64_t value_dim(const NodeDesc& node) { return node.attr_int("value_dim", 0); }
+
+// Paged attention (version 3): inputs positions (6), sequences (7) and
+// block_table (8) with attribute block_size.
+bool paged(const NodeDesc& node) {
+  return node.has_input(6) || node.has_input(7) || node.has_input(8);
+}
+
+// The paged inputs and block_size, or why they cannot run ("" when they can).
+std::string check_paged(const NodeDesc& node) {
+  const int64_t block_size = node.attr_int("block_size", 0);
+  if (!paged(node))
+    return block_size == 0 ? "" : "attribute 'block_size' is for paged attention only";
+  if (!node.has_input(6) || !node.has_input(7) || !node.has_input(8))
+    return "inputs 'positions', 'sequences' and 'block_table' must come together";
+  if (!node.has_input(3)) return "paged attention needs the caches";
+  for (size_t i = 6; i < 8; ++i) {
+    const TensorDesc t = node.input(i);
+    if (t.dtype() != MOERT_DTYPE_I32 || t.rank() != 1)
+      return std::string("input '") + (i == 6 ? "positions" : "sequences") + "' must be i32 [T]";
+  }
+  const TensorDesc table = node.input(8);
+  if (table.dtype() != MOERT_DTYPE_I32 || table.rank() != 2 || !table.all_static())
+    return "input 'block_table' must be a static i32 [S, B]";
+  const int64_t capacity = node.input(3).static_dim(0);
+  if (block_size <= 0 || capacity % block_size != 0)
+    return "attribute 'block_size' must be > 0 and divide the cache capacity";
+  if (node.attr_int("causal", 1) != 1)
+    return "paged attention is causal: attribute 'causal' must be 1";
+  return "";
+}
 
 std::string check_attention(const NodeDesc& node) {
   const int64_t vd = value_dim(node);
@@ -73,23 +104,58 @@ std::string check_attention(const NodeDesc& node) {
   } catch (const std::exception& e) {
     return e.what();
   }
-  return "";
+  return check_paged(node);
 }
 
 class Attention final : public Kernel {
  public:
-  explicit Attention(const NodeDesc& n)
-      : mask_(mask_of(n, 1.0 / std::sqrt(static_cast<double>(n.input(0).static_dim(2))))),
-        capacity_(n.has_input(3) ? n.input(3).static_dim(0) : -1),
-        value_dim_(value_dim(n)) {}
+  // Paged, the node reserves one error slot: the first token whose entries
+  // are invalid (paged_check).
+  explicit Attention(PrepareContext& pc)
+      : mask_(mask_of(pc.node(),
+                      1.0 / std::sqrt(static_cast<double>(pc.node().input(0).static_dim(2))))),
+        capacity_(pc.node().has_input(3) ? pc.node().input(3).static_dim(0) : -1),
+        value_dim_(value_dim(pc.node())),
+        block_size_(paged(pc.node()) ? pc.node().attr_int("block_size", 0) : 0),
+        slot_(block_size_ > 0 ? pc.reserve_error_slots(1) : -1) {}
 
   // With caches, where the new rows go and how many keys there are depend
-  // on P; read on the device (device_past) the launches do not.
+  // on P; read on the device (device_past) the launches do not.  Paged
+  // calls do not use P: rows and key counts come from the positions and
+  // the block table, read on the device.
   bool launches_depend_on_past(bool device_past) const override {
-    return capacity_ >= 0 && !device_past;
+    return capacity_ >= 0 && block_size_ == 0 && !device_past;
   }
   void check_past(int64_t past) const override {
-    if (capacity_ >= 0) check_capacity(past, last_tokens_, capacity_);
+    if (capacity_ >= 0 && block_size_ == 0) check_capacity(past, last_tokens_, capacity_);
+  }
+
+  // The paged entry of token `position` that paged_check found invalid,
+  // worded as the reference's checks word it.
+  std::string describe_error(ExecContext& ctx, int, int64_t position) override {
+    const Tensor& table = ctx.in(8);
+    const int64_t t = position;
+    const auto s = static_cast<int64_t>(read_element(ctx, ctx.in(7), t));
+    const auto p = static_cast<int64_t>(read_element(ctx, ctx.in(6), t));
+    const int64_t seqs = table.dim(0), cols = table.dim(1), bs = block_size_;
+    const int64_t blocks = ctx.in(3).dim(0) / bs;
+    const std::string ts = std::to_string(t), at = "token " + ts + ": ";
+    if (s < 0 || s >= seqs)
+      return at + "sequences[" + ts + "] = " + std::to_string(s) +
+             " is outside the block table's " + std::to_string(seqs) + " rows";
+    if (p < 0) return at + "positions[" + ts + "] = " + std::to_string(p) + " < 0";
+    if (p / bs >= cols)
+      return at + "context overflow: position " + std::to_string(p) + " needs block column " +
+             std::to_string(p / bs) + " of a block table with " + std::to_string(cols);
+    std::vector<int32_t> row(static_cast<size_t>(p / bs + 1));
+    ctx.read(row.data(), table.bytes() + s * cols * static_cast<int64_t>(sizeof(int32_t)),
+             row.size() * sizeof(int32_t));
+    for (size_t c = 0; c < row.size(); ++c)
+      if (row[c] < 0 || row[c] >= blocks)
+        return at + "block_table[" + std::to_string(s) + ", " + std::to_string(c) +
+               "] = " + std::to_string(row[c]) + " is outside the cache's " +
+               std::to_string(blocks) + " blocks";
+    return at + "invalid paged attention entry";
   }
 
   void run(ExecContext& ctx) override {
@@ -118,6 +184,10 @@ class Attention final : public Kernel {
     if (ctx.has(5)) {
       a.sinks_t = ctx.in(5).dtype;
       a.sinks = ctx.in(5).data;
+    }
+    if (block_size_ > 0) {
+      run_paged(ctx, a, k, v);
+      return;
     }
     if (ctx.has(3)) {
       const Tensor& kc = ctx.in(3);
@@ -183,9 +253,59 @@ class Attention final : public Kernel {
   }
 
  private:
+  // Paged: validate the positions, sequences and block table on the device
+  // (nothing is read on the host: a captured graph replays these launches
+  // with each call's values), write k and v into their rows, then the
+  // split kernel over each token's sequence.  The writes precede the
+  // attention on the stream, so tokens see rows written in the same call.
+  void run_paged(ExecContext& ctx, launch::Attention& a, const Tensor& k, const Tensor& v) {
+    const bool shared = value_dim_ > 0;
+    const Tensor& kc = ctx.in(3);
+    const Tensor& vc = shared ? kc : ctx.in(4);
+    const Tensor& positions = ctx.in(6);
+    const Tensor& sequences = ctx.in(7);
+    const Tensor& table = ctx.in(8);
+    require(kc.dim(0) == vc.dim(0), "inputs 'k_cache' and 'v_cache' have different capacities");
+    require(positions.dim(0) == a.tokens && sequences.dim(0) == a.tokens,
+            "inputs 'positions' " + shape_str(positions) + " and 'sequences' " +
+                shape_str(sequences) + " must have the token count " + std::to_string(a.tokens));
+    launch::PagedKv& p = a.paged;
+    p.positions = static_cast<const int32_t*>(positions.data);
+    p.sequences = static_cast<const int32_t*>(sequences.data);
+    p.table = static_cast<const int32_t*>(table.data);
+    p.seqs = table.dim(0);
+    p.cols = table.dim(1);
+    p.block_size = block_size_;
+    p.blocks = kc.dim(0) / block_size_;
+    p.error = ctx.error_slot(slot_);
+    if (a.tokens == 0) return;
+    launch::paged_check(ctx.stream(), p, a.tokens);
+    launch::paged_write(ctx.stream(), k.dtype, k.data, kc.dtype, kc.data, a.kv_heads * a.dk,
+                        a.tokens, p);
+    if (!shared)
+      launch::paged_write(ctx.stream(), v.dtype, v.data, vc.dtype, vc.data, a.kv_heads * a.dv,
+                          a.tokens, p);
+    a.k_t = kc.dtype;
+    a.k = kc.data;
+    a.v_t = vc.dtype;
+    a.v = vc.data;
+    a.past = 0;
+    // The split count from the most keys a query may see (positions below
+    // cols * block_size; at most `window`), never from this call's values.
+    a.len = p.cols * p.block_size;
+    if (mask_.window > 0 && mask_.window < a.len) a.len = mask_.window;
+    const int splits = launch::attention_splits(a, ctx.device().caps().multiprocessors);
+    DeviceBlock scratch = ctx.scratch(
+        sizeof(float) * static_cast<uint64_t>(launch::attention_scratch_floats(a, splits)),
+        "attention partial results");
+    launch::attention(ctx.stream(), a, splits, scratch.as<float>());
+  }
+
   launch::Mask mask_;
   int64_t capacity_;         // the caches' rows; -1 without caches
   int64_t value_dim_;        // > 0: values are the keys' first value_dim_ features
+  int64_t block_size_;       // > 0: paged (version 3); 0 otherwise
+  int slot_;                 // paged: the error slot of paged_check
   int64_t last_tokens_ = 0;  // T of the last run, for check_past
 };
 
@@ -242,7 +362,7 @@ class CacheUpdate final : public Kernel {
 };
 
 std::unique_ptr<Kernel> create_attention(PrepareContext& pc) {
-  return std::make_unique<Attention>(pc.node());
+  return std::make_unique<Attention>(pc);
 }
 std::unique_ptr<Kernel> create_masked_softmax(PrepareContext& pc) {
   return std::make_unique<MaskedSoftmax>(pc.node());
@@ -251,9 +371,10 @@ std::unique_ptr<Kernel> create_cache_update(PrepareContext&) {
   return std::make_unique<CacheUpdate>();
 }
 
-// Version 2: attribute value_dim.
+// Version 2: attribute value_dim.  Version 3: paged caches (positions,
+// sequences, block_table, block_size).
 const KernelRegistration attention_reg(
-    KernelDef("attention", check_attention, create_attention).at_version(2));
+    KernelDef("attention", check_attention, create_attention).at_version(3));
 const KernelRegistration masked_softmax_reg({"masked_softmax", check_masked_softmax,
                                              create_masked_softmax});
 const KernelRegistration cache_update_reg({"cache_update", plugin::check_cache_update,

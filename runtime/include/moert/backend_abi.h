@@ -36,7 +36,7 @@ extern "C" {
 #endif
 
 #define MOERT_ABI_MAJOR 1
-#define MOERT_ABI_MINOR 3
+#define MOERT_ABI_MINOR 4
 
 /* The symbol every plugin exports (see moert_backend_entry_fn). */
 #define MOERT_BACKEND_ENTRY_SYMBOL "moert_backend_entry"
@@ -95,10 +95,15 @@ typedef enum moert_dtype {
  *   fixed + sum of the values of the symbols set in `symbols`
  * with the symbol values given at each execution.
  *   MOERT_SYM_TOKENS: tokens processed by this execution (T)
- *   MOERT_SYM_PAST:   tokens already held in the KV cache before it (P)   */
+ *   MOERT_SYM_PAST:   tokens already held in the KV cache before it (P)
+ *   MOERT_SYM_ROWS:   since 1.4, the rows an execution produces output for
+ *                     (R, e.g. the logits of the last token of each sequence)
+ * A 1.4 runtime passes three values; it places no tensor whose dims use
+ * MOERT_SYM_ROWS on a plugin of an older minor version. */
 #define MOERT_SYM_TOKENS 0u
 #define MOERT_SYM_PAST 1u
-#define MOERT_NUM_SYMBOLS 2u
+#define MOERT_SYM_ROWS 2u
+#define MOERT_NUM_SYMBOLS 3u
 
 typedef struct moert_dim {
   int64_t fixed;

@@ -5,6 +5,12 @@
 //   auto session = model->session();                          // KV-cached sequence
 //   session.append({1, 2, 3}); session.append({4});          // logits of the appended tokens
 //   std::vector<int32_t> out = model->generate({1, 2, 3}, {.max_new_tokens = 16});
+//
+// Many sequences share one model: each has its own positions in one KV cache
+// pool (paged: blocks of positions handed out as sequences grow, returned
+// when they end), and Model::step runs the tokens of several sequences in
+// one execution, so a decode step reads each weight once for all of them.
+// BatchGenerator (batch.h) schedules requests on top of it.
 #pragma once
 
 #include <cstdint>
@@ -55,8 +61,20 @@ struct LoadOptions {
   //           tests check backends against, slower for prompts.
   // Activations given as bf16/f16 (`dtype`) take bf16 products either way.
   std::string precision = "fast";
-  // KV cache positions; 0 = min(max_position_embeddings, 4096).
+  // Positions of one sequence; 0 = min(max_position_embeddings, 4096).
   int64_t max_context = 0;
+  // Sequences open at once (sessions, batched requests); each is one row of
+  // the block table.
+  int64_t max_sequences = 16;
+  // Positions of the KV cache pool all sequences share, in blocks of
+  // kv_block_size; 0 = max_context (one full-length sequence, or several
+  // shorter ones).  The cache's memory is kv_cache_tokens x
+  // ModelSummary::kv_bytes_per_token.
+  int64_t kv_cache_tokens = 0;
+  int64_t kv_block_size = 64;
+  // Prompts longer than this run in chunks of this many tokens, so that
+  // activation memory is bounded by the chunk, not the prompt.
+  int64_t prefill_chunk = 512;
   // The KV cache's element type: "" (the activation dtype), "f32", "bf16",
   // "f16" or "fp8" (f8_e4m3: keys and values rounded to e4m3, saturating at
   // ±448, a quarter of f32's bytes; no scale).  Attention reads the cache in
@@ -108,7 +126,9 @@ struct ModelInfo {
   int64_t num_layers = 0;
   int64_t num_experts = 0;  // 0 for dense models
   int64_t experts_per_token = 0;
-  int64_t max_context = 0;  // KV cache capacity of this load
+  int64_t max_context = 0;  // positions of one sequence
+  int64_t max_sequences = 0;
+  int64_t kv_cache_tokens = 0;  // positions of the pool the sequences share
   // "bf16", or a mix by share of the weight bytes: "fp8 e4m3 61%, bf16 37%,
   // f32 2%"; packed weights count with their scales: "int4 g32 78%, bf16 22%"
   // (g: the op's group size along K, a row's K for GPTQ / AWQ group_size -1).
@@ -141,21 +161,38 @@ class Model;
 struct ArchSpec;     // the architecture read from config.json (runtime/src/models)
 class WeightSource;  // where the builder gets the weights (runtime/src/models)
 
-// One sequence with its KV cache.  Only one session of a model is live at a
-// time: creating a session (or calling forward/generate) starts a new one.
+// One sequence with its KV cache; its positions are returned to the pool
+// when it is destroyed.  Several sessions of a model may be live at once (up
+// to LoadOptions::max_sequences); a session must not outlive its model, and
+// ends when the model moves to another device.
 class Session {
  public:
-  // Logits [tokens.size(), vocab] of the appended tokens.  Throws when the
-  // sequence would exceed the model's max_context (the cache is untouched).
-  Tensor append(const std::vector<int32_t>& tokens);
-  int64_t position() const { return position_; }
+  Session(Session&& other) noexcept;
+  Session& operator=(Session&& other) noexcept;
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+  ~Session();
+
+  // Logits of the appended tokens: [tokens.size(), vocab], or with
+  // all_logits false only the last token's [1, vocab].  Long inputs run in
+  // chunks of LoadOptions::prefill_chunk.  Throws when the sequence would
+  // exceed max_context or the pool has no room (the sequence is unchanged).
+  Tensor append(const std::vector<int32_t>& tokens, bool all_logits = true);
+  int64_t position() const;
+  int64_t id() const { return sequence_; }
 
  private:
   friend class Model;
-  explicit Session(Model* model) : model_(model) {}
-  Model* model_;
-  int64_t position_ = 0;
-  uint64_t generation_ = 0;
+  Session(Model* model, int64_t sequence) : model_(model), sequence_(sequence) {}
+  Model* model_ = nullptr;
+  int64_t sequence_ = 0;
+};
+
+// Tokens appended to one sequence in a Model::step.
+struct SequenceInput {
+  int64_t sequence = 0;  // Model::open_sequence()
+  std::vector<int32_t> tokens;
+  bool all_logits = false;  // logits of every token, else of the last one
 };
 
 struct GenerateOptions {
@@ -171,8 +208,8 @@ struct GenerateOptions {
 class TokenGenerator {
  public:
   std::optional<int32_t> next();
-  // The logits of the last step: the prompt's rows after the first call, then
-  // one row per decode step.
+  // The logits of the last step: one row, the last prompt token's after the
+  // first call, then the decode step's.
   const Tensor& last_logits() const { return logits_; }
   const Session& session() const { return *session_; }
 
@@ -192,6 +229,7 @@ class TokenGenerator {
 
 class Model {
  public:
+  ~Model();
   // Reads config.json, picks the architecture builder, maps the weights and
   // prepares the graph on options.device.  Throws moert::Error naming the
   // file, tensor or parameter at fault (unknown architectures list the
@@ -219,6 +257,7 @@ class Model {
   void to(const std::string& device, bool strict = false, const LoadProgress& progress = nullptr);
   const std::string& device() const { return device_; }
 
+  // A new sequence (throws when max_sequences are open).
   Session session();
   // Logits of every position of a fresh sequence: [tokens.size(), vocab].
   Tensor forward(const std::vector<int32_t>& tokens);
@@ -229,9 +268,30 @@ class Model {
   // The same generation, one token per next() (starts a new session).
   TokenGenerator generator(const std::vector<int32_t>& prompt, const GenerateOptions& options);
 
+  // Sequences, for batching (Session wraps one).  open_sequence throws when
+  // max_sequences are open; close_sequence returns its cache blocks.
+  int64_t open_sequence();
+  void close_sequence(int64_t sequence);
+  int64_t sequence_position(int64_t sequence) const;
+  // Positions the pool can still hand out (whole free blocks).
+  int64_t free_kv_positions() const;
+  // Positions `sequence` could grow to with the free blocks: its position
+  // plus what its blocks and the free ones hold, capped at max_context.
+  int64_t sequence_capacity(int64_t sequence) const;
+  // Gives `sequence` the blocks for `positions` positions now, so that later
+  // steps cannot find the pool full; false (nothing taken) when the pool
+  // lacks them.
+  bool reserve(int64_t sequence, int64_t positions);
+  // One execution over the tokens of several sequences (each at most once):
+  // logits per input, [n, vocab] with all_logits, else [1, vocab].  Every
+  // input is checked before anything runs (token ids, open sequences,
+  // max_context, free blocks); on an error no sequence changes.
+  std::vector<Tensor> step(const std::vector<SequenceInput>& inputs);
+
  private:
   friend class Session;
-  Model() = default;
+  struct Sequences;  // the pool's bookkeeping (model.cpp)
+  Model();
   // What load() and random() share: the graph of `arch` with the weights
   // `weights` gives, prepared on options.device.  `name` (the config's path
   // or name) goes into error messages.
@@ -241,12 +301,15 @@ class Model {
   Graph graph_;
   std::unique_ptr<Executor> executor_;
   std::string device_;
-  uint64_t generation_ = 0;  // bumped by every new session
+  int64_t prefill_chunk_ = 512;
+  std::unique_ptr<Sequences> sequences_;
 };
 
-// One run of a decoder graph (inputs ids i32[T] and positions i32[T], output
-// logits f32[T, vocab], as Model builds them) on `tokens` at positions past,
-// past + 1, ...: what Session::append runs, without its checks.
+// One run of a decoder graph (as Model builds them: see decoder_builder.h;
+// or a graph of inputs ids and positions only, its caches indexed by P)
+// on `tokens` at positions past, past + 1, ... of the block table's first
+// sequence, whose blocks are the pool's first ones in order: logits
+// f32[T, vocab] of every token.  For tests and comparisons of executors.
 Tensor run_decoder(Executor& executor, const std::vector<int32_t>& tokens, int64_t past);
 
 // Architectures Model::load understands (model_type values).

@@ -87,7 +87,8 @@ struct OpDef {
   // Computes outputs from inputs on the host, plainly, accumulating in f64.
   std::function<void(KernelContext&)> reference;
   // Optional: appends nodes to `g` computing `node`'s outputs from its inputs
-  // (already ids of `g`) using simpler ops, and returns the new output ids.
+  // (already ids of `g`) using simpler ops, and returns the new output ids;
+  // or returns none, adding nothing, for a node it cannot decompose.
   std::function<std::vector<ValueId>(Graph& g, const Node& node)> decompose;
 
   bool input_mutated(size_t i) const { return i < inputs.size() && inputs[i].mutated; }

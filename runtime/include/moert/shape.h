@@ -1,5 +1,6 @@
 // Shapes whose dimensions may depend on the symbols of an execution:
-// T (tokens processed now) and P (tokens already in the KV cache).
+// T (tokens processed now), P (tokens already in the KV cache) and R (the
+// rows an execution produces output for: the logits of chosen tokens).
 #pragma once
 
 #include <array>
@@ -12,14 +13,21 @@
 
 namespace moert {
 
-enum class Symbol : uint32_t { tokens = MOERT_SYM_TOKENS, past = MOERT_SYM_PAST };
+enum class Symbol : uint32_t {
+  tokens = MOERT_SYM_TOKENS,
+  past = MOERT_SYM_PAST,
+  rows = MOERT_SYM_ROWS
+};
 
 // Concrete values of every symbol for one execution.
 struct SymbolValues {
-  std::array<int64_t, MOERT_NUM_SYMBOLS> values{0, 0};
+  std::array<int64_t, MOERT_NUM_SYMBOLS> values{0, 0, 0};
   int64_t tokens() const { return values[MOERT_SYM_TOKENS]; }
   int64_t past() const { return values[MOERT_SYM_PAST]; }
-  static SymbolValues of(int64_t tokens, int64_t past = 0) { return {{tokens, past}}; }
+  int64_t rows() const { return values[MOERT_SYM_ROWS]; }
+  static SymbolValues of(int64_t tokens, int64_t past = 0, int64_t rows = 0) {
+    return {{tokens, past, rows}};
+  }
 };
 
 // fixed + sum of the symbols in `symbols`.
@@ -30,6 +38,7 @@ struct Dim {
   Dim() = default;
   Dim(int64_t v) : fixed(v) {}  // NOLINT: a plain number is a fixed dimension
   static Dim tokens(int64_t plus = 0) { return {plus, 1u << MOERT_SYM_TOKENS}; }
+  static Dim rows(int64_t plus = 0) { return {plus, 1u << MOERT_SYM_ROWS}; }
   static Dim past_plus_tokens(int64_t plus = 0) {
     return {plus, (1u << MOERT_SYM_TOKENS) | (1u << MOERT_SYM_PAST)};
   }
@@ -38,7 +47,7 @@ struct Dim {
   int64_t resolve(const SymbolValues& s) const;
   bool operator==(const Dim& o) const { return fixed == o.fixed && symbols == o.symbols; }
   bool operator!=(const Dim& o) const { return !(*this == o); }
-  std::string str() const;  // "64", "T", "P+T", "T+1"
+  std::string str() const;  // "64", "T", "P+T", "T+1", "R"
 
  private:
   Dim(int64_t f, uint32_t s) : fixed(f), symbols(s) {}

@@ -148,7 +148,7 @@ class Builder {
     return at;
   }
   Attributes attention_attrs(int64_t layer) const {
-    Attributes at{{"scale", a_.attention_scale}};
+    Attributes at{{"scale", a_.attention_scale}, {"block_size", opt_.kv_block_size}};
     if (a_.sliding(layer)) at.set("window", a_.sliding_window);
     return at;
   }
@@ -190,9 +190,18 @@ class Builder {
 
   const ArchSpec& a_;
   WeightSource& src_;
+  // The paged cache's inputs of every attention node (after k_cache,
+  // v_cache, sinks).
+  void add_paging(std::vector<ValueId>& in) const {
+    in.resize(6, kNoValue);
+    in.insert(in.end(), {positions_, sequences_, block_table_});
+  }
+  int64_t cache_rows() const { return kv_blocks_ * opt_.kv_block_size; }
+
   const BuildOptions& opt_;
   Graph g_;
-  ValueId positions_ = kNoValue;
+  ValueId positions_ = kNoValue, sequences_ = kNoValue, block_table_ = kNoValue;
+  int64_t kv_blocks_ = 0;
 };
 
 ValueId Builder::gqa_attention(const std::string& p, ValueId h, int64_t layer) {
@@ -219,10 +228,11 @@ ValueId Builder::gqa_attention(const std::string& p, ValueId h, int64_t layer) {
   }
   q = g_.add("rope", attn + "q_rope", {q, positions_}, rope_attrs());
   k = g_.add("rope", attn + "k_rope", {k, positions_}, rope_attrs());
-  ValueId kc = g_.add_state(attn + "k_cache", opt_.kv_dtype, {opt_.max_context, nkv, hd});
-  ValueId vc = g_.add_state(attn + "v_cache", opt_.kv_dtype, {opt_.max_context, nkv, hd});
+  ValueId kc = g_.add_state(attn + "k_cache", opt_.kv_dtype, {cache_rows(), nkv, hd});
+  ValueId vc = g_.add_state(attn + "v_cache", opt_.kv_dtype, {cache_rows(), nkv, hd});
   std::vector<ValueId> in = {q, k, v, kc, vc};
   if (a_.attention_sinks) in.push_back(constant(attn + "sinks", {nh}, WeightRole::bias));
+  add_paging(in);
   ValueId o = g_.add("attention", attn + "attention", in, attention_attrs(layer));
   o = reshape(attn + "merge_heads", o, {0, nh * hd});
   return apply(attn + "o_proj", o, linear(attn + "o_proj", a_.hidden, nh * hd, a_.o_bias));
@@ -265,9 +275,11 @@ ValueId Builder::mla_attention(const std::string& p, ValueId h, int64_t layer) {
   ValueId v = slice(attn + "v", kv, 2, dn, dv);
   ValueId qq = g_.add("concat", attn + "q", {q_nope, q_pe}, {{"axis", int64_t{2}}});
   ValueId kk = g_.add("concat", attn + "k", {k_nope, k_pe}, {{"axis", int64_t{2}}});
-  ValueId kc = g_.add_state(attn + "k_cache", opt_.kv_dtype, {opt_.max_context, nh, dq});
-  ValueId vc = g_.add_state(attn + "v_cache", opt_.kv_dtype, {opt_.max_context, nh, dv});
-  ValueId o = g_.add("attention", attn + "attention", {qq, kk, v, kc, vc}, attention_attrs(layer));
+  ValueId kc = g_.add_state(attn + "k_cache", opt_.kv_dtype, {cache_rows(), nh, dq});
+  ValueId vc = g_.add_state(attn + "v_cache", opt_.kv_dtype, {cache_rows(), nh, dv});
+  std::vector<ValueId> in = {qq, kk, v, kc, vc};
+  add_paging(in);
+  ValueId o = g_.add("attention", attn + "attention", in, attention_attrs(layer));
   o = reshape(attn + "merge_heads", o, {0, nh * dv});
   return apply(attn + "o_proj", o, linear(attn + "o_proj", a_.hidden, nh * dv, false));
 }
@@ -336,10 +348,12 @@ ValueId Builder::mla_latent(const std::string& attn, ValueId q_nope, ValueId q_p
   // attention op's value_dim): each position is cached once, r + dr values.
   const ValueId latent = reshape(attn + "c_kv_head", c_kv, {0, 1, r});
   const ValueId k = g_.add("concat", attn + "k", {latent, k_pe}, {{"axis", int64_t{2}}});
-  const ValueId kc = g_.add_state(attn + "kv_cache", opt_.kv_dtype, {opt_.max_context, 1, r + dr});
+  const ValueId kc = g_.add_state(attn + "kv_cache", opt_.kv_dtype, {cache_rows(), 1, r + dr});
   Attributes at = attention_attrs(layer);
   at.set("value_dim", r);
-  ValueId o = g_.add("attention", attn + "attention", {q, k, kNoValue, kc}, at);  // [T, nh, r]
+  std::vector<ValueId> in = {q, k, kNoValue, kc};
+  add_paging(in);
+  ValueId o = g_.add("attention", attn + "attention", in, at);  // [T, nh, r]
   o = g_.add("transpose", attn + "o_latent_by_head", {o}, {{"perm", Ints{1, 0, 2}}});
   o = g_.add("matmul", attn + "o_absorbed", {o, w_uv}, {{"transpose_b", int64_t{1}}});
   o = g_.add("transpose", attn + "o_heads", {o}, {{"perm", Ints{1, 0, 2}}});
@@ -477,6 +491,13 @@ Graph Builder::build() {
   const std::string act(dtype_name(opt_.activation_dtype));
   ValueId ids = g_.add_input("ids", DType::i32, Shape{Dim::tokens()});
   positions_ = g_.add_input("positions", DType::i32, Shape{Dim::tokens()});
+  sequences_ = g_.add_input("sequences", DType::i32, Shape{Dim::tokens()});
+  const int64_t bs = opt_.kv_block_size;
+  const int64_t columns = (opt_.max_context + bs - 1) / bs;
+  kv_blocks_ = opt_.kv_blocks > 0 ? opt_.kv_blocks : columns;
+  block_table_ =
+      g_.add_input("block_table", DType::i32, Shape{Dim(opt_.max_sequences), Dim(columns)});
+  const ValueId logit_rows = g_.add_input("logit_rows", DType::i32, Shape{Dim::rows()});
   ValueId embed =
       constant("model.embed_tokens.weight", {a_.vocab, a_.hidden}, WeightRole::embedding);
   ValueId x = g_.add("embedding", "model.embed_tokens", {embed, ids}, {{"dtype", act}});
@@ -495,6 +516,9 @@ Graph Builder::build() {
                       : dense_mlp(p + "mlp.", h, a_.dense_intermediate);
     x = g_.add("add", p + "ffn_residual", {x, ffn});
   }
+  // Only the rows whose logits are wanted go on (the last token of each
+  // sequence's chunk, or every token for Model::forward).
+  x = g_.add("embedding", "logit_rows", {x, logit_rows});
   x = g_.add("rms_norm", "model.norm",
              {x, constant("model.norm.weight", {a_.hidden}, WeightRole::norm)}, eps(a_.rms_eps));
   std::string head = "lm_head.weight";
@@ -514,6 +538,8 @@ Graph Builder::build() {
 
 Graph build_decoder(const ArchSpec& arch, WeightSource& weights, const BuildOptions& options) {
   check(options.max_context > 0, "build_decoder: max_context must be positive");
+  check(options.kv_block_size > 0 && options.max_sequences > 0 && options.kv_blocks >= 0,
+        "build_decoder: kv_block_size and max_sequences must be positive");
   return Builder(arch, weights, options).build();
 }
 

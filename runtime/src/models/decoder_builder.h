@@ -16,7 +16,13 @@ namespace moert {
 struct BuildOptions {
   DType activation_dtype = DType::f32;
   DType kv_dtype = DType::f32;  // the KV caches' element type
-  int64_t max_context = 0;      // KV cache positions
+  int64_t max_context = 0;      // positions of one sequence
+  // The KV cache is one pool of kv_blocks blocks of kv_block_size positions
+  // that up to max_sequences sequences share (paged attention): each
+  // sequence's block_table row lists its blocks.
+  int64_t kv_block_size = 64;
+  int64_t kv_blocks = 0;  // 0: enough for max_context
+  int64_t max_sequences = 1;
   // Products in the weights' precision (LoadOptions::precision "fast"): with
   // f32 activations, every linear and moe node whose weights are narrower
   // than f32 gets the attribute products = "bf16" (ops/linear.cpp), or
@@ -35,7 +41,11 @@ struct BuildOptions {
   std::vector<std::function<void()>>* after_fill = nullptr;
 };
 
-// Graph inputs: ids i32[T], positions i32[T]; output: logits f32[T, vocab].
+// Graph inputs: ids i32[T], positions i32[T] (each token's position in its
+// sequence), sequences i32[T] (each token's row of the block table),
+// block_table i32[max_sequences, ceil(max_context / kv_block_size)] and
+// logit_rows i32[R] (the tokens whose logits are wanted); output: logits
+// f32[R, vocab], row i for token logit_rows[i].
 // Missing or wrongly shaped tensors throw moert::Error naming the tensor, the
 // shape expected from config.json and the checkpoint directory.
 Graph build_decoder(const ArchSpec& arch, const Checkpoint& checkpoint,
