@@ -73,6 +73,11 @@ What to run:
   -n N                  generated tokens of the tg test (default 32; 0 skips it)
   -d N                  KV depth: tokens prefilled before the tg test (default 0)
   -r N                  repetitions (default 3)
+  -b LIST               batched decode: N sequences decoding together, comma list
+                        (e.g. 1,4,8,16); each step runs one token of every sequence
+                        in one execution (Model::step).  Reports aggregate and
+                        per-sequence tok/s, and the ratio to 1 sequence measured
+                        in the same run (1 is added when not listed)
   --no-strict           allow fallbacks to the reference backend (default: an error)
   --profile             per-op and per-node-class time of one prefill and one decode step
   --bandwidth-mib N     buffer of the read-bandwidth measurement (default 1024; 0 skips)
@@ -96,6 +101,7 @@ struct Options {
   std::string mla_cache = "latent";
   std::string precision = "fast";
   int64_t p = 512, n = 32, d = 0, r = 3;
+  std::vector<int64_t> batches;  // -b: sequences decoding together
   bool strict = true;
   bool profile = false;
   int64_t bandwidth_mib = 1024;
@@ -209,6 +215,11 @@ Options parse(int argc, char** argv) {
       o.d = parse_int(arg, next(), 0);
     } else if (arg == "-r") {
       o.r = parse_int(arg, next(), 1);
+    } else if (arg == "-b") {
+      o.batches.clear();
+      for (const std::string& b : split(next())) o.batches.push_back(parse_int(arg, b, 1));
+      if (std::find(o.batches.begin(), o.batches.end(), 1) == o.batches.end())
+        o.batches.insert(o.batches.begin(), 1);
     } else if (arg == "--strict") {
       o.strict = true;
     } else if (arg == "--no-strict") {
@@ -232,6 +243,7 @@ Options parse(int argc, char** argv) {
   o.dtypes = dtypes.empty() ? std::vector<std::string>{o.model_dir.empty() ? "bf16" : ""} : dtypes;
   if (o.backends.empty()) usage_error("--backend needs at least one device");
   if (o.p == 0 && o.n == 0) usage_error("-p 0 and -n 0 leave nothing to measure");
+  if (!o.batches.empty() && o.n == 0) usage_error("-b measures decoding: give -n > 0");
   if (o.threads.empty()) {
     const char* env = std::getenv("MOERT_CPU_THREADS");
     o.threads.push_back(env ? static_cast<int>(parse_int("MOERT_CPU_THREADS", env, 1))
@@ -399,6 +411,51 @@ void note(const std::string& message) {
   std::fflush(stderr);
 }
 
+// -b: for each batch size b, b sequences prefilled with the depth (untimed),
+// then o.n steps each running one token of every sequence in one execution;
+// a warm-up run, then o.r timed runs.  Aggregate tok/s = b * n / time, per
+// sequence n / time; speedup: aggregate over the same run's b = 1 rate.
+json batched_decode(moert::Model& model, const Options& o, const std::vector<int32_t>& depth,
+                    const std::vector<int32_t>& generated) {
+  json out = json::array();
+  double single = 0;
+  for (int64_t b : o.batches) {
+    std::vector<double> rates, steps_ms;
+    for (int64_t run = 0; run <= o.r; ++run) {
+      std::vector<int64_t> seqs;
+      for (int64_t i = 0; i < b; ++i) seqs.push_back(model.open_sequence());
+      if (o.d > 0)
+        for (int64_t s : seqs) model.step({{s, depth, false}});
+      double total = 0;
+      for (int64_t step = 0; step < o.n; ++step) {
+        std::vector<moert::SequenceInput> inputs;
+        for (int64_t i = 0; i < b; ++i)
+          inputs.push_back({seqs[static_cast<size_t>(i)],
+                            {generated[static_cast<size_t>((step + i) % o.n)]},
+                            false});
+        const Clock::time_point t = Clock::now();
+        model.step(inputs);
+        const double sec = seconds_since(t);
+        total += sec;
+        if (run > 0) steps_ms.push_back(sec * 1e3);
+      }
+      for (int64_t s : seqs) model.close_sequence(s);
+      if (run > 0) rates.push_back(static_cast<double>(b * o.n) / total);
+    }
+    const double agg = mean(rates);
+    if (b == 1) single = agg;
+    out.push_back({{"sequences", b},
+                   {"tok_s", rates},
+                   {"mean_tok_s", agg},
+                   {"stddev_tok_s", stddev(rates)},
+                   {"per_sequence_tok_s", agg / static_cast<double>(b)},
+                   {"step_ms_p50", moert::percentile(steps_ms, 0.5)},
+                   {"step_ms_p95", moert::percentile(steps_ms, 0.95)},
+                   {"speedup", single > 0 ? agg / single : 0.0}});
+  }
+  return out;
+}
+
 json bench_backend(const Options& o, const ModelSpec& spec, const std::string& dtype,
                    const std::string& backend, int threads, const json& bandwidth) {
   json row = {
@@ -431,6 +488,12 @@ json bench_backend(const Options& o, const ModelSpec& spec, const std::string& d
     // Room for the longest sequence: the pp prompt plus one decode step
     // (warm-up, profile) or the depth plus the generated tokens.
     lo.max_context = std::max<int64_t>({o.p + 1, o.d + o.n, o.d + 1, 2});
+    // -b: a sequence row and the cache positions for each batched sequence.
+    if (!o.batches.empty()) {
+      const int64_t most = *std::max_element(o.batches.begin(), o.batches.end());
+      lo.max_sequences = std::max<int64_t>(lo.max_sequences, most);
+      lo.kv_cache_tokens = std::max(lo.max_context, most * (o.d + o.n));
+    }
     Clock::time_point prepare_start{}, prepare_end{};
     lo.progress = [&](const std::string& stage, uint64_t done, uint64_t total) {
       if (stage != "prepare") return;
@@ -528,6 +591,11 @@ json bench_backend(const Options& o, const ModelSpec& spec, const std::string& d
       if (measured > 0) row["bandwidth_fraction"] = implied / measured;
     }
     row["read_bandwidth_bytes_per_s"] = bandwidth.value("bytes_per_s", 0.0);
+    if (!o.batches.empty()) {
+      note(label + ": batched decode, " + std::to_string(o.batches.size()) +
+           " batch sizes, warm-up and " + std::to_string(o.r) + " runs each");
+      row["batch"] = batched_decode(*model, o, depth, generated);
+    }
 
     if (o.profile) {
       note(label + ": profile");
@@ -805,6 +873,25 @@ void print_results(const json& report, const Options& o) {
   }
   print_table(cells, 3);
   for (const std::string& e : errors) std::printf("error: %s\n", e.c_str());
+
+  for (const json& r : report["results"]) {
+    if (!r.contains("batch")) continue;
+    std::printf("\nbatched decode: %s, %s weights, %d threads, depth %lld, %lld steps\n",
+                r["backend"].get<std::string>().c_str(),
+                r["weight_dtype"].get<std::string>().c_str(), r["threads"].get<int>(),
+                static_cast<long long>(o.d), static_cast<long long>(o.n));
+    std::vector<std::vector<std::string>> t = {
+        {"  sequences", "aggregate t/s", "per sequence t/s", "step ms p50", "p95", "x 1 seq"}};
+    for (const json& e : r["batch"])
+      t.push_back({"  " + std::to_string(e["sequences"].get<int64_t>()),
+                   fmt("%.2f", e["mean_tok_s"].get<double>()) + " ± " +
+                       fmt("%.2f", e["stddev_tok_s"].get<double>()),
+                   fmt("%.2f", e["per_sequence_tok_s"].get<double>()),
+                   fmt("%.2f", e["step_ms_p50"].get<double>()),
+                   fmt("%.2f", e["step_ms_p95"].get<double>()),
+                   fmt("%.2f", e["speedup"].get<double>())});
+    print_table(t, 1);
+  }
 
   for (const json& r : report["results"]) {
     if (!r.contains("profile")) continue;
