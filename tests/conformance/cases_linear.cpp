@@ -411,7 +411,7 @@ std::vector<Case> cases() {
   for (const char* quant : {"", "int4", "mxfp4"})
     for (DType w : {DType::f32, DType::bf16, DType::f16, DType::f8_e4m3}) {
       if (*quant && w != DType::f32) continue;
-      for (int64_t m : {1, 9, 200}) {
+      for (int64_t m : {1, 9, 16, 24, 200}) {
         Spec s;
         s.name = std::string("bf16_products_") + (*quant ? quant : wname(w).c_str()) + "_m" +
                  std::to_string(m);
@@ -426,6 +426,18 @@ std::vector<Case> cases() {
         out.push_back(make(s, rng));
       }
     }
+  // products = "bf16" with a bf16 weight and the row counts of a batched
+  // decode step, K not a multiple of 32 (a masked tail), odd N.
+  for (int64_t m : {10, 13, 23}) {
+    Spec s;
+    s.name = "bf16_products_bf16_k270_n77_m" + std::to_string(m);
+    s.w = DType::bf16;
+    s.bf16_products = true;
+    s.n = 77;
+    s.k = 270;
+    s.lead = {m};
+    out.push_back(make(s, rng));
+  }
   // products = "int8": every packed format, groups of 32 and 128, odd K,
   // decode row counts (a backend may quantise x per block of 32) and a
   // prefill one.
