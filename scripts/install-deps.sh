@@ -12,7 +12,8 @@ APT_PACKAGES=(
   clang-format
 )
 # tokenizers (optional at run time): text prompts through a checkpoint's tokenizer.json.
-PIP_PACKAGES=(numpy pytest pybind11 ml_dtypes tokenizers matplotlib)
+# fastapi, uvicorn, jinja2 (optional at run time): moert serve; openai: its tests' client.
+PIP_PACKAGES=(numpy pytest pybind11 ml_dtypes tokenizers matplotlib fastapi uvicorn jinja2 openai)
 
 sudo_cmd=()
 if [ "$(id -u)" != 0 ]; then sudo_cmd=(sudo); fi

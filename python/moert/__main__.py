@@ -16,6 +16,14 @@
     moert quantize IN OUT --to int4 [--group-size G]
                       a GPTQ v1 checkpoint (4-bit, symmetric, round to nearest) of a float
                       or fp8 one, for moert and other GPTQ readers
+    moert serve MODEL [--backend cpu] [--host 127.0.0.1] [--port 8000] [--model-name NAME]
+                      [--max-sequences 16] [--kv-cache-tokens N] [--max-context N]
+                      [--step-tokens 512] [--max-waiting N] [--dtype f32|bf16|f16]
+                      [--quantize int8|int4|mxfp4] [--precision fast|exact]
+                      [--kv-dtype f32|bf16|f16|fp8] [--shutdown-timeout S]
+                      an OpenAI-compatible HTTP server (/v1/completions,
+                      /v1/chat/completions) with continuous batching; needs fastapi,
+                      uvicorn and jinja2 (moert.server)
 
 --quantize packs the float (or fp8) linear weights inside the decoder layers at
 load (moert.load's quantize); GPTQ, AWQ and MXFP4 checkpoints load as stored.
@@ -114,6 +122,49 @@ def cmd_quantize(args):
     return 0
 
 
+def cmd_serve(args):
+    try:
+        from . import server
+    except ImportError as e:
+        print(f"moert serve needs fastapi, uvicorn and jinja2 (pip install 'moert[serve]', or "
+              f"pip install fastapi uvicorn jinja2): {e}", file=sys.stderr)
+        return 1
+    return server.serve(args)
+
+
+def add_serve_parser(sub):
+    p = sub.add_parser("serve", help="an OpenAI-compatible HTTP server with continuous batching",
+                       description="Serves MODEL over HTTP: /v1/completions, "
+                                   "/v1/chat/completions, /v1/models, /health (moert.server).")
+    p.add_argument("model", help="checkpoint directory (with tokenizer.json)")
+    p.add_argument("--backend", default="cpu", help="device to run on (default: cpu)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--model-name", default="",
+                   help="the model's name in the API (default: the directory's name)")
+    p.add_argument("--max-sequences", type=int, default=16,
+                   help="requests running at once; more wait in the queue (default: 16)")
+    p.add_argument("--kv-cache-tokens", type=int, default=0,
+                   help="positions of the KV cache the running requests share, each reserving "
+                        "its prompt + max_tokens (0, the default: --max-context)")
+    p.add_argument("--max-context", type=int, default=0,
+                   help="positions of one sequence (0: min(max_position_embeddings, 4096))")
+    p.add_argument("--step-tokens", type=int, default=512,
+                   help="tokens one engine step runs at most (default: 512)")
+    p.add_argument("--max-waiting", type=int, default=0,
+                   help="answer 503 while this many requests wait (0, the default: no limit)")
+    p.add_argument("--dtype", default="f32", choices=["f32", "bf16", "f16"])
+    p.add_argument("--quantize", default="", choices=["", "int8", "int4", "mxfp4"])
+    p.add_argument("--precision", default="fast", choices=["fast", "exact"])
+    p.add_argument("--kv-dtype", default="", choices=["", "f32", "bf16", "f16", "fp8"])
+    p.add_argument("--shutdown-timeout", type=float, default=5.0,
+                   help="seconds running requests may go on after SIGINT/SIGTERM before they "
+                        "are ended (default: 5)")
+    p.add_argument("--log-level", default="info",
+                   choices=["critical", "error", "warning", "info", "debug"])
+    p.set_defaults(func=cmd_serve)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="moert", description="moert: MoE inference on any backend")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -150,6 +201,7 @@ def main(argv=None):
     p.add_argument("--group-size", type=int, default=128,
                    help="input columns per scale (-1: whole rows; default 128, GPTQ's usual)")
     p.set_defaults(func=cmd_quantize)
+    add_serve_parser(sub)
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         if argv and argv[0] in RUNTIME_COMMANDS:
