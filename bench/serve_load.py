@@ -3,7 +3,8 @@ llama.cpp's llama-server, vLLM ...
 
     python3 bench/serve_load.py [--url http://127.0.0.1:8000] [--model NAME]
         [--concurrency 1,4,8,16] [--requests 4] [--prompt-tokens 128]
-        [--prompt-kind words|ids] [--max-tokens 64] [--warmup 1] [--json FILE|-]
+        [--prompt-kind words|ids] [--same-prompt] [--max-tokens 64] [--warmup 1]
+        [--json FILE|-]
 
 For each concurrency level C, C clients each send --requests requests one
 after the other, all at once: a fixed prompt, --max-tokens new tokens,
@@ -12,7 +13,10 @@ prompt is the same for every server: --prompt-kind words (the default)
 repeats the word " the" --prompt-tokens times (one token each in most
 tokenizers; the server's usage.prompt_tokens is reported), ids sends the
 token ids 100, 101, ... as a list (servers that accept token-id prompts:
-moert, llama-server, vLLM).
+moert, llama-server, vLLM).  Each request's prompt begins with a token of
+its own (a number word, or id 1000 + its index), so no server can answer
+from a cache of an earlier request's prompt, as users' prompts differ;
+--same-prompt sends the identical prompt every time instead.
 
 Every request asks for "ignore_eos": true, so that each one generates
 --max-tokens tokens: moert, llama-server and vLLM honour it; a server that
@@ -141,9 +145,9 @@ async def one_request(client, url, body):
             "prompt_tokens": usage.get("prompt_tokens") if usage else None}
 
 
-async def run_level(client, url, body, concurrency, requests):
+async def run_level(client, url, make_body, concurrency, requests):
     async def worker():
-        return [await one_request(client, url, body) for _ in range(requests)]
+        return [await one_request(client, url, make_body()) for _ in range(requests)]
 
     start = time.perf_counter()
     results = [r for rs in await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -159,7 +163,7 @@ async def run_level(client, url, body, concurrency, requests):
             "per_sequence_tok_s": statistics.mean(per_sequence) if per_sequence else None,
             "ttft_p50_s": percentile(ttft, 50), "ttft_p95_s": percentile(ttft, 95),
             "prompt_tokens": prompt_tokens[0] if prompt_tokens else None,
-            "short": sum(r["completion_tokens"] < body["max_tokens"] for r in results)}
+            "short": sum(r["completion_tokens"] < make_body.max_tokens for r in results)}
 
 
 def table(rows):
@@ -187,19 +191,26 @@ async def main_async(args):
         model = args.model
         if not model:
             model = (await client.get_json(base + "/v1/models"))["data"][0]["id"]
-        if args.prompt_kind == "ids":
-            prompt = [100 + i for i in range(args.prompt_tokens)]
-        else:
-            prompt = " the" * args.prompt_tokens
-        body = {"model": model, "prompt": prompt, "max_tokens": args.max_tokens,
-                "temperature": 0, "stream": True, "stream_options": {"include_usage": True},
-                "ignore_eos": True}
+        sent = [0]
+
+        def make_body():
+            n = 0 if args.same_prompt else sent[0]
+            sent[0] += 1
+            if args.prompt_kind == "ids":
+                prompt = [1000 + n] + [100 + i for i in range(1, args.prompt_tokens)]
+            else:
+                prompt = f" {n}" + " the" * (args.prompt_tokens - 1)
+            return {"model": model, "prompt": prompt, "max_tokens": args.max_tokens,
+                    "temperature": 0, "stream": True, "stream_options": {"include_usage": True},
+                    "ignore_eos": True}
+
+        make_body.max_tokens = args.max_tokens
         url = base + "/v1/completions"
         for _ in range(args.warmup):
-            await one_request(client, url, body)
+            await one_request(client, url, make_body())
         rows = []
         for c in args.concurrency:
-            rows.append(await run_level(client, url, body, c, args.requests))
+            rows.append(await run_level(client, url, make_body, c, args.requests))
             print(f"concurrency {c}: {rows[-1]['aggregate_tok_s']:.1f} tok/s", file=sys.stderr)
     finally:
         await client.close()
@@ -207,6 +218,7 @@ async def main_async(args):
           f"{args.max_tokens} new tokens, {args.requests} requests per client")
     print(table(rows))
     report = {"url": base, "model": model, "prompt_kind": args.prompt_kind,
+              "same_prompt": args.same_prompt,
               "prompt_tokens": args.prompt_tokens, "max_tokens": args.max_tokens,
               "requests_per_client": args.requests, "rows": rows}
     if args.json == "-":
@@ -228,6 +240,8 @@ def main(argv=None):
     parser.add_argument("--requests", type=int, default=4, help="requests per client")
     parser.add_argument("--prompt-tokens", type=int, default=128)
     parser.add_argument("--prompt-kind", default="words", choices=["words", "ids"])
+    parser.add_argument("--same-prompt", action="store_true",
+                        help="send one identical prompt (default: each request its own)")
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--warmup", type=int, default=1, help="requests sent before measuring")
     parser.add_argument("--json", default="", help="write the results as JSON (- for stdout)")
