@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-from typing import (TYPE_CHECKING, Any, Callable, Iterator, List, Literal, Mapping, Union,
-                    overload)
+from typing import (TYPE_CHECKING, Any, Callable, Iterator, List, Literal, Mapping, Tuple,
+                    Union, overload)
 
 from . import _moert, _progress, text as _text
 from .profiling import Profile
@@ -285,6 +285,23 @@ class Model(_moert.Model):
         out = super().generate_batch([self._prompt_ids(p) for p in prompts], max_new_tokens,
                                      temperature, top_k, top_p, seed, stop, step_tokens)
         return [self.decode(t) for t in out] if text else out
+
+    def stream_batch(self, prompts: List[Union[str, TokenIds]], max_new_tokens: int = 16,
+                     temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
+                     seed: int = 0, stop: TokenIds = (),
+                     step_tokens: int = 512) -> Iterator[Tuple[int, int]]:
+        """Like generate_batch(), but an iterator yielding (prompt index,
+        token id) pairs as each step produces them; every prompt's tokens
+        come in order.  Closing the iterator early cancels what is left."""
+        engine = self.engine(step_tokens)
+        index = {}
+        for i, p in enumerate(prompts):
+            index[engine.submit(self._prompt_ids(p), max_new_tokens, temperature, top_k, top_p,
+                                seed + i, stop)] = i
+        while not engine.idle:
+            for request, token, _, _ in engine.step():
+                if token is not None:
+                    yield index[request], token
 
     # -- devices, profiling ------------------------------------------------
 

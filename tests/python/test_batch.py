@@ -69,6 +69,21 @@ def test_batch_greedy_equals_each_prompt_alone(checkpoint, device):
     assert model.generate_batch(PROMPTS, max_new_tokens=NEW) == alone
 
 
+def test_stream_batch_yields_each_prompts_tokens_in_order(checkpoint):
+    model = load(checkpoint, "reference")
+    got = [[] for _ in PROMPTS]
+    for i, token in model.stream_batch(PROMPTS, max_new_tokens=NEW, step_tokens=16):
+        got[i].append(token)
+    assert got == model.generate_batch(PROMPTS, max_new_tokens=NEW)
+    # Closing it early leaves the model usable, its sequences returned.
+    stream = model.stream_batch(PROMPTS, max_new_tokens=NEW)
+    next(stream)
+    stream.close()
+    del stream
+    assert model.generate_batch(PROMPTS[:2], max_new_tokens=3) == [
+        model.generate(p, max_new_tokens=3) for p in PROMPTS[:2]]
+
+
 def test_sampled_batch_equals_alone_with_the_same_seeds(checkpoint):
     model = load(checkpoint, "reference")
     opts = dict(max_new_tokens=6, temperature=0.8, top_k=20, top_p=0.9)
