@@ -32,6 +32,9 @@ cmake --build "$BUILD_DIR" -j "$(nproc)"
 "$BUILD_DIR/bin/test_conformance" --backend=cuda
 MOERT_PYTHON_DIR="$BUILD_DIR/python" PYTHONPATH=python \
   python3 -m pytest -q -p no:cacheprovider tests/python/test_backend_models.py -k cuda
+# Batched decoding (paged attention over many sequences) against each prompt alone.
+MOERT_PYTHON_DIR="$BUILD_DIR/python" PYTHONPATH=python \
+  python3 -m pytest -q -p no:cacheprovider tests/python/test_batch.py -k cuda
 echo "== again with the baseline kernels (MOERT_CUDA_BASELINE_KERNELS=1) =="
 MOERT_CUDA_BASELINE_KERNELS=1 "$BUILD_DIR/bin/test_cuda_backend"
 MOERT_CUDA_BASELINE_KERNELS=1 "$BUILD_DIR/bin/test_conformance" --backend=cuda

@@ -40,9 +40,9 @@ NEW = 10
 
 
 def devices():
-    """reference, and cpu and opencl where available."""
+    """reference, and cpu, opencl and cuda where available."""
     names = {b["name"] for b in moert.backends() if b["available"] and b["devices"]}
-    return ["reference"] + [n for n in ("cpu", "opencl") if n in names]
+    return ["reference"] + [n for n in ("cpu", "opencl", "cuda") if n in names]
 
 
 @pytest.fixture(scope="module", params=["qwen3_moe", "deepseek_v3", "gpt_oss", "mixtral"])
