@@ -10,10 +10,13 @@ APT_PACKAGES=(
   ocl-icd-opencl-dev opencl-headers pocl-opencl-icd clinfo  # OpenCL backend, PoCL runs it on the CPU
   python3-dev pybind11-dev                          # Python bindings
   clang-format
+  clang libclang-rt-14-dev                          # fuzz targets (scripts/fuzz.sh): clang and its libFuzzer
 )
 # tokenizers (optional at run time): text prompts through a checkpoint's tokenizer.json.
 # fastapi, uvicorn, jinja2 (optional at run time): moert serve; openai: its tests' client.
-PIP_PACKAGES=(numpy pytest pybind11 ml_dtypes tokenizers matplotlib fastapi uvicorn jinja2 openai)
+# atheris: the coverage-guided Python fuzz harness (fuzz/python, scripts/fuzz.sh server).
+PIP_PACKAGES=(numpy pytest pybind11 ml_dtypes tokenizers matplotlib fastapi uvicorn jinja2 openai
+              atheris)
 
 sudo_cmd=()
 if [ "$(id -u)" != 0 ]; then sudo_cmd=(sudo); fi

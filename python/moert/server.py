@@ -143,7 +143,7 @@ def _read_json(path):
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
         raise _moert.Error(f"{path}: cannot be read: {exc}") from exc
     return data if isinstance(data, dict) else {}
 
@@ -215,8 +215,14 @@ class Checkpoint:
             if token is not None:
                 self.special_tokens[key] = token
         self.template_source = self._template_source(directory, config)
-        self.template = (_compile_template(self.template_source)
-                         if self.template_source is not None else None)
+        try:
+            self.template = (_compile_template(self.template_source)
+                             if self.template_source is not None else None)
+        except (jinja2.exceptions.TemplateError, RecursionError) as exc:
+            where = os.path.join(directory, "chat_template.jinja")
+            if not os.path.isfile(where):
+                where = os.path.join(directory, "tokenizer_config.json") + " (chat_template)"
+            raise _moert.Error(f"{where}: the chat template does not compile: {exc}") from exc
         eos = []
         if "eos_token" in self.special_tokens:
             token_id = tokenizer.token_to_id(self.special_tokens["eos_token"])
@@ -232,11 +238,15 @@ class Checkpoint:
     def _template_source(directory, config):
         path = os.path.join(directory, "chat_template.jinja")
         if os.path.isfile(path):
-            with open(path, encoding="utf-8") as f:
-                return f.read()
+            try:
+                with open(path, encoding="utf-8") as f:
+                    return f.read()
+            except (OSError, ValueError) as exc:  # ValueError: not UTF-8
+                raise _moert.Error(f"{path}: cannot be read: {exc}") from exc
         template = config.get("chat_template")
         if isinstance(template, list):  # named templates: the "default" one
-            named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
+            named = {t.get("name"): t.get("template") for t in template
+                     if isinstance(t, dict) and isinstance(t.get("name"), str)}
             template = named.get("default") if len(named) != 1 else next(iter(named.values()))
         return template if isinstance(template, str) else None
 
@@ -252,6 +262,12 @@ class Checkpoint:
         except jinja2.exceptions.TemplateError as exc:
             raise ApiError(400, f"the chat template refused the messages: {exc}",
                            param="messages") from exc
+        except Exception as exc:  # noqa: BLE001
+            # The template is the checkpoint's code run on the client's
+            # messages: whatever else it raises (tojson of a missing field,
+            # str + int of an extra field ...) is its refusal of them too.
+            raise ApiError(400, f"the chat template failed on the messages: "
+                                f"{type(exc).__name__}: {exc}", param="messages") from exc
 
 
 # -- the engine thread ---------------------------------------------------------

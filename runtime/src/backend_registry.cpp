@@ -201,7 +201,7 @@ void Backend::initialize() {
 
 int32_t Backend::device_count() const {
   if (!available_) return 0;
-  return std::max<int32_t>(api_->device_count(), 0);
+  return std::max<int32_t>(call()->device_count(), 0);
 }
 
 DeviceInfo Backend::device_info(int32_t device) const {
@@ -213,7 +213,7 @@ DeviceInfo Backend::device_info(int32_t device) const {
   std::memset(&raw, 0, sizeof(raw));
   raw.struct_size = sizeof(raw);
   moert_error err = make_error();
-  check_status(api_->device_info(device, &raw, &err), err,
+  check_status(call()->device_info(device, &raw, &err), err,
                name_ + ":" + std::to_string(device) + ": device_info " + parenthesized(path_));
   DeviceInfo info;
   info.name = std::string(raw.name, strnlen(raw.name, sizeof(raw.name)));

@@ -90,16 +90,15 @@ struct Executor::Impl {
 
   ~Impl() {
     for (Partition& p : partitions)
-      if (p.exe) slots[static_cast<size_t>(p.slot)].ref.backend->api().executable_free(p.exe);
+      if (p.exe) slots[static_cast<size_t>(p.slot)].ref.backend->call()->executable_free(p.exe);
     for (auto& [id, s] : states)
-      if (s.buffer) slots[static_cast<size_t>(s.slot)].ref.backend->api().buffer_free(s.buffer);
+      if (s.buffer) slots[static_cast<size_t>(s.slot)].ref.backend->call()->buffer_free(s.buffer);
     for (Slot& s : slots)
-      if (s.arena) s.ref.backend->api().buffer_free(s.arena);
+      if (s.arena) s.ref.backend->call()->buffer_free(s.arena);
   }
 
-  const moert_backend_api& api(int slot) const {
-    return slots[static_cast<size_t>(slot)].ref.backend->api();
-  }
+  // The slot's plugin, locked for one call (Backend::call).
+  Backend::Call api(int slot) const { return slots[static_cast<size_t>(slot)].ref.backend->call(); }
   std::string slot_name(int slot) const { return slots[static_cast<size_t>(slot)].ref.str(); }
 
   // Whether each node of `g` is supported by `ref`; reasons for the ones not.
@@ -133,7 +132,7 @@ struct Executor::Impl {
       moert_error err = new_error();
       int32_t supported = 0;
       moert_status s =
-          ref.backend->api().supports_node(ref.device, abi.desc(), i, &supported, &err);
+          ref.backend->call()->supports_node(ref.device, abi.desc(), i, &supported, &err);
       check_status(s, err,
                    "backend '" + ref.backend->name() + "' checking node '" + g.node(i).name + "'");
       ok[i] = supported != 0;
@@ -309,8 +308,8 @@ struct Executor::Impl {
       sb.bytes = static_cast<uint64_t>(num_elements(v.shape.static_dims())) * dtype_size(v.dtype);
       moert_error err = new_error();
       const DeviceRef& ref = slots[static_cast<size_t>(sb.slot)].ref;
-      check_status(ref.backend->api().buffer_alloc(ref.device, std::max<uint64_t>(sb.bytes, 1),
-                                                   &sb.buffer, &err),
+      check_status(ref.backend->call()->buffer_alloc(ref.device, std::max<uint64_t>(sb.bytes, 1),
+                                                     &sb.buffer, &err),
                    err,
                    "allocating " + std::to_string(sb.bytes) + " bytes for state '" + v.name +
                        "' on " + ref.str());
@@ -325,7 +324,7 @@ struct Executor::Impl {
     for (uint64_t off = 0; off < sb.bytes; off += zeros.size()) {
       uint64_t n = std::min<uint64_t>(zeros.size(), sb.bytes - off);
       moert_error err = new_error();
-      check_status(api(sb.slot).buffer_write(sb.buffer, off, zeros.data(), n, &err), err,
+      check_status(api(sb.slot)->buffer_write(sb.buffer, off, zeros.data(), n, &err), err,
                    "clearing state '" + graph.value(id).name + "'");
     }
   }
@@ -336,7 +335,7 @@ struct Executor::Impl {
       part.abi = std::make_unique<AbiGraph>(graph, part.nodes);
       const DeviceRef& ref = slots[static_cast<size_t>(part.slot)].ref;
       moert_error err = new_error();
-      check_status(ref.backend->api().prepare(ref.device, part.abi->desc(), &part.exe, &err), err,
+      check_status(ref.backend->call()->prepare(ref.device, part.abi->desc(), &part.exe, &err), err,
                    "preparing partition " + std::to_string(p) + " (" +
                        std::to_string(part.nodes.size()) + " nodes, first '" +
                        graph.node(part.nodes.front()).name + "') on " + ref.str());
@@ -379,7 +378,7 @@ struct Executor::Impl {
       std::vector<unsigned char> fill(plan.slot_peak[s], 0xFF);
       moert_error err = new_error();
       check_status(
-          api(static_cast<int>(s)).buffer_write(slots[s].arena, 0, fill.data(), fill.size(), &err),
+          api(static_cast<int>(s))->buffer_write(slots[s].arena, 0, fill.data(), fill.size(), &err),
           err, "poisoning the activation arena of " + slots[s].ref.str());
     }
   }
@@ -388,12 +387,12 @@ struct Executor::Impl {
     for (size_t s = 0; s < slots.size(); ++s) {
       Slot& slot = slots[s];
       if (plan.slot_peak[s] <= slot.capacity) continue;
-      if (slot.arena) api(static_cast<int>(s)).buffer_free(slot.arena);
+      if (slot.arena) api(static_cast<int>(s))->buffer_free(slot.arena);
       slot.arena = nullptr;
       slot.capacity = 0;
       moert_error err = new_error();
       check_status(api(static_cast<int>(s))
-                       .buffer_alloc(slot.ref.device, plan.slot_peak[s], &slot.arena, &err),
+                       ->buffer_alloc(slot.ref.device, plan.slot_peak[s], &slot.arena, &err),
                    err,
                    "allocating the " + std::to_string(plan.slot_peak[s]) +
                        "-byte activation arena on " + slot.ref.str());
@@ -441,7 +440,7 @@ struct Executor::Impl {
         moert_error err = new_error();
         check_status(
             api(static_cast<int>(slot))
-                .buffer_write(bv.buffer, bv.offset, inputs[i].data(), inputs[i].nbytes(), &err),
+                ->buffer_write(bv.buffer, bv.offset, inputs[i].data(), inputs[i].nbytes(), &err),
             err,
             "writing input '" + graph.value(input_ids[i]).name + "' to " +
                 slot_name(static_cast<int>(slot)));
@@ -460,13 +459,13 @@ struct Executor::Impl {
                                  slot_name(instances[dst].slot);
         check_status(
             api(instances[src].slot)
-                .synchronize(slots[static_cast<size_t>(instances[src].slot)].ref.device, &err),
+                ->synchronize(slots[static_cast<size_t>(instances[src].slot)].ref.device, &err),
             err, what);
         check_status(
-            api(instances[src].slot).buffer_read(s.buffer, s.offset, staging.data(), bytes, &err),
+            api(instances[src].slot)->buffer_read(s.buffer, s.offset, staging.data(), bytes, &err),
             err, what);
         check_status(
-            api(instances[dst].slot).buffer_write(d.buffer, d.offset, staging.data(), bytes, &err),
+            api(instances[dst].slot)->buffer_write(d.buffer, d.offset, staging.data(), bytes, &err),
             err, what);
       }
       const std::vector<ValueId>& tensors = part.abi->tensor_values();
@@ -490,7 +489,7 @@ struct Executor::Impl {
         args.num_node_seconds = node_seconds.size();
       }
       moert_error err = new_error();
-      check_status(api(part.slot).execute(part.exe, &args, &err), err,
+      check_status(api(part.slot)->execute(part.exe, &args, &err), err,
                    "running partition " + std::to_string(p) + " on " + slot_name(part.slot));
       if (profiling) {
         // A plugin older than ABI 1.1 never reads the member: its nodes keep -1.
@@ -502,7 +501,7 @@ struct Executor::Impl {
     }
     for (size_t s = 0; s < slots.size(); ++s) {
       moert_error err = new_error();
-      check_status(api(static_cast<int>(s)).synchronize(slots[s].ref.device, &err), err,
+      check_status(api(static_cast<int>(s))->synchronize(slots[s].ref.device, &err), err,
                    "synchronizing " + slots[s].ref.str());
     }
     std::vector<Tensor> outputs;
@@ -512,7 +511,7 @@ struct Executor::Impl {
       int slot = node_slot[static_cast<size_t>(v.producer)];
       moert_buffer_view bv = view(instance_of.at({out, slot}));
       moert_error err = new_error();
-      check_status(api(slot).buffer_read(bv.buffer, bv.offset, t.data(), t.nbytes(), &err), err,
+      check_status(api(slot)->buffer_read(bv.buffer, bv.offset, t.data(), t.nbytes(), &err), err,
                    "reading output '" + v.name + "' from " + slot_name(slot));
       outputs.push_back(std::move(t));
     }
@@ -583,10 +582,10 @@ Tensor Executor::read_state(const std::string& name) const {
   moert_error err = new_error();
   check_status(
       impl_->api(it->second.slot)
-          .synchronize(impl_->slots[static_cast<size_t>(it->second.slot)].ref.device, &err),
+          ->synchronize(impl_->slots[static_cast<size_t>(it->second.slot)].ref.device, &err),
       err, "reading state '" + name + "'");
   check_status(
-      impl_->api(it->second.slot).buffer_read(it->second.buffer, 0, t.data(), t.nbytes(), &err),
+      impl_->api(it->second.slot)->buffer_read(it->second.buffer, 0, t.data(), t.nbytes(), &err),
       err, "reading state '" + name + "'");
   return t;
 }

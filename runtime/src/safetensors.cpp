@@ -385,6 +385,15 @@ Tensor SafetensorsFile::tensor(const std::string& name) const {
   // The mapping is read-only: writing through the tensor faults.  Tensor has
   // no const-storage notion, hence the cast.
   auto* data = const_cast<unsigned char*>(map_ + data_offset_ + e.begin);
+  // A writer that does not align each tensor to its item size (the reference
+  // writer does) leaves it at any offset, and the kernels read elements
+  // through typed pointers: such a tensor is a copy in an aligned buffer
+  // instead of a view.
+  if (reinterpret_cast<uintptr_t>(data) % dtype_size(e.dtype) != 0) {
+    Tensor copy = Tensor::empty(e.dtype, e.shape);
+    if (e.end > e.begin) std::memcpy(copy.data(), data, e.end - e.begin);
+    return copy;
+  }
   return Tensor::borrow(e.dtype, e.shape, data, std::move(keepalive));
 }
 

@@ -170,6 +170,32 @@ def test_threads_share_a_model(model):
         np.testing.assert_array_equal(r, want)
 
 
+def _available_devices():
+    return [b["name"] for b in moert.backends() if b["available"] and b["devices"]
+            and b["name"] in ("reference", "cpu", "opencl")]
+
+
+@pytest.mark.parametrize("device", ["reference", "cpu", "opencl"])
+def test_threads_with_their_own_models(checkpoint, device):
+    """Models on one backend in several threads at once: the runtime
+    serialises the calls into the plugin (its ABI promises one thread at a
+    time), so each thread gets what a serial run gives."""
+    if device not in _available_devices():
+        pytest.skip(f"{device} is not available")
+    want = moert.load(str(checkpoint), backend=device).generate(PROMPT, max_new_tokens=4)
+    results = [None] * 3
+
+    def work(i):
+        results[i] = moert.load(str(checkpoint), backend=device).generate(PROMPT, max_new_tokens=4)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(results))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [want] * len(results)
+
+
 def test_error_is_runtime_error():
     assert issubclass(moert.Error, RuntimeError)
     assert moert.Error.__doc__

@@ -355,8 +355,10 @@ TEST(Precision, FastMarksNarrowProductsExceptRoutersAndExactMarksNone) {
     EXPECT_THAT(marked(*load(dtype, "exact")), IsEmpty()) << dtype;
   }
   EXPECT_THAT(marked(*load("f32", "fast")), IsEmpty());
-  // Packed weights take "int8", the others "bf16".
-  for (const moert::Node& n : load("int4", "fast")->graph().nodes()) {
+  // Packed weights take "int8", the others "bf16".  (The model is named: a
+  // range-for over a temporary's member would outlive the temporary.)
+  const auto int4 = load("int4", "fast");
+  for (const moert::Node& n : int4->graph().nodes()) {
     if (n.name == "model.layers.0.mlp.moe" || n.name == "model.layers.0.self_attn.q_proj") {
       EXPECT_EQ(n.attrs.get_string("products", ""), "int8") << n.name;
     } else if (n.name == "lm_head") {

@@ -264,6 +264,10 @@ ChildReport run_child(const std::vector<std::string>& env, const fs::path& repor
   if (posix_spawn(&pid, exe.c_str(), nullptr, nullptr, argv, envp.data()) != 0) return r;
   int status = 0;
   waitpid(pid, &status, 0);
+  // A child that crashed, failed or had a sanitizer report after writing its
+  // report still fails the test.
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+      << "the child exited with status " << status;
   std::ifstream in(report);
   in >> r.source_builds >> r.binary_loads >> r.cache_writes >> r.build_seconds >>
       r.prepare_seconds >> r.first_run_seconds;

@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -43,7 +44,24 @@ class Backend {
 
   const std::string& name() const { return name_; }
   const std::string& path() const { return path_; }  // "(built-in)" for the reference backend
+  // The function table, for its fields; calls go through call().
   const moert_backend_api& api() const { return *api_; }
+
+  // The function table behind the backend's call lock, held until the end of
+  // the full expression: backend->call()->execute(...).  The ABI promises a
+  // plugin is never called from two threads at once (backend_abi.h), while
+  // models on one backend may run in several threads; every call the runtime
+  // makes into a plugin goes through here.
+  class Call {
+   public:
+    explicit Call(const Backend& b) : lock_(b.call_mutex_), api_(b.api_) {}
+    const moert_backend_api* operator->() const { return api_; }
+
+   private:
+    std::unique_lock<std::recursive_mutex> lock_;
+    const moert_backend_api* api_;
+  };
+  Call call() const { return Call(*this); }
   uint32_t abi_minor() const { return api_->abi_minor; }
 
   // False when init() reported no usable device (the reason says why).
@@ -60,6 +78,9 @@ class Backend {
   std::string name_;
   void* library_;  // dlopen handle, nullptr for a built-in backend
   const moert_backend_api* api_;
+  // Serialises the calls into the plugin (see call()).  Recursive so that a
+  // call made while one is in progress on the same thread cannot deadlock.
+  mutable std::recursive_mutex call_mutex_;
   bool available_ = false;
   bool initialized_ = false;
   std::string unavailable_reason_;

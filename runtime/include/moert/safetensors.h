@@ -2,8 +2,9 @@
 // model.safetensors.index.json.  Files are memory-mapped read-only and
 // tensors are borrowed views into the mapping (no copy); the mapping stays
 // alive as long as any tensor from it does.  Such tensors must not be written
-// (the pages are read-only), and their data is aligned to the item size only
-// when the writer aligned it (the reference writer does).  Truncating a file
+// (the pages are read-only).  A tensor the writer did not align to its item
+// size (the reference writer does) is returned as an aligned copy instead,
+// since kernels read elements through typed pointers.  Truncating a file
 // while it is mapped makes later reads fault; no up-front check can prevent it.
 //
 // Everything a hostile file can break is validated when it is opened, and

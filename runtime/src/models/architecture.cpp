@@ -10,6 +10,11 @@ namespace moert {
 
 namespace {
 
+// Far above any released model (DeepSeek-V3 has 61 layers), far below what
+// would make per-layer bookkeeping itself a problem: a config beyond it is
+// refused instead of allocated and walked layer by layer.
+constexpr int64_t kMaxLayers = int64_t{1} << 16;
+
 const std::map<std::string, std::string> kArchitectureToType = {
     {"MixtralForCausalLM", "mixtral"},
     {"Qwen2MoeForCausalLM", "qwen2_moe"},
@@ -44,6 +49,12 @@ void read_common(const HfConfig& c, ArchSpec& a) {
   a.dense_intermediate = c.integer("intermediate_size", 0);
   for (const char* k : {"vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads"})
     if (c.integer(k) <= 0) c.fail(k, "must be positive");
+  if (a.layers > kMaxLayers)
+    c.fail("num_hidden_layers",
+           "must be at most " + std::to_string(kMaxLayers) + ", got " + std::to_string(a.layers));
+  if (a.max_position_embeddings <= 0)
+    c.fail("max_position_embeddings",
+           "must be positive, got " + std::to_string(a.max_position_embeddings));
   if (a.kv_heads <= 0 || a.heads % a.kv_heads != 0)
     c.fail("num_key_value_heads", "must divide num_attention_heads (" + std::to_string(a.heads) +
                                       "), got " + std::to_string(a.kv_heads));
@@ -57,7 +68,13 @@ void read_rope_scaling(const HfConfig& c, ArchSpec& a) {
   const nlohmann::json* rs = &c.object("rope_scaling");
   if (rs->is_null()) rs = &c.object("rope_parameters");
   if (rs->is_null()) return;
-  std::string type = rs->value("rope_type", rs->value("type", std::string("default")));
+  const std::string key = c.object("rope_scaling").is_null() ? "rope_parameters" : "rope_scaling";
+  auto text = [&](const char* k, const std::string& fallback) {
+    if (!rs->contains(k) || (*rs)[k].is_null()) return fallback;
+    if (!(*rs)[k].is_string()) c.fail(key + "." + k, "must be a string, got " + (*rs)[k].dump());
+    return (*rs)[k].get<std::string>();
+  };
+  const std::string type = text("rope_type", text("type", "default"));
   if (type == "default") return;
   auto num = [&](const char* k, double fallback) {
     return rs->contains(k) && (*rs)[k].is_number() ? (*rs)[k].get<double>() : fallback;

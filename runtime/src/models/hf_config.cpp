@@ -17,10 +17,25 @@ HfConfig HfConfig::read(const std::string& path) {
   return HfConfig(std::move(j), path);
 }
 
+namespace {
+
+// Every integer moert reads from config.json is a size, a count or a layer
+// index: values beyond ±(2^31 - 1) are refused, so that sums and products of
+// two of them cannot overflow 64 bits.
+constexpr int64_t kMaxInteger = (int64_t{1} << 31) - 1;
+
+}  // namespace
+
 int64_t HfConfig::integer(const std::string& key) const {
   if (!has(key)) fail(key, "is missing");
   const auto& v = json_.at(key);
   if (!v.is_number_integer()) fail(key, "must be an integer, got " + v.dump());
+  const bool in_range = v.is_number_unsigned()
+                            ? v.get<uint64_t>() <= static_cast<uint64_t>(kMaxInteger)
+                            : v.get<int64_t>() >= -kMaxInteger && v.get<int64_t>() <= kMaxInteger;
+  if (!in_range)
+    fail(key, "must be an integer in [-2^31 + 1, 2^31 - 1] (a size, count or layer index), got " +
+                  v.dump());
   return v.get<int64_t>();
 }
 

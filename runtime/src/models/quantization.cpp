@@ -86,9 +86,12 @@ void read_int4_groups(const HfConfig& config, const nlohmann::json& q, const std
                                " only (packed 4-bit weights with f16 group scales)");
   // transformers' GPTQConfig and AwqConfig default to 128.
   out.group_size = int_of(config, q, {"group_size", "q_group_size"}, 128);
-  if (out.group_size != -1 && out.group_size <= 0)
-    config.fail("quantization_config.group_size",
-                "is " + std::to_string(out.group_size) + "; it must be positive or -1");
+  // At most 2^31 - 1, the bound of config.json's integers (HfConfig::integer):
+  // readers add it to K.
+  if (out.group_size != -1 && (out.group_size <= 0 || out.group_size > (int64_t{1} << 31) - 1))
+    config.fail(
+        "quantization_config.group_size",
+        "is " + std::to_string(out.group_size) + "; it must be positive (at most 2^31 - 1) or -1");
 }
 
 }  // namespace
