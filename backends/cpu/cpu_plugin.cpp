@@ -39,13 +39,21 @@ std::string isa_summary() {
 
 }  // namespace
 
+// MOERT_CPU_THREADS, 0 when unset.
+static int g_threads = 0;
+
 void Backend::init() {
   // MOERT_CPU_THREADS caps the pool shared by the kernels and oneDNN.
   if (const char* t = std::getenv("MOERT_CPU_THREADS")) {
     const int n = std::atoi(t);
     if (n <= 0) fail(std::string("MOERT_CPU_THREADS must be a positive integer, got '") + t + "'");
-    omp_set_num_threads(n);
+    g_threads = n;
   }
+  apply_thread_count();
+}
+
+void Backend::apply_thread_count() {
+  if (g_threads > 0 && omp_get_max_threads() != g_threads) omp_set_num_threads(g_threads);
 }
 
 void Backend::describe(Device&, kit::DeviceDescription& d) {

@@ -30,6 +30,18 @@ struct Backend : kit::HostMemory<Device> {
   static constexpr const char* kVersion = "oneDNN " MOERT_CPU_DNNL_VERSION;
   static void init();
   static void describe(Device&, kit::DeviceDescription& d);
+  // An execute's nodes, on the calling thread's OpenMP pool sized to
+  // MOERT_CPU_THREADS first when it is set: the size is a per-thread
+  // setting, and models may run from threads other than the one that
+  // initialised the plugin (a server's engine thread).
+  template <typename Exe, typename Symbols>
+  static void execute(Exe& e, const moert_execute_args& args, const Symbols& symbols,
+                      double* times) {
+    apply_thread_count();
+    if (times) finish(*e.device);
+    e.run_steps(args, symbols, 0, e.steps.size(), times);
+  }
+  static void apply_thread_count();
 };
 
 using Tensor = kit::HostTensor;

@@ -15,6 +15,7 @@
 #include <climits>
 #include <cstring>
 #include <exception>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -82,10 +83,37 @@ struct ModelHandle {
   }
 };
 
+// Ctrl-C while the runtime works without the GIL.  poll() takes the GIL and
+// runs Python's signal handlers (they run in the main thread only); when one
+// raised (KeyboardInterrupt for SIGINT), poll() keeps the exception and
+// returns true from then on, so that the work stops at its next check;
+// rethrow() raises it once the work unwound.
+class SignalCheck {
+ public:
+  bool poll() {
+    if (error_) return true;
+    py::gil_scoped_acquire gil;
+    if (PyErr_CheckSignals() == 0) return false;
+    try {
+      throw py::error_already_set();
+    } catch (...) {
+      error_ = std::current_exception();
+    }
+    return true;
+  }
+  void rethrow() {
+    if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
+  }
+
+ private:
+  std::exception_ptr error_;
+};
+
 // A Python progress callable (stage, done, total) as the runtime's
-// LoadProgress.  The runtime calls it from the loading thread with the GIL
-// released; each call takes the GIL, and also checks for Ctrl-C.  A Python
-// exception aborts the load: it is kept and re-raised once the load unwound.
+// LoadProgress, and Ctrl-C as its LoadOptions::interrupted.  The runtime
+// calls both from the loading thread with the GIL released; each call takes
+// the GIL.  A Python exception aborts the load: it is kept and re-raised once
+// the load unwound.
 class ProgressCallback {
  public:
   explicit ProgressCallback(const py::object& fn) : fn_(fn) {
@@ -107,9 +135,12 @@ class ProgressCallback {
       }
     };
   }
+  std::function<bool()> interrupted() {
+    return [this] { return signals_.poll(); };
+  }
 
-  // Runs `work` without the GIL; re-raises the callback's exception if it
-  // aborted the work.
+  // Runs `work` without the GIL; re-raises the callback's exception, or
+  // KeyboardInterrupt, if either aborted the work.
   template <typename Work>
   void run(Work&& work) {
     try {
@@ -117,6 +148,7 @@ class ProgressCallback {
       work();
     } catch (...) {
       if (error_) std::rethrow_exception(error_);
+      signals_.rethrow();
       throw;
     }
   }
@@ -124,6 +156,7 @@ class ProgressCallback {
  private:
   py::object fn_;
   std::exception_ptr error_;
+  SignalCheck signals_;
 };
 
 // The host's read bandwidth in bytes/s, measured on the first call (up to
@@ -419,13 +452,20 @@ class PyModel {
     std::vector<int32_t> ids = token_ids(prompt, handle_->vocab());
     moert::GenerateOptions o = generate_options(max_new_tokens, temperature, top_k, top_p, seed,
                                                 token_ids(stop, handle_->vocab()));
-    py::gil_scoped_release release;
-    std::lock_guard<std::mutex> lock(handle_->mutex);
-    // Each token comes from one run: record its profile before the next.
-    return handle_->model->generate(ids, o, [this](int32_t) {
-      handle_->record_run();
-      return true;
-    });
+    SignalCheck signals;
+    std::vector<int32_t> out;
+    {
+      py::gil_scoped_release release;
+      std::lock_guard<std::mutex> lock(handle_->mutex);
+      // Each token comes from one run: record its profile before the next.
+      // Ctrl-C stops the generation after the token in progress.
+      out = handle_->model->generate(ids, o, [&](int32_t) {
+        handle_->record_run();
+        return !signals.poll();
+      });
+    }
+    signals.rethrow();
+    return out;
   }
 
   // Model.generate_batch: prompt i sampled with seed + i.
@@ -444,9 +484,17 @@ class PyModel {
     if (ids.empty()) return {};
     moert::BatchOptions b;
     b.step_tokens = step_tokens;
-    py::gil_scoped_release release;
-    std::lock_guard<std::mutex> lock(handle_->mutex);
-    return moert::generate_batch(*handle_->model, ids, options, b);
+    SignalCheck signals;
+    std::vector<std::vector<int32_t>> out;
+    {
+      py::gil_scoped_release release;
+      std::lock_guard<std::mutex> lock(handle_->mutex);
+      // Ctrl-C stops the generation after the step in progress.
+      out =
+          moert::generate_batch(*handle_->model, ids, options, b, [&] { return !signals.poll(); });
+    }
+    signals.rethrow();
+    return out;
   }
 
   PyEngine engine(int64_t step_tokens) { return PyEngine(handle_, step_tokens); }
@@ -615,6 +663,7 @@ PyModel load(const std::string& path, const std::string& backend, const std::str
                    mla_cache, max_sequences, kv_cache_tokens, prefill_chunk);
   ProgressCallback cb(progress);
   o.progress = cb.callback();
+  o.interrupted = cb.interrupted();
   std::unique_ptr<moert::Model> model;
   cb.run([&] { model = moert::Model::load(path, o); });
   return PyModel(std::move(model), path);
@@ -638,6 +687,7 @@ PyModel random_model(const std::string& config_json, const std::string& weights,
   w.name = name;
   ProgressCallback cb(progress);
   o.progress = cb.callback();
+  o.interrupted = cb.interrupted();
   std::unique_ptr<moert::Model> model;
   cb.run([&] { model = moert::Model::random(config_json, w, o); });
   return PyModel(std::move(model), name);

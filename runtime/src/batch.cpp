@@ -158,7 +158,8 @@ std::vector<BatchEvent> BatchGenerator::step() {
 std::vector<std::vector<int32_t>> generate_batch(Model& model,
                                                  const std::vector<std::vector<int32_t>>& prompts,
                                                  const std::vector<GenerateOptions>& options,
-                                                 BatchOptions batch) {
+                                                 BatchOptions batch,
+                                                 const std::function<bool()>& keep_going) {
   check(options.size() == 1 || options.size() == prompts.size(),
         "generate_batch: give one GenerateOptions, or one per prompt (" +
             std::to_string(prompts.size()) + "), got " + std::to_string(options.size()));
@@ -167,9 +168,11 @@ std::vector<std::vector<int32_t>> generate_batch(Model& model,
   for (size_t i = 0; i < prompts.size(); ++i)
     index[gen.submit(prompts[i], options[options.size() == 1 ? 0 : i])] = i;
   std::vector<std::vector<int32_t>> out(prompts.size());
-  while (!gen.idle())
+  while (!gen.idle()) {
     for (const BatchEvent& e : gen.step())
       if (e.token) out[index.at(e.request)].push_back(*e.token);
+    if (keep_going && !keep_going()) break;
+  }
   return out;
 }
 

@@ -325,7 +325,7 @@ struct Executor::Impl {
       uint64_t n = std::min<uint64_t>(zeros.size(), sb.bytes - off);
       moert_error err = new_error();
       check_status(api(sb.slot)->buffer_write(sb.buffer, off, zeros.data(), n, &err), err,
-                   "clearing state '" + graph.value(id).name + "'");
+                   "clearing state '" + graph.value(id).name + "' on " + slot_name(sb.slot));
     }
   }
 

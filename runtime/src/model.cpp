@@ -287,6 +287,10 @@ std::unique_ptr<Model> Model::build(const ArchSpec& arch, const std::string& nam
     build.kv_dtype = *kv;
   }
   build.bf16_products = options.precision == "fast";
+  check(options.max_context >= 0,
+        "load option max_context must be >= 0 (0: the config's max_position_embeddings, at most "
+        "4096), got " +
+            std::to_string(options.max_context));
   build.max_context = options.max_context > 0
                           ? options.max_context
                           : std::min<int64_t>(arch.max_position_embeddings, 4096);
@@ -310,17 +314,29 @@ std::unique_ptr<Model> Model::build(const ArchSpec& arch, const std::string& nam
   build.kv_blocks = (pool + build.kv_block_size - 1) / build.kv_block_size;
 
   const LoadProgress& progress = options.progress;
+  build.interrupted = options.interrupted;
+  auto stop_if_interrupted = [&] {
+    if (options.interrupted && options.interrupted()) throw Error("the load was interrupted");
+  };
   std::unique_ptr<Model> m(new Model());
+  stop_if_interrupted();
   weights.before_build(progress);
+  stop_if_interrupted();
   m->graph_ = build_decoder(arch, weights, build);
   weights.after_build(progress);
   for (const std::function<void()>& fill : after_fill) fill();
+  stop_if_interrupted();
   ExecutorOptions eo;
   eo.device = options.device;
   eo.strict = options.strict;
   const uint64_t bytes = progress ? constant_bytes(m->graph_) : 0;
   if (progress) progress("prepare", 0, bytes);
-  m->executor_ = std::make_unique<Executor>(m->graph_, eo);
+  BackendRegistry::global().resolve(options.device);  // an unknown device says so alone
+  try {
+    m->executor_ = std::make_unique<Executor>(m->graph_, eo);
+  } catch (const Error& e) {
+    throw Error(name + ": preparing the model on " + options.device + ": " + e.what());
+  }
   if (progress) progress("prepare", bytes, bytes);
   m->device_ = options.device;
   ModelInfo& info = m->info_;
@@ -353,7 +369,13 @@ void Model::to(const std::string& device, bool strict, const LoadProgress& progr
   eo.strict = strict;
   const uint64_t weights = progress ? constant_bytes(graph_) : 0;
   if (progress) progress("prepare", 0, weights);
-  auto next = std::make_unique<Executor>(graph_, eo);  // throws before anything changes
+  BackendRegistry::global().resolve(device);  // an unknown device says so alone
+  std::unique_ptr<Executor> next;
+  try {
+    next = std::make_unique<Executor>(graph_, eo);  // throws before anything changes
+  } catch (const Error& e) {
+    throw Error("moving the model to " + device + ": " + e.what());
+  }
   if (progress) progress("prepare", weights, weights);
   executor_ = std::move(next);
   device_ = device;

@@ -18,6 +18,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -97,10 +98,12 @@ class BatchGenerator {
 
 // Every prompt's new tokens, generated together (a BatchGenerator run until
 // idle); options[i] for prompt i, or options[0] for all when only one is
-// given.
+// given.  `keep_going` (optional) is asked after each step; false ends the
+// generation there, with the tokens so far.
 std::vector<std::vector<int32_t>> generate_batch(Model& model,
                                                  const std::vector<std::vector<int32_t>>& prompts,
                                                  const std::vector<GenerateOptions>& options,
-                                                 BatchOptions batch = {});
+                                                 BatchOptions batch = {},
+                                                 const std::function<bool()>& keep_going = nullptr);
 
 }  // namespace moert

@@ -92,6 +92,10 @@ struct LoadOptions {
   // Called while loading (see LoadProgress); with a callback the weights are
   // read up front, so that the disk reads show as the "read" stage.
   LoadProgress progress;
+  // Asked between the stages of a load and after each layer of the graph is
+  // built; true aborts the load with moert::Error "the load was interrupted"
+  // (the Python binding answers whether Ctrl-C was pressed).  Optional.
+  std::function<bool()> interrupted;
 };
 
 // Random weights for Model::random: every matrix, router and bias drawn

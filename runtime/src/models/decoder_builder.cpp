@@ -502,6 +502,7 @@ Graph Builder::build() {
       constant("model.embed_tokens.weight", {a_.vocab, a_.hidden}, WeightRole::embedding);
   ValueId x = g_.add("embedding", "model.embed_tokens", {embed, ids}, {{"dtype", act}});
   for (int64_t l = 0; l < a_.layers; ++l) {
+    if (opt_.interrupted && opt_.interrupted()) throw Error("the load was interrupted");
     const std::string p = "model.layers." + std::to_string(l) + ".";
     ValueId h = g_.add("rms_norm", p + "input_layernorm",
                        {x, constant(p + "input_layernorm.weight", {a_.hidden}, WeightRole::norm)},

@@ -39,6 +39,8 @@ struct BuildOptions {
   // after the build (random weights): work to run once it has (constants
   // derived from others).  Run by the caller after WeightSource::after_build.
   std::vector<std::function<void()>>* after_fill = nullptr;
+  // LoadOptions::interrupted, asked after each layer (optional).
+  std::function<bool()> interrupted;
 };
 
 // Graph inputs: ids i32[T], positions i32[T] (each token's position in its
