@@ -26,9 +26,6 @@ directory), else in <repo>/build/python, else wherever `moert` is installed.
 """
 
 import functools
-import os
-import pathlib
-import sys
 
 import numpy as np
 import pytest
@@ -36,17 +33,8 @@ import pytest
 from moert_reference import make_checkpoint
 from moert_reference.configs import ARCHITECTURES
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-_BUILD_PYTHON = os.environ.get("MOERT_PYTHON_DIR") or str(ROOT / "build" / "python")
-if os.path.isdir(_BUILD_PYTHON) and _BUILD_PYTHON not in sys.path:
-    sys.path.append(_BUILD_PYTHON)
-
-try:
-    import moert
-except ImportError as exc:
-    pytest.skip(f"the moert Python module is not importable ({exc}); build it "
-                f"(cmake target moert_python) and set MOERT_PYTHON_DIR to "
-                f"<build>/python", allow_module_level=True)
+moert = pytest.importorskip("moert", reason="build the moert module (scripts/build.sh)",
+                            exc_type=ImportError)
 
 # Architectures whose checkpoints come with blockwise fp8 weights.
 FP8_ARCHS = ("deepseek_v3", "glm4_moe")

@@ -34,14 +34,8 @@ import pytest
 from moert_reference import make_checkpoint
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-_BUILD_PYTHON = os.environ.get("MOERT_PYTHON_DIR") or str(ROOT / "build" / "python")
-if os.path.isdir(_BUILD_PYTHON) and _BUILD_PYTHON not in sys.path:
-    sys.path.append(_BUILD_PYTHON)
-
-try:
-    import moert
-except ImportError as exc:
-    pytest.skip(f"the moert Python module is not importable ({exc})", allow_module_level=True)
+moert = pytest.importorskip("moert", reason="build the moert module (scripts/build.sh)",
+                            exc_type=ImportError)
 
 AVAILABLE = [b["name"] for b in moert.backends() if b["available"]]
 

@@ -14,7 +14,6 @@ import json
 import math
 import os
 import pathlib
-import signal
 import struct
 import subprocess
 import sys
@@ -25,14 +24,8 @@ import pytest
 from moert_reference import make_checkpoint
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-_BUILD_PYTHON = os.environ.get("MOERT_PYTHON_DIR") or str(ROOT / "build" / "python")
-if os.path.isdir(_BUILD_PYTHON) and _BUILD_PYTHON not in sys.path:
-    sys.path.append(_BUILD_PYTHON)
-
-try:
-    import moert
-except ImportError as exc:
-    pytest.skip(f"the moert Python module is not importable ({exc})", allow_module_level=True)
+moert = pytest.importorskip("moert", reason="build the moert module (scripts/build.sh)",
+                            exc_type=ImportError)
 
 PROMPT = [3, 17, 101, 7, 42, 250, 9, 64]
 VOCAB = 512

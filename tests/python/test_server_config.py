@@ -8,21 +8,11 @@ them).
 """
 
 import json
-import os
-import pathlib
-import sys
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-_BUILD_PYTHON = os.environ.get("MOERT_PYTHON_DIR") or str(ROOT / "build" / "python")
-if os.path.isdir(_BUILD_PYTHON) and _BUILD_PYTHON not in sys.path:
-    sys.path.append(_BUILD_PYTHON)
-
-try:
-    import moert
-except ImportError as exc:
-    pytest.skip(f"the moert Python module is not importable ({exc})", allow_module_level=True)
+moert = pytest.importorskip("moert", reason="build the moert module (scripts/build.sh)",
+                            exc_type=ImportError)
 
 for _package in ("fastapi", "uvicorn", "jinja2"):
     pytest.importorskip(_package, reason=f"moert serve's tests need the '{_package}' package "

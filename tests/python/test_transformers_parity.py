@@ -27,8 +27,6 @@ compiled module is looked for in $MOERT_PYTHON_DIR, else <repo>/build/python.
 import functools
 import json
 import os
-import pathlib
-import sys
 
 import numpy as np
 import pytest
@@ -48,11 +46,6 @@ else:
 
 from moert_reference import make_checkpoint, safetensors_io  # noqa: E402
 from moert_reference.configs import ARCHITECTURES  # noqa: E402
-
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-_BUILD_PYTHON = os.environ.get("MOERT_PYTHON_DIR") or str(ROOT / "build" / "python")
-if os.path.isdir(_BUILD_PYTHON) and _BUILD_PYTHON not in sys.path:
-    sys.path.append(_BUILD_PYTHON)
 
 try:
     import moert  # noqa: E402
