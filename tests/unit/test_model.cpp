@@ -13,6 +13,7 @@
 
 #include "moert/error.h"
 #include "moert/model.h"
+#include "support/tiny_checkpoint.h"
 
 namespace fs = std::filesystem;
 using moert::Model;
@@ -39,45 +40,25 @@ void write_checkpoint(const fs::path& dir) {
                            {"max_position_embeddings", 64},
                            {"tie_word_embeddings", false}};
   std::ofstream(dir / "config.json") << config.dump();
-  std::vector<std::pair<std::string, std::vector<int64_t>>> tensors = {
-      {"model.embed_tokens.weight", {kVocab, kHidden}},
-      {"model.norm.weight", {kHidden}},
-      {"lm_head.weight", {kVocab, kHidden}}};
+  moert_test::TensorShapes tensors = {{"model.embed_tokens.weight", {kVocab, kHidden}},
+                                      {"model.norm.weight", {kHidden}},
+                                      {"lm_head.weight", {kVocab, kHidden}}};
   const int64_t hd = kHidden / kHeads;
   for (int64_t l = 0; l < kLayers; ++l) {
     std::string p = "model.layers." + std::to_string(l) + ".";
-    for (auto [n, s] : std::vector<std::pair<std::string, std::vector<int64_t>>>{
-             {"input_layernorm.weight", {kHidden}},
-             {"post_attention_layernorm.weight", {kHidden}},
-             {"self_attn.q_proj.weight", {kHeads * hd, kHidden}},
-             {"self_attn.k_proj.weight", {kKvHeads * hd, kHidden}},
-             {"self_attn.v_proj.weight", {kKvHeads * hd, kHidden}},
-             {"self_attn.o_proj.weight", {kHidden, kHeads * hd}},
-             {"mlp.gate_proj.weight", {kInter, kHidden}},
-             {"mlp.up_proj.weight", {kInter, kHidden}},
-             {"mlp.down_proj.weight", {kHidden, kInter}}})
+    for (auto [n, s] :
+         moert_test::TensorShapes{{"input_layernorm.weight", {kHidden}},
+                                  {"post_attention_layernorm.weight", {kHidden}},
+                                  {"self_attn.q_proj.weight", {kHeads * hd, kHidden}},
+                                  {"self_attn.k_proj.weight", {kKvHeads * hd, kHidden}},
+                                  {"self_attn.v_proj.weight", {kKvHeads * hd, kHidden}},
+                                  {"self_attn.o_proj.weight", {kHidden, kHeads * hd}},
+                                  {"mlp.gate_proj.weight", {kInter, kHidden}},
+                                  {"mlp.up_proj.weight", {kInter, kHidden}},
+                                  {"mlp.down_proj.weight", {kHidden, kInter}}})
       tensors.push_back({p + n, s});
   }
-  std::mt19937 rng(3);
-  std::normal_distribution<float> normal(0.0f, 0.3f);
-  nlohmann::json header = nlohmann::json::object();
-  std::vector<float> data;
-  for (const auto& [name, shape] : tensors) {
-    int64_t n = 1;
-    for (int64_t d : shape) n *= d;
-    uint64_t begin = data.size() * 4;
-    bool norm = name.find("norm") != std::string::npos;
-    for (int64_t i = 0; i < n; ++i) data.push_back(norm ? 1.0f + 0.1f * normal(rng) : normal(rng));
-    header[name] = {{"dtype", "F32"}, {"shape", shape}, {"data_offsets", {begin, data.size() * 4}}};
-  }
-  std::string h = header.dump();
-  h.append((8 - h.size() % 8) % 8, ' ');
-  std::ofstream out(dir / "model.safetensors", std::ios::binary);
-  uint64_t len = h.size();
-  out.write(reinterpret_cast<const char*>(&len), 8);
-  out << h;
-  out.write(reinterpret_cast<const char*>(data.data()),
-            static_cast<std::streamsize>(data.size() * 4));
+  moert_test::write_random_safetensors(dir / "model.safetensors", tensors, 3);
 }
 
 class ModelTest : public ::testing::Test {
