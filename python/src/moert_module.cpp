@@ -12,6 +12,7 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
+#include <chrono>
 #include <climits>
 #include <cstring>
 #include <exception>
@@ -84,14 +85,23 @@ struct ModelHandle {
 };
 
 // Ctrl-C while the runtime works without the GIL.  poll() takes the GIL and
-// runs Python's signal handlers (they run in the main thread only); when one
-// raised (KeyboardInterrupt for SIGINT), poll() keeps the exception and
-// returns true from then on, so that the work stops at its next check;
-// rethrow() raises it once the work unwound.
+// runs Python's signal handlers; when one raised (KeyboardInterrupt for
+// SIGINT), poll() keeps the exception and returns true from then on, so that
+// the work stops at its next check; rethrow() raises it once the work
+// unwound.  Python runs signal handlers in its main thread only, so poll()
+// on another thread answers false without the GIL, and on the main thread it
+// takes the GIL at most every kInterval: a decode loop polling at each token
+// does not queue for the GIL behind other Python threads.
 class SignalCheck {
  public:
+  SignalCheck() : main_thread_(PyThread_get_thread_ident() == main_thread_ident()) {}
+
   bool poll() {
     if (error_) return true;
+    if (!main_thread_) return false;
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_ < kInterval) return false;
+    last_ = now;
     py::gil_scoped_acquire gil;
     if (PyErr_CheckSignals() == 0) return false;
     try {
@@ -106,6 +116,15 @@ class SignalCheck {
   }
 
  private:
+  static constexpr std::chrono::milliseconds kInterval{20};
+  // Called with the GIL held (SignalCheck is made in binding code).
+  static unsigned long main_thread_ident() {
+    static const unsigned long ident =
+        py::module_::import("threading").attr("main_thread")().attr("ident").cast<unsigned long>();
+    return ident;
+  }
+  bool main_thread_;
+  std::chrono::steady_clock::time_point last_{};
   std::exception_ptr error_;
 };
 
